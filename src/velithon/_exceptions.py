@@ -1,0 +1,108 @@
+"""The exceptions velithon raises, in one place so callers can catch by family.
+
+Hierarchy::
+
+    VelithonError
+    ├── ConfigError (also ValueError)          bad configuration, raised at construction
+    ├── UnsafePathError (also ValueError)      request path rejected before forwarding (400)
+    ├── NoTargetAvailable                      no healthy / admitted target (503)
+    └── UpstreamError                          talking to one upstream target failed
+        ├── UpstreamConnectError               TCP/TLS connect failed; nothing was sent
+        │   └── UpstreamConnectTimeout         ... because connect_timeout expired (also UpstreamTimeout)
+        ├── UpstreamResetError                 closed/reset before the response head (.request_sent)
+        ├── UpstreamProtocolError              malformed or oversized response head
+        │   └── UpstreamRequestError           *our* request was unsendable (CR/LF in a header...)
+        ├── UpstreamBodyError                  failed after the head: truncated or broken body
+        └── UpstreamTimeout                    an upstream deadline expired
+
+Why a tree: the forwarding layer maps families to statuses (connect/reset/protocol → 502,
+timeout → 504) and decides retries from them. ``UpstreamConnectError`` is always safe to
+retry (no byte reached the upstream); ``UpstreamResetError`` is safe only when
+``request_sent`` is false or the method is idempotent; ``UpstreamBodyError`` never is,
+because the response already started.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "NoTargetAvailable",
+    "UnsafePathError",
+    "UpstreamBodyError",
+    "UpstreamConnectError",
+    "UpstreamConnectTimeout",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamRequestError",
+    "UpstreamResetError",
+    "UpstreamTimeout",
+    "VelithonError",
+]
+
+
+class VelithonError(Exception):
+    """Base class of every exception velithon raises on purpose."""
+
+
+class ConfigError(VelithonError, ValueError):
+    """A configuration value is invalid; the message says which one and why."""
+
+
+class UnsafePathError(VelithonError, ValueError):
+    """A request path was refused (dot segments, backslashes, control characters...)."""
+
+
+class NoTargetAvailable(VelithonError):
+    """No target can take the request: all unhealthy, breakers open, or shutting down."""
+
+
+class UpstreamError(VelithonError):
+    """Base class for failures talking to one upstream target."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """Opening the TCP (or TLS) connection failed; no request byte was sent."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """An upstream deadline expired (connect, response head, or body)."""
+
+
+class UpstreamConnectTimeout(UpstreamConnectError, UpstreamTimeout):
+    """The connect (TCP and TLS handshake) did not finish within ``connect_timeout``."""
+
+
+class UpstreamResetError(UpstreamError):
+    """The upstream closed or reset the connection before sending a response head.
+
+    ``request_sent`` says whether any byte of the request may have reached the
+    upstream; when it is true only idempotent requests may be retried.
+    """
+
+    def __init__(
+        self,
+        message: str = "upstream closed the connection before the response head",
+        *,
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's response head was malformed, oversized or not allowed."""
+
+
+class UpstreamRequestError(UpstreamProtocolError):
+    """The request we were asked to send is not valid HTTP (h11 refused to serialise it).
+
+    Raised before the request reached the upstream, so it is not the target's
+    fault; typical cause: a configured header value containing CR/LF.
+    """
+
+
+class UpstreamBodyError(UpstreamError):
+    """The response body failed after the head: the upstream closed early or sent bad framing.
+
+    The body received so far is incomplete and must not be passed off as complete.
+    """

@@ -1,0 +1,350 @@
+"""Forwarding one request: the hot path shared by every facade.
+
+``Forwarder.handle_http(scope, receive, send)`` turns an ASGI request into an
+upstream request through a :class:`~velithon._router.Lease`, streams the
+response back, and reports the outcome. Policies:
+
+* **Deadline.** ``timeout_ms`` bounds the whole exchange, every try and every
+  body read included; ``per_try_timeout`` (default: the whole budget) bounds
+  each try up to the response head.
+* **Retries** follow :class:`~velithon._retry.RetryPolicy`: each retry goes to
+  a target not tried yet (when one is routable), after a jittered backoff, and
+  only if the router's retry budget allows it. Bodies up to
+  ``replay_buffer`` bytes are buffered so they can be replayed; larger ones
+  stream and are never retried once sent.
+* **Errors** are JSON and never carry a traceback: 502 (bad upstream), 503
+  with ``Retry-After`` (no target, breakers open, overloaded), 504 (timeout).
+  Once response bytes reached the client, an upstream failure aborts the
+  client connection instead, so a truncated body is never passed off as
+  complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._exceptions import (
+    NoTargetAvailable,
+    UnsafePathError,
+    UpstreamBodyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+)
+from ._headers import ForwardedConfig, build_request_headers, build_response_headers
+from ._paths import PathTemplate, check_path_safety, upstream_target
+from ._retry import RetryPolicy
+
+LOGGER = logging.getLogger("velithon.proxy")
+
+_BODYLESS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
+
+
+class ClientDisconnected(Exception):
+    """The downstream client went away mid-request."""
+
+
+class UpstreamAborted(Exception):
+    """The upstream failed after the response started; the client connection must be aborted."""
+
+
+@attrs.frozen
+class ForwardConfig:
+    """How a facade forwards: timeouts, retries, headers, paths, errors."""
+
+    timeout_ms: int = 30000
+    per_try_timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    replay_buffer: int = 64 * 1024
+    preserve_host: bool = False
+    headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
+    headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
+    response_headers_to_remove: tuple[str, ...] = ()
+    forwarded: ForwardedConfig = ForwardedConfig()
+    template: PathTemplate | None = None
+    strip_path: bool = False
+    rewrite: Any = None
+    strip_prefix: str | None = None
+    upstream_prefix: str = ""
+    hash_on: str | None = None
+    retry_after: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout_ms <= 0:
+            raise ValueError(f"timeout_ms must be positive, got {self.timeout_ms}")
+        if self.hash_on is not None:
+            parse_hash_on(self.hash_on)
+
+
+def parse_hash_on(spec: str) -> tuple[str, str]:
+    """``"header:X-User"``, ``"cookie:session"`` or ``"client_ip"``."""
+    if spec == "client_ip":
+        return ("client_ip", "")
+    kind, _, name = spec.partition(":")
+    if kind in ("header", "cookie") and name:
+        return (kind, name.lower() if kind == "header" else name)
+    raise ValueError(f"Invalid hash_on {spec!r}. Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
+
+
+def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any]) -> bytes | None:
+    """Extract the consistent-hashing key from a request."""
+    if spec is None:
+        return None
+    kind, name = spec
+    if kind == "client_ip":
+        client = scope.get("client")
+        return client[0].encode() if client else None
+    wanted = name.encode()
+    for key, value in scope["headers"]:
+        if kind == "header" and key == wanted:
+            return bytes(value)
+        if kind == "cookie" and key == b"cookie":
+            for part in value.split(b";"):
+                k, _, v = part.strip().partition(b"=")
+                if k == wanted:
+                    return v
+    return None
+
+
+def error_body(status: int, error: str, detail: str) -> bytes:
+    return json.dumps({"error": error, "detail": detail, "status": status},
+                      separators=(",", ":")).encode()
+
+
+_ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+           400: "Bad Request", 413: "Payload Too Large"}
+
+
+async def send_error(send: Callable[..., Any], status: int, detail: str,
+                     *, retry_after: int | None = None) -> None:
+    """A complete, well-formed JSON error response."""
+    body = error_body(status, _ERRORS.get(status, "Error"), detail)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def outcome_kind(status: int) -> str:
+    if status in (502, 503, 504):
+        return "gateway"
+    if status >= 500:
+        return "5xx"
+    return "success"
+
+
+class Forwarder:
+    """Forwards requests for one facade through its balancer."""
+
+    def __init__(self, config: ForwardConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._hash = parse_hash_on(config.hash_on) if config.hash_on else None
+        self._rng = rng or random.Random()
+        self.requests = 0
+        self.retries = 0
+        self.errors = 0
+
+    # ---- HTTP ----------------------------------------------------------------------
+
+    async def handle_http(self, balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
+                          send: Callable[..., Any]) -> tuple[int, str] | None:
+        """Forward one request; returns ``(status, detail)`` when we answered with an error."""
+        cfg = self.config
+        self.requests += 1
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        try:
+            check_path_safety(raw_path)
+            target = upstream_target(
+                raw_path, scope.get("query_string", b""), template=cfg.template,
+                strip_path=cfg.strip_path, rewrite=cfg.rewrite, base_path=cfg.upstream_prefix,
+                strip_prefix=cfg.strip_prefix,
+            )
+        except UnsafePathError as exc:
+            self.errors += 1
+            await send_error(send, 400, str(exc))
+            return (400, str(exc))
+        method: bytes = scope["method"].encode()
+        deadline = trio.current_time() + cfg.timeout_ms / 1000.0
+        body, replayable = await self._request_body(scope, receive, method)
+        key = hash_key(self._hash, scope)
+        response_started = False
+        tried: set[int] = set()
+        attempt = 0
+        last_error: tuple[int, str] = (502, "No attempt made")
+        while True:
+            attempt += 1
+            try:
+                lease = await balancer.pick(key, frozenset(tried), retry=attempt > 1)
+            except NoTargetAvailable as exc:
+                if attempt > 1:  # budget exhausted or nobody left: report the last failure
+                    break
+                self.errors += 1
+                await send_error(send, 503, str(exc), retry_after=cfg.retry_after)
+                return (503, str(exc))
+            tried.add(lease.target_id)
+            origin = lease.pool.origin
+            headers = build_request_headers(
+                scope["headers"], peer=scope.get("client"), scheme=scope.get("scheme", "http"),
+                upstream_host=origin.authority, preserve_host=cfg.preserve_host,
+                add=cfg.headers_to_add, remove=cfg.headers_to_remove, cfg=cfg.forwarded,
+            )
+            upstream_path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
+                if origin.base_path else target
+            try_deadline = deadline
+            if cfg.per_try_timeout is not None:
+                try_deadline = min(deadline, trio.current_time() + cfg.per_try_timeout)
+            error_kind: str | None = None
+            response = None
+            with trio.move_on_at(try_deadline):
+                try:
+                    response = await lease.pool.request(method, upstream_path, headers, body)
+                except UpstreamConnectError as exc:
+                    error_kind, last_error = "connect", (502, f"Connection to upstream failed: {exc}")
+                except UpstreamResetError as exc:
+                    error_kind, last_error = "reset", (502, f"Upstream closed the connection: {exc}")
+                except UpstreamProtocolError as exc:
+                    error_kind, last_error = "protocol", (502, f"Invalid response from upstream: {exc}")
+                except UpstreamError as exc:
+                    error_kind, last_error = "reset", (502, f"Upstream error: {exc}")
+            if response is None and error_kind is None:
+                error_kind, last_error = "timeout", (504, "Upstream request timed out")
+            if response is None:
+                await lease.finish("local")
+                if self._may_retry(attempt, method, error_kind=error_kind, replayable=replayable,
+                                   deadline=deadline):
+                    await self._backoff(attempt, deadline)
+                    continue
+                break
+            status = response.status
+            if (status in cfg.retry.retry_on_statuses
+                    and self._may_retry(attempt, method, status=status, replayable=replayable,
+                                        deadline=deadline)):
+                await response.aclose()
+                await lease.finish(outcome_kind(status), status)
+                last_error = (status, f"Upstream answered {status}")
+                await self._backoff(attempt, deadline)
+                continue
+            try:
+                response_started = True
+                await self._relay(response, send, deadline, method)
+            except trio.TooSlowError:
+                await response.aclose()
+                await lease.finish("local")
+                raise UpstreamAborted("upstream response timed out mid-body") from None
+            except UpstreamBodyError as exc:
+                await response.aclose()
+                await lease.finish("local")
+                raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
+            except ClientDisconnected:
+                await response.aclose()
+                await lease.finish("neutral")
+                return None
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await response.aclose()
+                    await lease.finish("neutral")
+                raise
+            await response.aclose()
+            await lease.finish(outcome_kind(status), status)
+            return None
+        assert not response_started
+        self.errors += 1
+        status, detail = last_error
+        if status in (502, 503, 504) and last_error[1].startswith("Upstream answered"):
+            detail = f"{detail} after {attempt} attempt(s)"
+        await send_error(send, status, detail, retry_after=cfg.retry_after if status == 503 else None)
+        return (status, detail)
+
+    def _may_retry(self, attempt: int, method: bytes, *, status: int | None = None,
+                   error_kind: str | None = None, replayable: bool, deadline: float) -> bool:
+        if trio.current_time() >= deadline:
+            return False
+        ok = self.config.retry.should_retry(
+            attempt, method.decode("latin-1"), status=status, error=error_kind,
+            body_replayable=replayable,
+        )
+        if ok:
+            self.retries += 1
+        return ok
+
+    async def _backoff(self, attempt: int, deadline: float) -> None:
+        delay = self.config.retry.backoff(attempt, self._rng)
+        await trio.sleep_until(min(trio.current_time() + delay, deadline))
+
+    async def _request_body(self, scope: dict[str, Any], receive: Callable[..., Any],
+                            method: bytes) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+        """Buffer small bodies (replayable); stream big or unknown-size ones."""
+        length: int | None = None
+        chunked = False
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+            elif key == b"transfer-encoding":
+                chunked = True
+        if not chunked and (length is None or length == 0):
+            if length is None and method not in _BODYLESS:
+                pass  # no framing: no body (RFC 9112 §6.3)
+            return (b"" if length == 0 and method not in _BODYLESS else None), True
+        if length is not None and length <= self.config.replay_buffer:
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(chunks), True
+        return _stream_body(receive), False
+
+    async def _relay(self, response: Any, send: Callable[..., Any], deadline: float,
+                     method: bytes) -> None:
+        cfg = self.config
+        headers = build_response_headers(
+            response.headers, add=cfg.response_headers_to_add,
+            remove=cfg.response_headers_to_remove,
+            content_length=response.content_length if method != b"HEAD" else None,
+        )
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        except OSError as exc:
+            raise ClientDisconnected() from exc
+        while True:
+            with trio.fail_at(deadline) if math.isfinite(deadline) else trio.CancelScope():
+                chunk = await response.receive_some()
+            if not chunk:
+                break
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except OSError as exc:
+                raise ClientDisconnected() from exc
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stream_body(receive: Callable[..., Any]) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def forwarded_config(trusted_proxies: Sequence[str] | None, **kwargs: Any) -> ForwardedConfig:
+    return ForwardedConfig(trusted_proxies=tuple(trusted_proxies or ()), **kwargs)

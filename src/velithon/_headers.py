@@ -1,0 +1,369 @@
+"""Header rules for forwarding, both directions. Pure functions, run once per request.
+
+Request side (reliability.md §2.1–2.3, catalogue 11–17):
+
+* Hop-by-hop fields are removed (:data:`HOP_BY_HOP`, ``TE`` except ``trailers``),
+  and so are fields the client nominates in ``Connection`` — but nominating
+  ``Host``, ``Content-Length``, ``Transfer-Encoding`` or a forwarding header we
+  generate is ignored, so a client cannot strip what we add (Davison 2019).
+* ``Content-Length``/``Transfer-Encoding`` from the client are dropped: the
+  upstream pool computes framing itself.
+* Names that only *look like* a sensitive field with ``_`` for ``-``
+  (``X_Forwarded_For``, ``Transfer_Encoding``) are dropped: some backends fold
+  ``_`` into ``-``.
+* ``X-Forwarded-For/-Proto/-Host``, ``X-Real-IP`` and ``Forwarded`` are ours.
+  From an untrusted peer the incoming ones are replaced (XFF is kept and
+  extended in ``append`` mode, as Envoy/HAProxy do); from a trusted peer they
+  are kept and extended.
+* ``remove`` then ``add`` (config) apply last; ``add`` overrides.
+
+Input header names must be lowercase bytes (as h11 and ASGI give them); output
+names are lowercase too. Multi-value fields keep their order.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._exceptions import ConfigError
+
+__all__ = [
+    "FORWARDING",
+    "HOP_BY_HOP",
+    "ForwardedConfig",
+    "build_request_headers",
+    "build_response_headers",
+    "client_ip",
+    "strip_hop_by_hop",
+]
+
+Headers = Iterable[tuple[bytes, bytes]]
+HeaderList = list[tuple[bytes, bytes]]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+#: The forwarding headers this module generates.
+FORWARDING = frozenset({
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded",
+})
+# A client may not nominate these in Connection (framing, routing, what we add).
+_PROTECTED = frozenset({b"host", b"content-length", b"transfer-encoding"}) | FORWARDING
+_LOOKALIKE_OF = HOP_BY_HOP | FORWARDING | {b"host", b"content-length"}
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# Per-name handling in build_request_headers; anything else is copied.
+_DROP, _CONNECTION, _TE, _UPGRADE, _HOST, _XFF, _PROTO, _XHOST, _REAL_IP, _FWD = range(10)
+_REQUEST_KIND = {
+    b"connection": _CONNECTION, b"proxy-connection": _DROP, b"keep-alive": _DROP,
+    b"proxy-authenticate": _DROP, b"proxy-authorization": _DROP, b"te": _TE,
+    b"trailer": _DROP, b"transfer-encoding": _DROP, b"upgrade": _UPGRADE,
+    b"content-length": _DROP, b"host": _HOST, b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _PROTO, b"x-forwarded-host": _XHOST, b"x-real-ip": _REAL_IP,
+    b"forwarded": _FWD,
+}
+
+
+def _to_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str | bytes):
+        return (value,)
+    return tuple(value)
+
+
+def _check_hops(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"trusted_hops must be an integer >= 0, got {value!r}")
+
+
+def _check_mode(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in ("append", "replace"):
+        raise ConfigError(f"xff_mode must be 'append' or 'replace', got {value!r}")
+
+
+@attrs.frozen
+class ForwardedConfig:
+    """Who we trust for forwarding headers, and which ones we emit.
+
+    Attributes:
+        trusted_proxies: CIDRs (``"10.0.0.0/8"``, ``"127.0.0.1"``) of proxies in
+            front of us; parsed into :attr:`networks` at construction.
+        trusted_hops: when the peer is trusted, how many more trusted proxies
+            appended to X-Forwarded-For; the client is entry ``trusted_hops + 1``
+            from the right (Envoy's rule). Use 0 when the peer is the only proxy.
+        xff_mode: ``"append"`` keeps the incoming X-Forwarded-For chain and appends
+            the peer; ``"replace"`` sends only the peer (unless the peer is trusted,
+            then the chain is kept).
+        forwarded: emit RFC 7239 ``Forwarded``.
+        x_forwarded: emit ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP``.
+    """
+
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    trusted_hops: int = attrs.field(default=1, validator=_check_hops)
+    xff_mode: str = attrs.field(default="append", validator=_check_mode)
+    forwarded: bool = True
+    x_forwarded: bool = True
+    networks: tuple[_Network, ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        networks = []
+        for cidr in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(cidr))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"Invalid trusted proxy {cidr!r}: {exc}") from None
+        object.__setattr__(self, "networks", tuple(networks))
+
+    def is_trusted(self, peer_ip: str | None) -> bool:
+        """True if ``peer_ip`` is inside one of :attr:`trusted_proxies`."""
+        if not self.networks or not peer_ip:
+            return False
+        ip = _parse_ip(peer_ip)
+        return ip is not None and any(ip in net for net in self.networks)
+
+
+def _parse_ip(text: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.decode("ascii") if isinstance(text, bytes) else text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _tokens(values: Iterable[bytes]) -> set[bytes]:
+    return {t.strip().lower() for v in values for t in v.split(b",")}
+
+
+def _drop_names(headers: HeaderList, names: Iterable[bytes]) -> HeaderList:
+    names = set(names)
+    return [h for h in headers if h[0] not in names] if names else headers
+
+
+def strip_hop_by_hop(headers: Headers, *, keep_upgrade: bool = False) -> HeaderList:
+    """Remove hop-by-hop fields and those nominated in ``Connection``.
+
+    ``TE: trailers`` survives as ``te: trailers``. With ``keep_upgrade`` the
+    ``Upgrade`` field and ``Connection: upgrade`` are kept (protocol upgrades).
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    te_trailers = False
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            elif name == b"te":
+                te_trailers = te_trailers or b"trailers" in _tokens((value,))
+            elif name == b"upgrade" and keep_upgrade:
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    return _finish_hop(out, connection, te_trailers, keep_upgrade)
+
+
+def _finish_hop(out: HeaderList, connection: list[bytes], te_trailers: bool,
+                keep_upgrade: bool) -> HeaderList:
+    if connection:
+        nominated = _tokens(connection)
+        if keep_upgrade and b"upgrade" in nominated and any(n == b"upgrade" for n, _ in out):
+            out.append((b"connection", b"upgrade"))
+        out = _drop_names(out, nominated - _PROTECTED - HOP_BY_HOP)
+    elif keep_upgrade:
+        out = [h for h in out if h[0] != b"upgrade"]  # Upgrade without Connection: upgrade
+    if te_trailers:
+        out.append((b"te", b"trailers"))
+    return out
+
+
+def client_ip(peer_ip: str | None, headers: Headers, cfg: ForwardedConfig) -> str:
+    """The client address to log, rate-limit and hash on (Envoy's rule).
+
+    The TCP peer, unless the peer is a trusted proxy: then X-Forwarded-For is
+    walked from the right over ``trusted_hops`` entries and the next one is the
+    client. Too few or malformed entries fall back to the peer. ``""`` when the
+    peer is unknown.
+    """
+    if not peer_ip or not cfg.is_trusted(peer_ip):
+        return peer_ip or ""
+    return _walk_xff(peer_ip, [v for n, v in headers if n == b"x-forwarded-for"], cfg)
+
+
+def _walk_xff(peer_ip: str, chain: list[bytes], cfg: ForwardedConfig) -> str:
+    if not chain:
+        return peer_ip
+    need = cfg.trusted_hops + 1
+    entries = b",".join(chain).rsplit(b",", need)[-need:]
+    if len(entries) < need:
+        return peer_ip
+    walked = [_parse_ip(e.strip()) for e in entries]
+    if any(ip is None for ip in walked):
+        return peer_ip
+    return str(walked[0])
+
+
+def _forwarded_value(value: bytes) -> bytes:
+    if _TOKEN.fullmatch(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _encode_map(items: Mapping[str, str] | None) -> HeaderList:
+    if not items:
+        return []
+    return [(k.lower().encode("latin-1") if isinstance(k, str) else bytes(k).lower(),
+             v.encode("latin-1") if isinstance(v, str) else bytes(v)) for k, v in items.items()]
+
+
+def _apply_config(out: HeaderList, add: Mapping[str, str] | None,
+                  remove: Iterable[str] | None, *, protect: bytes | None) -> HeaderList:
+    if remove:
+        names = {r.lower().encode("latin-1") if isinstance(r, str) else bytes(r).lower()
+                 for r in remove}
+        names.discard(protect)  # type: ignore[arg-type]
+        out = _drop_names(out, names)
+    extra = _encode_map(add)
+    if extra:
+        out = _drop_names(out, (n for n, _ in extra))
+        out.extend(extra)
+    return out
+
+
+def build_request_headers(
+    headers: Headers,
+    *,
+    peer: Sequence[Any] | None,
+    scheme: str,
+    upstream_host: bytes,
+    preserve_host: bool,
+    add: Mapping[str, str] | None,
+    remove: Iterable[str] | None,
+    cfg: ForwardedConfig,
+    keep_upgrade: bool = False,
+) -> HeaderList:
+    """The header list to send upstream (framing excluded: the pool adds it).
+
+    ``peer`` is ASGI's ``scope["client"]`` (``(host, port)`` or ``None``);
+    ``upstream_host`` is :attr:`Origin.authority`. See the module docstring for
+    the rules. ``Host`` always comes first.
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    xff: list[bytes] = []
+    proto: list[bytes] = []
+    xhost: list[bytes] = []
+    real_ip: list[bytes] = []
+    fwd: list[bytes] = []
+    client_host: bytes | None = None
+    te_trailers = False
+    kinds = _REQUEST_KIND
+    for name, value in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            if b"_" in name and name.replace(b"_", b"-") in _LOOKALIKE_OF:
+                continue
+            out.append((name, value))
+        elif kind == _XFF:
+            xff.append(value.strip())
+        elif kind == _HOST:
+            if client_host is None:
+                client_host = value
+        elif kind == _CONNECTION:
+            connection.append(value)
+        elif kind == _TE:
+            te_trailers = te_trailers or b"trailers" in _tokens((value,))
+        elif kind == _UPGRADE:
+            if keep_upgrade:
+                out.append((name, value))
+        elif kind == _PROTO:
+            proto.append(value)
+        elif kind == _XHOST:
+            xhost.append(value)
+        elif kind == _REAL_IP:
+            real_ip.append(value)
+        elif kind == _FWD:
+            fwd.append(value)
+    out = _finish_hop(out, connection, te_trailers, keep_upgrade)
+
+    peer_ip: str | None = str(peer[0]) if peer and peer[0] else None
+    trusted = cfg.is_trusted(peer_ip)
+    peer_b = peer_ip.encode("ascii") if peer_ip else None
+    scheme_b = scheme.encode("ascii")
+    host = client_host if preserve_host and client_host is not None else upstream_host
+    result: HeaderList = [(b"host", host)]
+    result.extend(out)
+    if cfg.x_forwarded:
+        chain = b", ".join(v for v in xff if v)
+        if chain and (trusted or cfg.xff_mode == "append"):
+            value = chain + b", " + peer_b if peer_b else chain
+        else:
+            value = peer_b or b""
+        if value:
+            result.append((b"x-forwarded-for", value))
+        result.append((b"x-forwarded-proto", proto[0] if trusted and proto else scheme_b))
+        forwarded_host = xhost[0] if trusted and xhost else client_host
+        if forwarded_host:
+            result.append((b"x-forwarded-host", forwarded_host))
+        real = _walk_xff(peer_ip, xff, cfg) if trusted and peer_ip else peer_ip
+        if real:
+            result.append((b"x-real-ip", real.encode("ascii")))
+    elif trusted:
+        result.extend((n, v) for n, vs in ((b"x-forwarded-for", xff), (b"x-forwarded-proto", proto),
+                                           (b"x-forwarded-host", xhost), (b"x-real-ip", real_ip))
+                      for v in vs)
+    if cfg.forwarded:
+        if peer_b is None:
+            node = b"unknown"
+        elif b":" in peer_b:
+            node = b'"[' + peer_b + b']"'
+        else:
+            node = peer_b
+        element = b"for=" + node + b";proto=" + scheme_b
+        if client_host:
+            element += b";host=" + _forwarded_value(client_host)
+        if trusted and fwd:
+            element = b", ".join(fwd) + b", " + element
+        result.append((b"forwarded", element))
+    elif trusted:
+        result.extend((b"forwarded", v) for v in fwd)
+    return _apply_config(result, add, remove, protect=b"host")
+
+
+def build_response_headers(
+    headers: Headers,
+    *,
+    add: Mapping[str, str] | None = None,
+    remove: Iterable[str] | None = None,
+    content_length: int | None = None,
+) -> HeaderList:
+    """The header list to send downstream from an upstream response.
+
+    Hop-by-hop fields (and those nominated in ``Connection``) and
+    ``Transfer-Encoding`` are removed: the server frames the response itself.
+    ``Content-Length`` is kept only when the caller relays a body framed by it:
+    pass ``content_length`` (the upstream's value) and exactly one
+    ``content-length`` header with that value is sent. Repeated fields such as
+    ``Set-Cookie`` stay separate lines, in order.
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if name == b"content-length":
+            continue
+        out.append((name, value))
+    if connection:
+        out = _drop_names(out, _tokens(connection) - _PROTECTED - HOP_BY_HOP)
+    if content_length is not None:
+        out.append((b"content-length", b"%d" % content_length))
+    return _apply_config(out, add, remove, protect=None)

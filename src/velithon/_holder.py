@@ -1,0 +1,80 @@
+"""Where a facade's balancer system runs: in a nursery, or just for one call.
+
+Every facade (``GatewayRoute``, ``ProxyMiddleware``, ``ProxyLoadBalancer``,
+``ProxyClient``) holds a :class:`BalancerHolder`. The system runs for real when
+
+* the app's lifespan starts it (the holder is a *service*: ``run_service``), or
+* the user enters ``async with facade:``.
+
+Otherwise, as in the seed's examples that build a ``ProxyLoadBalancer`` inside
+a handler and await it once, each call runs a *transient* system just for that
+call. The durable :class:`~velithon._balancer.BalancerState` is kept by the
+holder, so health, breakers and the round-robin cursor carry over between
+calls either way. Transient calls are serialised with a lock, so there is
+never more than one writer of that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._balancer import Balancer, BalancerConfig, BalancerState, open_balancer
+from ._probe import ProbeFn
+
+
+class BalancerHolder:
+    """Owns a facade's durable balancer state and, while running, its system."""
+
+    def __init__(self, config: BalancerConfig, *, probe: ProbeFn | None = None) -> None:
+        self.config = config
+        self.state = BalancerState.create(config)
+        self._probe = probe
+        self._running: Balancer | None = None
+        self._lock: trio.Lock | None = None
+        self._exit: trio.Event | None = None
+        self._stack: Any = None
+
+    @property
+    def running(self) -> Balancer | None:
+        """The live system, or None when nothing runs it."""
+        return self._running
+
+    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the system until cancelled (the app's ServiceHost calls this)."""
+        if self._running is not None:
+            raise RuntimeError("this balancer is already running")
+        async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
+            self._running = balancer
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._running = None
+
+    @asynccontextmanager
+    async def running_context(self) -> AsyncIterator[Balancer]:
+        """``async with facade:`` — the system runs for the block."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run_service)
+            assert self._running is not None
+            try:
+                yield self._running
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def balancer(self) -> AsyncIterator[Balancer]:
+        """The running system, or a transient one for the duration of a call."""
+        running = self._running
+        if running is not None:
+            yield running
+            return
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
+                yield balancer

@@ -1,0 +1,218 @@
+"""Request-head policies that h11 does not enforce (pure, no I/O).
+
+h11 is a sound parser but not a smuggling firewall (reliability notes §0, §1.2): it accepts
+TE + CL, TE on HTTP/1.0, ``HTTP/2.0``, absolute/authority/asterisk targets with any method,
+obs-fold, and it checks its size limit only while an event is incomplete. The functions here
+close those gaps. They raise :class:`RequestRejected` with the status to answer; the
+connection then sends a JSON error with ``Connection: close``.
+
+Two checks run at different moments:
+
+* :func:`scan_head` looks at the *raw* bytes h11 has buffered, before h11 parses them, so
+  oversize heads are refused even when they arrive whole in one read, and folded lines are
+  seen before h11 silently unfolds them.
+* :func:`inspect_request` looks at the parsed :class:`h11.Request`.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import re
+from typing import NamedTuple
+from urllib.parse import unquote
+
+import h11
+
+from ._server_config import ServerConfig
+
+__all__ = [
+    "RequestHead",
+    "RequestRejected",
+    "error_body",
+    "error_response",
+    "inspect_request",
+    "reason",
+    "scan_head",
+]
+
+# End of the header block as h11 finds it (bare LF allowed).
+_HEAD_END = re.compile(rb"\n\r?\n")
+# RFC 3986 host: IP-literal or reg-name/IPv4 (unreserved, sub-delims, pct-encoded), optional port.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]*))?")
+_ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
+# Slack for "METHOD " and " HTTP/1.1\r" around the target when the line is incomplete.
+_LINE_SLACK = 32
+
+
+class RequestRejected(Exception):
+    """The request must be answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+class RequestHead(NamedTuple):
+    """What the connection needs from a validated request head."""
+
+    raw_path: bytes
+    query_string: bytes
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    chunked: bool
+    websocket: bool
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON body of every server-generated error."""
+    return json.dumps({"error": message, "status": status}).encode()
+
+
+def reason(status: int) -> bytes:
+    """The standard reason phrase (empty for unknown codes, which HTTP allows)."""
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def error_response(status: int, message: str, extra: bytes = b"") -> bytes:
+    """A complete ``Connection: close`` error response, serialised without h11.
+
+    Built by hand because it is also needed when h11's state machine is already in ERROR
+    (a parse error, or an app header h11 refused).
+    """
+    body = error_body(status, message)
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, reason(status)),
+        b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+        extra,
+        b"connection: close\r\n\r\n",
+        body,
+    ))
+
+
+def scan_head(buf: bytes, config: ServerConfig) -> None:
+    """Check the raw, possibly incomplete, request head at the start of ``buf``.
+
+    Raises:
+        RequestRejected: 414 for an overlong request line, 431 for too many or too large
+            header lines, 400 for obs-fold (strict mode) or whitespace before the first header.
+    """
+    match = _HEAD_END.search(buf)
+    complete = match is not None
+    end = match.start() if complete else len(buf)
+    # With no header lines the request line's LF is the one that starts the terminator.
+    line_end = buf.find(b"\n", 0, end + complete)
+    if line_end < 0:
+        if end > config.max_uri_length + _LINE_SLACK:
+            raise RequestRejected(414, "request target too long")
+        if end > config.max_header_size:
+            raise RequestRejected(431, "request header block too large")
+        return
+    if line_end > config.max_uri_length + _LINE_SLACK:
+        raise RequestRejected(414, "request target too long")
+    if end > config.max_header_size:
+        raise RequestRejected(431, "request header block too large")
+    if line_end == end:
+        return
+    lines = buf.count(b"\n", line_end + 1, end) + complete
+    if lines > config.max_headers:
+        raise RequestRejected(431, "too many request headers")
+    if buf[line_end + 1 : line_end + 2] in (b" ", b"\t"):
+        raise RequestRejected(400, "whitespace before the first header line")
+    if config.strict_obs_fold and (
+        buf.find(b"\n ", line_end + 1, end) >= 0 or buf.find(b"\n\t", line_end + 1, end) >= 0
+    ):
+        raise RequestRejected(400, "obsolete line folding is not allowed")
+
+
+def _check_host(host: bytes) -> None:
+    m = _HOST.fullmatch(host)
+    if m is None:
+        raise RequestRejected(400, "invalid Host header")
+    port = m.group(1)
+    if port and int(port) > 65535:
+        raise RequestRejected(400, "invalid port in Host header")
+
+
+def _split_target(method: bytes, target: bytes, host: bytes | None) -> tuple[bytes, bytes]:
+    """Return ``(raw_path, query_string)`` for an acceptable target."""
+    if target[:1] == b"/":
+        raw_path, _, query = target.partition(b"?")
+        return raw_path, query
+    if target == b"*":
+        if method == b"OPTIONS":
+            return b"*", b""
+        raise RequestRejected(400, "asterisk-form target is only allowed with OPTIONS")
+    m = _ABSOLUTE.fullmatch(target)
+    if m is None:
+        raise RequestRejected(400, "request target must start with '/'")
+    authority, rest = m.group(1), m.group(2)
+    if host is None or authority.lower() != host.lower():
+        raise RequestRejected(400, "absolute-form target does not match Host")
+    if rest[:1] not in (b"", b"/", b"?"):
+        raise RequestRejected(400, "invalid absolute-form target")
+    raw_path, _, query = rest.partition(b"?")
+    return raw_path or b"/", query
+
+
+def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
+    """Apply framing, version, target and Host rules to a parsed request.
+
+    Raises:
+        RequestRejected: with the status code to answer (400, 405, 413, 414, 431, 505).
+    """
+    version = event.http_version
+    if version != b"1.1" and version != b"1.0":
+        raise RequestRejected(505, "HTTP version not supported")
+    method = event.method
+    if method == b"CONNECT":
+        raise RequestRejected(405, "CONNECT is not supported")
+    target = event.target
+    if len(target) > config.max_uri_length:
+        raise RequestRejected(414, "request target too long")
+    items = event.headers._full_items  # (raw name, lowercased name, value), parsed by h11
+    if len(items) > config.max_headers:
+        raise RequestRejected(431, "too many request headers")
+    headers = [(name, value) for _, name, value in items]
+    host = cl = upgrade = connection = None
+    te = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"content-length":
+            cl = value
+        elif name == b"transfer-encoding":
+            te = True
+        elif name == b"upgrade":
+            upgrade = value
+        elif name == b"connection":
+            connection = value
+    if te:
+        if cl is not None:
+            raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
+        if version == b"1.0":
+            raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if host is not None:
+        _check_host(host)
+    raw_path, query = _split_target(method, target, host)
+    content_length = int(cl) if cl is not None else None
+    limit = config.max_body_size
+    if limit is not None and content_length is not None and content_length > limit:
+        raise RequestRejected(413, "request body too large")
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    # A real handshake needs both headers; h11 pauses for a protocol switch only then.
+    websocket = (
+        upgrade is not None
+        and connection is not None
+        and method == b"GET"
+        and b"websocket" in upgrade.lower()
+        and b"upgrade" in connection.lower()
+    )
+    return RequestHead(raw_path, query, path, headers, content_length, te, websocket)

@@ -1,0 +1,148 @@
+"""Proxying one WebSocket session to a leased target with trio-websocket.
+
+The client's handshake is accepted only after the upstream handshake
+succeeded (so a refused or failing upstream becomes a refusal, never a
+half-open tunnel), with the subprotocol the upstream chose. Messages are then
+pumped both ways until either side closes; the close code travels to the
+other side. The lease stays open for the whole session, so a target's
+in-flight count includes its tunnels, and a long healthy session is reported
+as a success, not a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ._exceptions import NoTargetAvailable
+
+LOGGER = logging.getLogger("velithon.proxy")
+
+#: request headers worth carrying to the upstream handshake
+_FORWARDED_WS_HEADERS = frozenset(
+    {b"cookie", b"authorization", b"origin", b"user-agent", b"x-request-id", b"accept-language"}
+)
+
+
+def _upstream_ws_url(origin: Any, target: bytes) -> str:
+    scheme = "wss" if origin.scheme == "https" else "ws"
+    return f"{scheme}://{origin.authority.decode('latin-1')}{origin.base_path}{target.decode('latin-1')}"
+
+
+async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, detail: str) -> None:
+    """Refuse the handshake: an HTTP error if the server can send one, else a close."""
+    from ._forwarder import error_body
+
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = error_body(status, "Bad Gateway" if status == 502 else "Service Unavailable", detail)
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1013 if status == 503 else 1011})
+
+
+async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
+                          send: Callable[..., Any], *, target: bytes, key: bytes | None,
+                          connect_timeout: float, extra_headers: list[tuple[bytes, bytes]]) -> None:
+    first = await receive()
+    if first["type"] != "websocket.connect":
+        return
+    try:
+        lease = await balancer.pick(key)
+    except NoTargetAvailable as exc:
+        await _refuse(send, scope, 503, str(exc))
+        return
+    url = _upstream_ws_url(lease.pool.origin, target)
+    subprotocols = list(scope.get("subprotocols") or ())
+    headers = [(k, v) for k, v in scope["headers"] if k in _FORWARDED_WS_HEADERS] + extra_headers
+    kind = "local"
+    try:
+        with trio.fail_after(connect_timeout):
+            context = open_websocket_url(
+                url, ssl_context=getattr(lease.pool, "ssl_context", None),
+                subprotocols=subprotocols, extra_headers=headers,
+            )
+            upstream = await context.__aenter__()
+    except (HandshakeError, ConnectionRejected, OSError, trio.TooSlowError) as exc:
+        await lease.finish("local")
+        detail = f"WebSocket handshake with upstream failed: {type(exc).__name__}"
+        if isinstance(exc, ConnectionRejected):
+            detail += f" (status {exc.status_code})"
+        await _refuse(send, scope, 502, detail)
+        return
+    try:
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        kind = await _pump(upstream, receive, send)
+    finally:
+        with trio.move_on_after(2.0, shield=True):
+            await context.__aexit__(None, None, None)
+            await lease.finish(kind)
+
+
+async def _pump(upstream: WebSocketConnection, receive: Callable[..., Any],
+                send: Callable[..., Any]) -> str:
+    """Relay until one side closes; returns the outcome kind for the lease."""
+    outcome = "success"
+
+    async def client_to_upstream(cancel: trio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                try:
+                    await upstream.send_message(data)
+                except ConnectionClosed:
+                    break
+            elif message["type"] == "websocket.disconnect":
+                await upstream.aclose(code=_upstream_code(message.get("code", 1000)))
+                break
+        cancel.cancel()
+
+    async def upstream_to_client(cancel: trio.CancelScope) -> None:
+        nonlocal outcome
+        while True:
+            try:
+                data = await upstream.get_message()
+            except ConnectionClosed as exc:
+                code = exc.reason.code if exc.reason is not None else 1006
+                if code not in (1000, 1001):
+                    outcome = "success" if code < 1011 else "5xx"
+                try:
+                    await send({"type": "websocket.close", "code": _client_code(code),
+                                "reason": (exc.reason.reason or "") if exc.reason else ""})
+                except OSError:
+                    pass
+                break
+            if isinstance(data, str):
+                await send({"type": "websocket.send", "text": data})
+            else:
+                await send({"type": "websocket.send", "bytes": data})
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_to_upstream, nursery.cancel_scope)
+        nursery.start_soon(upstream_to_client, nursery.cancel_scope)
+    return outcome
+
+
+def _upstream_code(code: int) -> int:
+    """Codes 1005/1006/1015 may not be sent on the wire."""
+    return 1000 if code in (1005, 1006, 1015) else code
+
+
+def _client_code(code: int) -> int:
+    return 1011 if code in (1005, 1006, 1015) else code
