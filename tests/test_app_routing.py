@@ -24,6 +24,8 @@ def test_compile_path_returns_regex_format_and_converters() -> None:
     assert regex.match("/users/42/files/a/b/c.txt/extra?") is not None  # path takes everything
     assert regex.match("/users/x/files/a") is None
     assert regex.match("/prefix/users/42/files/a") is None  # anchored
+    assert regex.match("/users/42/files/a\n")["rest"] == "a\n"  # %0A decodes to a newline
+    assert compile_path("/x")[0].match("/x\n") is None
 
 
 @pytest.mark.parametrize("template, message", [

@@ -358,3 +358,15 @@ async def test_service_route_that_cannot_start_answers_503(
     assert response.json() == {"error": "Service Unavailable", "status": 503,
                                "detail": "the route's service could not start"}
     assert "no upstream config" in caplog.text
+
+
+async def test_middleware_that_fails_to_build_is_a_startup_failure() -> None:
+    class NeedsTargets:
+        def __init__(self, app: Any, targets: list[str]) -> None:
+            if not targets:
+                raise ValueError("At least one target URL is required")
+
+    app = Velithon(middleware=[Middleware(NeedsTargets, targets=[])])
+    with pytest.raises(LifespanFailed, match="ValueError: At least one target URL is required"):
+        async with lifespan(app):
+            pass

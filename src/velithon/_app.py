@@ -13,6 +13,9 @@ Why it is shaped like this:
   later http/websocket scopes carry it as ``scope["velithon.services"]``. Routes
   appended later that are services are started before their first request.
 
+The lifespan scope is handled by the app itself and never passes through
+middleware (a middleware that needs a lifetime is a service).
+
 Ordering: ``Velithon(middleware=[A, B])`` makes ``A`` the outermost layer;
 ``add_middleware(X)`` puts ``X`` outside everything added before (added last =
 outermost). Start-up order is services, then ``on_startup`` hooks; shutdown waits
@@ -176,10 +179,15 @@ class Velithon:
     # -- ASGI --------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # Not passed through middleware: a middleware that needs a lifetime is a
+            # service, and a stack that fails to build becomes startup.failed.
+            await self._lifespan(receive, send)
+            return
         if self.user_middleware != self._built_from:
             self._build_stack()
         host = self._host
-        if host is None or scope["type"] == "lifespan":
+        if host is None:
             await self._stack(scope, receive, send)
             return
         if self._pending_services:
@@ -206,11 +214,8 @@ class Velithon:
             self._pending_services = []
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The innermost ASGI app: route the request (or run the lifespan)."""
+        """The innermost ASGI app: route the request."""
         kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
         partial = None
         for route in self.routes:
             match, child = route.matches(scope)

@@ -26,6 +26,7 @@ from ._holder import BalancerHolder
 from ._outlier import OutlierConfig
 from ._paths import check_path_safety, compile_rewrite, compile_template, upstream_target
 from ._probe import ProbeFn
+from ._responses import Response
 from ._retry import RetryPolicy
 from ._routing import BaseRoute, Match, compile_path
 from ._velithon import target_details
@@ -386,10 +387,10 @@ def forward_to(path: str, target: str | Sequence[str], **kwargs: Any) -> Callabl
     return forward_request
 
 
-class _RouteResponse:
+class _RouteResponse(Response):
     """A response that streams by forwarding the request it answers."""
 
-    def __init__(self, route: GatewayRoute) -> None:
+    def __init__(self, route: GatewayRoute) -> None:  # no body of its own: skip Response.__init__
         self.route = route
         self.status_code = 200
 

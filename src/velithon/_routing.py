@@ -129,6 +129,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 def compile_path(template: str) -> tuple[re.Pattern[str], str, dict[str, Convertor]]:
     """Compile a path template into ``(anchored regex, format string, converters)``.
 
+    Use ``regex.match(scope["path"])``: the regex is anchored at both ends.
+
     Raises:
         ValueError: the template does not start with ``/``, has a malformed or
             duplicate parameter, or names an unknown converter.
@@ -156,7 +158,9 @@ def compile_path(template: str) -> tuple[re.Pattern[str], str, dict[str, Convert
     rest = template[pos:]
     if "{" in rest or "}" in rest:
         raise ValueError(f"malformed path parameter in {template!r}")
-    return re.compile(regex + re.escape(rest) + "$"), fmt + rest, convertors
+    # DOTALL and \Z: a decoded path may hold "\n" (from %0A); "$" would also accept
+    # a trailing newline the path does not match.
+    return re.compile(regex + re.escape(rest) + r"\Z", re.DOTALL), fmt + rest, convertors
 
 
 _CONNECTION = object()  # plan marker: "pass the Request/WebSocket here"
