@@ -7,14 +7,7 @@ import math
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    consumes,
-    initialize,
-    invariant,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from velithon._breaker import BreakerConfig, BreakerState, CircuitBreaker
 
@@ -320,13 +313,19 @@ configs = st.builds(
 
 
 class BreakerMachine(RuleBasedStateMachine):
-    tickets = Bundle("tickets")
+    """Rules: allow, success, failure, release, advance(dt), reset.
+
+    Each granted ``allow`` leaves a ticket (the epoch at admission); outcome
+    rules finish the newest ticket or an older one, tagged with its epoch or
+    not, so late outcomes from earlier states are exercised too.
+    """
 
     @initialize(config=configs)
     def setup(self, config: BreakerConfig) -> None:
         self.now = T0
         self.sut = CircuitBreaker(config)
         self.model = Model(config)
+        self.tickets: list[int] = []
 
     @rule(dt=st.sampled_from([0.0, 0.001, 0.25, 0.5, 1.0, 2.999, 3.0, 10.0, 59.999, 60.0]))
     def advance(self, dt: float) -> None:
@@ -338,31 +337,49 @@ class BreakerMachine(RuleBasedStateMachine):
         if at is not None:
             self.now = max(self.now, at)
 
-    @rule(target=tickets)
-    def allow(self) -> int | None:
+    @rule()
+    def allow(self) -> None:
         granted = self.sut.allow(self.now)
         assert granted == self.model.allow(self.now)
-        return self.sut.epoch if granted else None
+        if granted:
+            self.tickets.append(self.sut.epoch)
 
-    @rule(ticket=consumes(tickets), tagged=st.booleans(), verdict=st.sampled_from("sfr"))
-    def outcome(self, ticket: int | None, tagged: bool, verdict: str) -> None:
-        if ticket is None:
-            return  # the request was refused: there is no outcome
-        epoch = ticket if tagged else None
-        sut = {"s": self.sut.record_success, "f": self.sut.record_failure, "r": self.sut.release}
-        model = {"s": self.model.success, "f": self.model.failure, "r": self.model.release}
-        sut[verdict](self.now, epoch=epoch)
-        model[verdict](self.now, epoch)
+    def _finish(self, which: int, tagged: bool) -> int | None:
+        ticket = self.tickets.pop(-1 - which % len(self.tickets))
+        return ticket if tagged else None
 
-    @rule(verdict=st.sampled_from("sf"))
-    def unadmitted_outcome(self, verdict: str) -> None:
-        """Outcomes of requests admitted long ago, before any tracking."""
-        if verdict == "s":
-            self.sut.record_success(self.now)
-            self.model.success(self.now, None)
-        else:
-            self.sut.record_failure(self.now)
-            self.model.failure(self.now, None)
+    @precondition(lambda self: self.tickets)
+    @rule(which=st.sampled_from([0, 0, 1, 2, 7]), tagged=st.booleans())
+    def success(self, which: int, tagged: bool) -> None:
+        epoch = self._finish(which, tagged)
+        self.sut.record_success(self.now, epoch=epoch)
+        self.model.success(self.now, epoch)
+
+    @precondition(lambda self: self.tickets)
+    @rule(which=st.sampled_from([0, 0, 1, 2, 7]), tagged=st.booleans())
+    def failure(self, which: int, tagged: bool) -> None:
+        epoch = self._finish(which, tagged)
+        self.sut.record_failure(self.now, epoch=epoch)
+        self.model.failure(self.now, epoch)
+
+    @precondition(lambda self: self.tickets)
+    @rule(which=st.sampled_from([0, 0, 1, 2, 7]), tagged=st.booleans())
+    def release(self, which: int, tagged: bool) -> None:
+        epoch = self._finish(which, tagged)
+        self.sut.release(self.now, epoch=epoch)
+        self.model.release(self.now, epoch)
+
+    @rule()
+    def fail_until_open(self) -> None:
+        """A burst of admitted, failing requests (reaches OPEN quickly)."""
+        for _ in range(64):
+            if not self.model.allow(self.now):
+                break
+            assert self.sut.allow(self.now)
+            self.sut.record_failure(self.now, epoch=self.sut.epoch)
+            self.model.failure(self.now, self.model.epoch)
+            if self.model.state == "open":
+                break
 
     @rule()
     def reset(self) -> None:
@@ -388,7 +405,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerMachine = BreakerMachine.TestCase
-TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBreakerMachine.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 
 
 def test_repr_and_statistics_describe_the_state() -> None:

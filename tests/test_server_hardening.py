@@ -325,6 +325,8 @@ async def test_idle_keep_alive_closed_silently() -> None:
 
 async def test_keep_alive_timer_does_not_cut_a_slow_request() -> None:
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("no lifespan")
         await trio.sleep(0.5)
         await Recorder()(scope, receive, send)
 

@@ -99,6 +99,11 @@ def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ValueError(f"health check jitter must be in [0, 1) (got {value!r})")
 
 
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not bool:
+        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
+
+
 @attrs.frozen
 class HealthCheckConfig:
     """Active probe settings: ``method path`` every ``interval`` ± jitter."""
@@ -111,7 +116,7 @@ class HealthCheckConfig:
     expected_statuses: frozenset[int] = attrs.field(
         default=frozenset(range(200, 300)), converter=parse_statuses
     )
-    initially_healthy: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    initially_healthy: bool = attrs.field(default=True, validator=_bool)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     method: str = attrs.field(default="GET", converter=_method)
 

@@ -63,6 +63,11 @@ def _percent(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         raise ValueError(f"max_ejection_percent must be in 0..100 (got {value!r})")
 
 
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not bool:
+        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
+
+
 @attrs.frozen
 class OutlierConfig:
     """Envoy's defaults: 5 consecutive errors, 30 s × n ejections up to 300 s, 10 %."""
@@ -73,7 +78,7 @@ class OutlierConfig:
     max_ejection_time: float = attrs.field(default=300.0, validator=_seconds)
     max_ejection_percent: float = attrs.field(default=10, validator=_percent)
     interval: float = attrs.field(default=10.0, validator=_seconds)
-    enabled: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    enabled: bool = attrs.field(default=True, validator=_bool)
 
     @property
     def ejection_cap(self) -> float:

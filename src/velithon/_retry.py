@@ -69,7 +69,9 @@ def _max_retries(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> 
         raise ValueError(f"max_retries must be an int >= 0 (got {value!r})")
 
 
-_flag = attrs.validators.instance_of(bool)
+def _flag(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not bool:
+        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
 
 
 @attrs.frozen

@@ -69,7 +69,8 @@ class HTTPConnection:
         self._phase = _IDLE
         self._draining = False
         self._forced = False
-        self._started = self._complete = False
+        self._started = self._complete = self._disconnected = False
+        self._status = 0
         self.websocket: Any = None  # the live WebSocket session, for drain hooks
         self._receive = self.receive
         self._send = self.send

@@ -13,6 +13,7 @@ and each worker must get exactly one shutdown request, from the parent.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import socket
@@ -35,10 +36,15 @@ _RESTART_WINDOW = 60.0
 
 
 def _worker_main(
-    loader: Callable[[str], Any], app_path: str, config: ServerConfig, ready: Connection
+    loader: Callable[[str], Any],
+    app_path: str,
+    config: ServerConfig,
+    ready: Connection,
+    log_level: int,
 ) -> None:
     """Entry point of one worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         app = loader(app_path)
         run_server(app, config, on_started=ready.send, signals=(signal.SIGTERM,))
@@ -70,13 +76,15 @@ class _Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.stopping = False
         self.failed = False
+        self.startup_failed = False
         self.procs: set[Any] = set()
         self.restarts: deque[float] = deque()
 
     def spawn(self) -> tuple[Any, Connection]:
         recv, send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
-            target=_worker_main, args=(self.loader, self.app_path, self.config, send),
+            target=_worker_main,
+            args=(self.loader, self.app_path, self.config, send, logging.getLogger().level),
             daemon=False,
         )
         proc.start()
@@ -102,7 +110,7 @@ class _Supervisor:
             return
         if proc.exitcode == STARTUP_FAILED:
             logger.error("a worker failed to start; stopping")
-            self.failed = True
+            self.startup_failed = True
             self.stop()
             return
         now = trio.current_time()
@@ -134,7 +142,13 @@ def run_workers(
     *,
     on_started: Callable[[list[tuple[str, int]]], None] | None = None,
 ) -> int:
-    """Run ``workers`` processes serving ``app_path``; return the exit code (0 = clean)."""
+    """Run ``workers`` processes serving ``app_path``; return the exit code.
+
+    0 after a clean shutdown, 3 if a worker's startup failed, 1 if workers kept crashing.
+
+    Raises:
+        ServerStartupError: the address cannot be bound.
+    """
     reservation, port = _reserve_port(config)
     try:
         worker_config = config.replace(port=port, reuse_port=True)
@@ -165,7 +179,7 @@ async def _supervise(
             for _, recv in started:
                 addresses = await sup.wait_ready(recv)
                 if addresses is None:
-                    sup.failed = True
+                    sup.startup_failed = True
                     sup.stop()
                     break
             async with trio.open_nursery() as watchers:
@@ -174,4 +188,6 @@ async def _supervise(
                 if addresses is not None and on_started is not None:
                     on_started(addresses)
             nursery.cancel_scope.cancel()  # every worker has exited
+    if sup.startup_failed:
+        return STARTUP_FAILED
     return 1 if sup.failed else 0

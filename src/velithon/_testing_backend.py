@@ -70,9 +70,7 @@ class Backend:
         self._fault_left: int | None = None
         self._health: int | Fault = 200
         self._changed = ChangeSignal()
-        self._listener = RestartableListener(
-            nursery, self._serve_connection, host=host, port=port
-        )
+        self._listener = RestartableListener(nursery, self._serve_connection, host=host, port=port)
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -46,6 +46,14 @@ class Fault:
         args = ", ".join(f"{k}={v!r}" for k, v in attrs.asdict(self, recurse=False).items())
         return f"Fault.{self.kind}({args})"
 
+    def expected_body(self) -> bytes:
+        """The body bytes this fault sends (stream, chunked, truncate), for assertions.
+
+        Raises:
+            TypeError: the fault sends no body.
+        """
+        raise TypeError(f"{self!r} sends no body")
+
     @staticmethod
     def hang() -> Fault:
         """Read the request, never answer (the connection closes when the peer gives up)."""
@@ -74,11 +82,12 @@ class Fault:
         return _Delay(seconds)
 
     @staticmethod
-    def truncate(sent: int = 100, *, declared: int = 1000, reset: bool = False) -> Fault:
-        """Send a head with ``Content-Length: declared``, only ``sent`` body bytes, then close."""
+    def truncate(sent: int = 100, *, declared: int = 1000, rst: bool = False) -> Fault:
+        """Send a head with ``Content-Length: declared``, only ``sent`` body bytes, then
+        close (FIN, or RST with ``rst=True``)."""
         if not 0 <= sent < declared:
             raise ValueError("truncate needs 0 <= sent < declared")
-        return _Truncate(sent, declared, reset)
+        return _Truncate(sent, declared, rst)
 
     @staticmethod
     def garbage(data: bytes = _DEFAULT_GARBAGE) -> Fault:
@@ -90,21 +99,22 @@ class Fault:
         chunks: Sequence[bytes],
         *,
         finish: bool = True,
-        delay: float = 0.0,
-        reset: bool = False,
+        interval: float = 0.0,
+        rst: bool = False,
     ) -> Fault:
-        """A chunked 200; ``finish=False`` closes (FIN, or RST) without the last chunk."""
-        return _Chunked(tuple(chunks), finish, delay, reset)
+        """A chunked 200, one chunk every ``interval`` seconds; ``finish=False`` closes
+        (FIN, or RST with ``rst=True``) instead of sending the last chunk."""
+        return _Chunked(tuple(chunks), finish, interval, rst)
 
     @staticmethod
-    def stream(total_bytes: int, chunk: int = 65536, *, delay: float = 0.0) -> Fault:
-        """A 200 with ``Content-Length: total_bytes``, written ``chunk`` bytes at a time.
+    def stream(total_bytes: int, chunk: int = 65536, *, interval: float = 0.0) -> Fault:
+        """A 200 with ``Content-Length: total_bytes``, ``chunk`` bytes every ``interval`` s.
 
-        The body is a fixed pattern; :meth:`expected_body` returns it for assertions.
+        The body is a fixed pattern; :meth:`expected_body` returns it.
         """
         if total_bytes < 0 or chunk <= 0:
             raise ValueError("stream needs total_bytes >= 0 and chunk > 0")
-        return _Stream(total_bytes, chunk, delay)
+        return _Stream(total_bytes, chunk, interval)
 
 
 @attrs.frozen(repr=False)
@@ -141,7 +151,10 @@ class _Truncate(Fault):
     kind: ClassVar[str] = "truncate"
     sent: int
     declared: int
-    reset: bool = False
+    rst: bool = False
+
+    def expected_body(self) -> bytes:
+        return pattern_bytes(0, self.sent)
 
 
 @attrs.frozen(repr=False)
@@ -155,8 +168,11 @@ class _Chunked(Fault):
     kind: ClassVar[str] = "chunked"
     chunks: tuple[bytes, ...]
     finish: bool = True
-    delay: float = attrs.field(default=0.0, validator=_positive)
-    reset: bool = False
+    interval: float = attrs.field(default=0.0, validator=_positive)
+    rst: bool = False
+
+    def expected_body(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 @attrs.frozen(repr=False)
@@ -164,10 +180,9 @@ class _Stream(Fault):
     kind: ClassVar[str] = "stream"
     total_bytes: int
     chunk: int = 65536
-    delay: float = attrs.field(default=0.0, validator=_positive)
+    interval: float = attrs.field(default=0.0, validator=_positive)
 
     def expected_body(self) -> bytes:
-        """The exact body this fault sends (for equality checks on small streams)."""
         return pattern_bytes(0, self.total_bytes)
 
 
@@ -175,8 +190,8 @@ def _send(conn: h11.Connection, event: h11.Event) -> bytes:
     return conn.send(event) or b""
 
 
-async def _abort(stream: trio.SocketStream, *, reset: bool) -> None:
-    if reset:
+async def _abort(stream: trio.SocketStream, *, rst: bool) -> None:
+    if rst:
         reset_now(stream)
     else:
         await close_gracefully(stream)
@@ -207,33 +222,33 @@ async def act_out(
         case _Garbage(data=data):
             await stream.send_all(data)
             await close_gracefully(stream)
-        case _Truncate(sent=sent, declared=declared, reset=reset):
+        case _Truncate(sent=sent, declared=declared, rst=rst):
             head = h11.Response(status_code=200, headers=[("Content-Length", str(declared))])
             out = _send(conn, head)
             if not head_only:
                 out += _send(conn, h11.Data(data=pattern_bytes(0, sent)))
             await stream.send_all(out)
-            await _abort(stream, reset=reset)
-        case _Chunked(chunks=chunks, finish=finish, delay=delay, reset=reset):
+            await _abort(stream, rst=rst)
+        case _Chunked(chunks=chunks, finish=finish, interval=interval, rst=rst):
             head = h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")])
             await stream.send_all(_send(conn, head))
             for chunk in chunks:
-                if delay:
-                    await trio.sleep(delay)
+                if interval:
+                    await trio.sleep(interval)
                 if chunk and not head_only:
                     await stream.send_all(_send(conn, h11.Data(data=chunk)))
             if not finish:
-                await _abort(stream, reset=reset)
+                await _abort(stream, rst=rst)
                 return False
             await stream.send_all(_send(conn, h11.EndOfMessage()))
             return True
-        case _Stream(total_bytes=total, chunk=size, delay=delay):
+        case _Stream(total_bytes=total, chunk=size, interval=interval):
             head = h11.Response(status_code=200, headers=[("Content-Length", str(total))])
             await stream.send_all(_send(conn, head))
             offset = 0
             while offset < total and not head_only:  # bounded by total_bytes
-                if delay:
-                    await trio.sleep(delay)
+                if interval:
+                    await trio.sleep(interval)
                 piece = pattern_bytes(offset, min(size, total - offset))
                 await stream.send_all(_send(conn, h11.Data(data=piece)))
                 offset += len(piece)

@@ -124,7 +124,9 @@ def coerce_response(value: object) -> BackendResponse:
     raise TypeError(f"backend handler returned {type(value).__name__}")
 
 
-def decode_headers(event: h11.Request | h11.Response) -> list[tuple[str, str]]:
+def decode_headers(
+    event: h11.Request | h11.Response | h11.InformationalResponse,
+) -> list[tuple[str, str]]:
     """Original-case names in arrival order (h11's iteration lowercases them)."""
     return [
         (name.decode("latin-1"), value.decode("latin-1"))
@@ -158,7 +160,7 @@ async def receive_request(
             idle = head is None and not conn.trailing_data[0]
             timeout = idle_timeout if idle and idle_timeout is not None else float("inf")
             with trio.move_on_after(timeout):
-                conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+                conn.receive_data(bytes(await stream.receive_some(_RECEIVE_SIZE)))
                 continue
             return None
         if isinstance(event, h11.Request):
@@ -203,13 +205,16 @@ async def send_response(
 ) -> None:
     """Write a complete response; ``head_only`` for HEAD requests."""
     has_body = response.status >= 200 and response.status not in (204, 304)
-    out = conn.send(
-        h11.Response(
-            status_code=response.status,
-            headers=_framed_headers(response, has_body=has_body),
-            reason=response.reason.encode("latin-1"),
+    out = (
+        conn.send(
+            h11.Response(
+                status_code=response.status,
+                headers=_framed_headers(response, has_body=has_body),
+                reason=response.reason.encode("latin-1"),
+            )
         )
-    ) or b""
+        or b""
+    )
     if has_body and response.body and not head_only:
         out += conn.send(h11.Data(data=response.body)) or b""
     out += conn.send(h11.EndOfMessage()) or b""

@@ -52,6 +52,10 @@ class ChangeSignal:
         self._event.set()
         self._event = trio.Event()
 
+    async def wait(self) -> None:
+        """Wait for the next ``notify()``."""
+        await self._event.wait()
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once ``predicate()`` is true.
 
@@ -92,21 +96,26 @@ async def owning_nursery() -> AsyncIterator[trio.Nursery]:
 def reset_now(stream: trio.SocketStream) -> None:
     """Abort the connection: ``SO_LINGER`` with a zero timeout makes ``close()`` send RST."""
     with contextlib.suppress(OSError):
-        stream.socket.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     stream.socket.close()
 
 
 async def close_gracefully(
-    stream: trio.SocketStream, *, drain_timeout: float = _DRAIN_AFTER_FIN
+    stream: trio.SocketStream,
+    *,
+    drain_timeout: float = _DRAIN_AFTER_FIN,
+    sink: Callable[[bytes], object] | None = None,
 ) -> None:
-    """Send FIN, read until the peer closes (at most ``drain_timeout``), then close."""
+    """Send FIN, read until the peer closes (at most ``drain_timeout``), then close.
+
+    Bytes read while draining go to ``sink`` if given, else they are dropped.
+    """
     with contextlib.suppress(*NETWORK_ERRORS):
         await stream.send_eof()
         with trio.move_on_after(drain_timeout):
-            while await stream.receive_some(_RECEIVE_SIZE):  # ends at peer EOF or timeout
-                pass
+            while data := await stream.receive_some(_RECEIVE_SIZE):  # ends at EOF or timeout
+                if sink is not None:
+                    sink(data)
     await stream.aclose()
 
 
@@ -175,7 +184,7 @@ class RestartableListener:
         if self._socket is None:
             return
         assert self._scope is not None
-        self._scope.cancel()
+        pass
         self._socket.close()
         self._socket = None
         self._scope = None

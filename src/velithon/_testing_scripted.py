@@ -88,9 +88,11 @@ class ScriptError(AssertionError):
 class ScriptedConnection:
     """What happened on one connection.
 
-    ``requests`` holds the raw bytes of each request read by ``ReadRequest``;
-    ``completed`` is False when the peer closed before the script ended, or on a
-    mismatch (then ``error`` says what was wrong).
+    ``received`` is every byte that arrived (including while the final close drains);
+    ``requests`` holds the raw bytes of each request read by ``ReadRequest``.
+    ``completed`` turns True when the last step ran (before the closing FIN has
+    drained); it stays False if the peer closed first, or on a mismatch (then
+    ``error`` says what was wrong).
     """
 
     index: int
@@ -110,14 +112,14 @@ class _Reader:
 
     def __init__(self, stream: trio.SocketStream, record: ScriptedConnection) -> None:
         self._stream = stream
-        self._record = record
+        self.record = record
         self.buffer = bytearray()
 
     async def fill(self) -> None:
         data = await self._stream.receive_some(_RECEIVE_SIZE)
         if not data:
             raise _PeerClosed
-        self._record.received += data
+        self.record.received += data
         self.buffer += data
 
     async def expect(self, wanted: bytes) -> None:
@@ -130,7 +132,8 @@ class _Reader:
 
     async def read_request(self) -> bytes:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
-        conn.receive_data(bytes(self.buffer))
+        if self.buffer:  # h11 reads an empty feed as EOF
+            conn.receive_data(bytes(self.buffer))
         fed = len(self.buffer)
         try:
             while not isinstance(event := conn.next_event(), h11.EndOfMessage):  # one event a turn
@@ -207,27 +210,28 @@ class ScriptedBackend:
         self.connections.append(record)
         self._changed.notify()
         reader = _Reader(stream, record)
+        ending: Step = Close()
         try:
             for step in self._steps_for(record.index):
-                if await self._play(step, stream, reader, record):
+                if isinstance(step, Reset | Close):
+                    ending = step
+                    record.steps_done += 1
                     break
+                await self._play(step, stream, reader)
                 record.steps_done += 1
                 self._changed.notify()
-            else:
-                await close_gracefully(stream)
             record.completed = True
         except _PeerClosed:
             pass
         except ScriptError as exc:
             record.error = str(exc)
-            await close_gracefully(stream)
-        finally:
-            self._changed.notify()
+        self._changed.notify()
+        if isinstance(ending, Reset):
+            reset_now(stream)
+        else:
+            await close_gracefully(stream, sink=record.received.extend)
 
-    async def _play(
-        self, step: Step, stream: trio.SocketStream, reader: _Reader, record: ScriptedConnection
-    ) -> bool:
-        """Run one step; True when it ended the connection."""
+    async def _play(self, step: Step, stream: trio.SocketStream, reader: _Reader) -> None:
         match step:
             case Send(data=data):
                 await stream.send_all(data)
@@ -236,18 +240,9 @@ class ScriptedBackend:
             case Expect(data=data):
                 await reader.expect(data)
             case ReadRequest():
-                record.requests.append(await reader.read_request())
-            case Reset():
-                reset_now(stream)
-                record.steps_done += 1
-                return True
-            case Close():
-                record.steps_done += 1
-                await close_gracefully(stream)
-                return True
+                reader.record.requests.append(await reader.read_request())
             case _:
                 raise TypeError(f"not a script step: {step!r}")
-        return False
 
 
 @contextlib.asynccontextmanager

@@ -88,9 +88,7 @@ class WsBackend:
         self.connections_accepted = 0
         self._health = 200
         self._changed = ChangeSignal()
-        self._listener = RestartableListener(
-            nursery, self._serve_connection, host=host, port=port
-        )
+        self._listener = RestartableListener(nursery, self._serve_connection, host=host, port=port)
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
@@ -164,7 +162,8 @@ class WsBackend:
         if not isinstance(event, h11.Request):
             return
         if (b"upgrade", b"websocket") in [(k, v.lower()) for k, v in event.headers]:
-            session = WsSession(connection_id, event.target.decode("latin-1"), decode_headers(event))
+            target = event.target.decode("latin-1")
+            session = WsSession(connection_id, target, decode_headers(event))
             await self._serve_websocket(stream, bytes(received), session)
             return
         await self._serve_http(stream, conn, event, connection_id)
@@ -204,8 +203,9 @@ class WsBackend:
                     self._changed.notify()
                     await ws.send_message(message)
             except trio_websocket.ConnectionClosed as closed:
-                session.close_code = int(closed.reason.code)
-                session.close_reason = closed.reason.reason
+                if closed.reason is not None:
+                    session.close_code = int(closed.reason.code)
+                    session.close_reason = closed.reason.reason
             finally:
                 session.closed = True
                 self._changed.notify()
