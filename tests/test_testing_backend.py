@@ -76,10 +76,16 @@ async def test_large_upload_is_hashed_but_not_kept() -> None:
         ({"ok": True}, "application/json", b'{"ok": true}'),
         (b"\x00\x01", "application/octet-stream", b"\x00\x01"),
         ("text", "text/plain; charset=utf-8", b"text"),
-        (BackendResponse(201, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], b"made"), None, b"made"),
+        (
+            BackendResponse(201, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], b"made"),
+            None,
+            b"made",
+        ),
     ],
 )
-async def test_handler_return_types(returned: object, content_type: str | None, content: bytes) -> None:
+async def test_handler_return_types(
+    returned: object, content_type: str | None, content: bytes
+) -> None:
     async def handler(request: RecordedRequest) -> object:
         return returned
 

@@ -166,11 +166,11 @@ async def test_faults_do_not_touch_health_probes_unless_asked() -> None:
 
 
 def test_fault_values_are_validated_and_readable() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sent < declared"):
         Fault.truncate(10, declared=10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
         Fault.delay(-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="chunk > 0"):
         Fault.stream(10, chunk=0)
     assert repr(Fault.hang()) == "Fault.hang()"
     assert repr(Fault.delay(0.5)) == "Fault.delay(seconds=0.5)"

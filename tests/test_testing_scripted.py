@@ -39,7 +39,9 @@ async def test_bytes_out_are_exactly_the_script_and_bytes_in_are_recorded() -> N
 
 
 async def test_read_request_handles_chunked_and_pipelined_requests() -> None:
-    first = b"POST /1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    first = (
+        b"POST /1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
     second = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
     script = [ReadRequest(), ReadRequest(), Send(OK_5), Send(OK_5)]
     async with (
@@ -66,7 +68,10 @@ async def test_callable_script_varies_per_connection() -> None:
 
 
 async def test_early_response_before_the_body_is_read() -> None:
-    script = [Expect(b"POST /upload "), Send(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")]
+    script = [
+        Expect(b"POST /upload "),
+        Send(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"),
+    ]
     async with (
         open_scripted_backend(script) as backend,
         open_raw_connection("127.0.0.1", backend.port) as conn,
@@ -77,7 +82,9 @@ async def test_early_response_before_the_body_is_read() -> None:
 
 
 async def test_101_to_a_plain_request_and_extra_bytes_are_kept_for_the_client() -> None:
-    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
     async with (
         open_scripted_backend([ReadRequest(), Send(upgrade + b"RAW-TUNNEL")]) as backend,
         open_raw_connection("127.0.0.1", backend.port) as conn,

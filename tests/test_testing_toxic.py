@@ -19,8 +19,13 @@ GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 async def test_clean_proxy_forwards_both_ways_and_counts() -> None:
-    request = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\npayload"
-    async with open_backend(name="up") as backend, open_toxic_proxy("127.0.0.1", backend.port) as proxy:
+    request = (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\npayload"
+    )
+    async with (
+        open_backend(name="up") as backend,
+        open_toxic_proxy("127.0.0.1", backend.port) as proxy,
+    ):
         async with open_raw_connection("127.0.0.1", proxy.port) as conn:
             await conn.send(request)
             received = await conn.receive_until_close(timeout=2.0)
@@ -161,9 +166,10 @@ async def test_slicer_and_bandwidth_deliver_intact_data_slowly() -> None:
 
 async def test_toxicity_is_drawn_per_connection_from_the_seed() -> None:
     async def affected_pattern(seed: int) -> list[bool]:
-        async with open_backend() as backend, open_toxic_proxy(
-            "127.0.0.1", backend.port, seed=seed
-        ) as proxy:
+        async with (
+            open_backend() as backend,
+            open_toxic_proxy("127.0.0.1", backend.port, seed=seed) as proxy,
+        ):
             proxy.add_toxic(Toxic.reset_peer(toxicity=0.5))
             pattern = []
             for _ in range(8):
@@ -181,11 +187,11 @@ async def test_toxicity_is_drawn_per_connection_from_the_seed() -> None:
 
 
 def test_toxic_values_are_validated() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
         Toxic.latency(-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="toxicity must be within"):
         Toxic.latency(0.1, toxicity=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="direction"):
         Toxic.latency(0.1, direction="sideways")  # type: ignore[arg-type]
     assert repr(Toxic.limit_data(5)) == (
         "Toxic.limit_data(direction='downstream', toxicity=1.0, nbytes=5)"

@@ -123,6 +123,7 @@ class Outcome:
     epoch: int
     latency: float
     status: int | None = None
+    count: int = 1  # the router folds runs of successes into one message
 
 
 @attrs.frozen

@@ -47,6 +47,9 @@ LOGGER = logging.getLogger("velithon.router")
 
 NONE_HEALTHY_POLICIES = ("fail", "panic")
 
+#: messages handled per wake-up before the router yields to other tasks
+_BATCH = 256
+
 
 @attrs.define(eq=False)
 class RouteEntry:
@@ -69,6 +72,8 @@ class RouteEntry:
     outcomes_dropped: int = 0
     ewma: LatencyEwma = attrs.field(factory=LatencyEwma)
     drained: Any = None  # a Reply waiting for in_flight to reach 0 (removal)
+    pending_successes: int = 0  # folded into one Outcome at the end of a batch
+    pending_epoch: int = 0
 
     def routable(self, now: float) -> bool:
         if not self.healthy or self.draining:
@@ -325,6 +330,7 @@ class RouterActor:
         self.state = state
         self._inbox = inbox
         self._self_send = self_send
+        self._pending: list[RouteEntry] = []
 
     def __repr__(self) -> str:
         entries = self.state.entries
@@ -339,12 +345,25 @@ class RouterActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         receive = self._inbox.receive
+        receive_nowait = self._inbox.receive_nowait
+        handle = self._handle
         while True:
             try:
                 msg = await receive()
             except trio.EndOfChannel:
                 return  # intake closed: the balancer is shutting down
-            self._handle(msg, trio.current_time())
+            now = trio.current_time()
+            handle(msg, now)
+            # Drain what is already queued without yielding: under load one wake-up
+            # serves a whole batch of picks instead of paying a task switch each.
+            for _ in range(_BATCH):
+                try:
+                    msg = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                handle(msg, now)
+            if self._pending:
+                self.flush_all()
 
     def _handle(self, msg: RouterMsg, now: float) -> None:
         state = self.state
@@ -363,7 +382,15 @@ class RouterActor:
             case Done():
                 entry = state.done(msg, now)
                 if entry is not None:
-                    self._forward(entry, Outcome(msg.kind, msg.epoch, msg.latency, msg.status))
+                    if msg.kind == "success" and (entry.pending_successes == 0
+                                                  or entry.pending_epoch == msg.epoch):
+                        if entry.pending_successes == 0:
+                            self._pending.append(entry)
+                        entry.pending_successes += 1
+                        entry.pending_epoch = msg.epoch
+                    else:
+                        self._flush_successes(entry)
+                        self._forward(entry, Outcome(msg.kind, msg.epoch, msg.latency, msg.status))
                     if entry.drained is not None and entry.in_flight <= 0:
                         entry.drained.send(None)
                         entry.drained = None
@@ -375,6 +402,7 @@ class RouterActor:
                     LOGGER.warning("ejected %s until %.3f", entry.url, entry.ejected_until)
                     self._forward(entry, Ejected(entry.ejected_until))
             case RouterStatus(reply=reply):
+                self.flush_all()  # so target counters are current for the status that follows
                 reply.send(state.view(now))
             case AddTarget(reply=reply, entry=entry):
                 try:
@@ -413,6 +441,18 @@ class RouterActor:
                 raise RuntimeError(message)
             case _:  # pragma: no cover
                 raise TypeError(f"unexpected message {msg!r}")
+
+    def flush_all(self) -> None:
+        """Send every target its folded successes (once per batch)."""
+        pending, self._pending = self._pending, []
+        for entry in pending:
+            self._flush_successes(entry)
+
+    def _flush_successes(self, entry: RouteEntry) -> None:
+        count = entry.pending_successes
+        if count:
+            entry.pending_successes = 0
+            self._forward(entry, Outcome("success", entry.pending_epoch, 0.0, 200, count))
 
     def _forward(self, entry: RouteEntry, msg: Any) -> None:
         """Never block the router on a slow target: drop and count instead."""

@@ -45,6 +45,10 @@ from ._outlier import FailureStreak, OutlierConfig
 
 LOGGER = logging.getLogger("velithon.target")
 
+_NEVER = float("inf")
+#: messages handled per wake-up before the actor yields
+_BATCH = 128
+
 #: ``probe(url, config) -> ProbeResult``; the default lives in ``_probe.py``.
 ProbeFn = Callable[[str, HealthCheckConfig], Awaitable[ProbeResult]]
 
@@ -183,23 +187,35 @@ class TargetActor:
             self._publish(trio.current_time())
             await self._flush()
             task_status.started()
+            receive = self._inbox.receive
+            receive_nowait = self._inbox.receive_nowait
             while True:
                 deadline = self._next_deadline()
                 msg = None
-                with trio.move_on_at(deadline):
-                    msg = await self._inbox.receive()
+                if deadline == _NEVER:
+                    msg = await receive()
+                else:
+                    with trio.move_on_at(deadline):
+                        msg = await receive()
                 now = trio.current_time()
                 if msg is None:
                     self._on_timer(now)
                 else:
                     self._handle(msg, now, nursery)
-                await self._flush()
+                    for _ in range(_BATCH):  # drain without a task switch per message
+                        try:
+                            msg = receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        self._handle(msg, now, nursery)
+                if self._outbox:
+                    await self._flush()
 
     # ---- synchronous state transitions ----------------------------------------
 
     def _next_deadline(self) -> float:
         at = self.state.breaker.next_transition_at()
-        return at if at is not None else float("inf")
+        return at if at is not None else _NEVER
 
     def _on_timer(self, now: float) -> None:
         self._publish(now)  # breaker.state(now) moves open -> half-open lazily
@@ -237,17 +253,19 @@ class TargetActor:
     def _on_outcome(self, msg: Outcome, now: float) -> None:
         s = self.state
         breaker = s.breaker
+        count = msg.count
         if msg.kind != "neutral":
-            s.requests += 1
+            s.requests += count
         if msg.kind == "success":
-            s.successes += 1
+            s.successes += count
         elif msg.kind != "neutral":
-            s.failures += 1
+            s.failures += count
         if msg.epoch == breaker.epoch:
             if msg.kind == "neutral":
                 breaker.release(now)
             elif msg.kind == "success":
-                breaker.record_success(now)
+                for _ in range(count):
+                    breaker.record_success(now)
             else:
                 breaker.record_failure(now)
         if msg.kind != "neutral" and s.streak.record(msg.kind):

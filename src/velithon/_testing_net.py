@@ -184,7 +184,7 @@ class RestartableListener:
         if self._socket is None:
             return
         assert self._scope is not None
-        pass
+        self._scope.cancel()
         self._socket.close()
         self._socket = None
         self._scope = None

@@ -71,6 +71,7 @@ __all__ = [
     "open_ws_backend",
 ]
 
+
 def _fixup_module_metadata() -> None:
     """Public objects report ``velithon.testing`` in reprs and tracebacks, as trio's do.
 
