@@ -6,6 +6,8 @@ server must go on serving (invariant I1)."""
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from typing import Any
 
 import pytest
@@ -372,3 +374,62 @@ async def test_limit_concurrency_stops_accepting_until_a_slot_frees() -> None:
             await first.aclose()
             data = await read_until_closed(second)
         assert parse_responses(data)[0].json()["path"] == "/second"
+
+
+async def test_slowloris_at_scale_frees_slots_by_header_timeout() -> None:
+    async with running_server(Recorder(), limit_concurrency=3, header_timeout=0.3) as server:
+        lorises = []
+        for _ in range(3):  # take every slot with a head that never completes
+            stream = await connect(server)
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: gw\r\n")
+            lorises.append(stream)
+        start = trio.current_time()
+        data = await raw_exchange(server, get("/normal", b"Connection: close\r\n"))
+        elapsed = trio.current_time() - start
+        assert parse_responses(data)[0].json()["path"] == "/normal"
+        assert 0.2 < elapsed < 1.5  # served once the header deadline closed a loris
+        for stream in lorises:
+            [resp] = parse_responses(await read_until_closed(stream))
+            assert resp.status == 408
+            await stream.aclose()
+
+
+async def test_client_reset_mid_response_interrupts_the_app() -> None:
+    outcome: list[str] = []
+    finished = trio.Event()
+
+    async def big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("no lifespan")
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(160):  # 10 MiB
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            outcome.append("completed")
+        except OSError:
+            outcome.append("send raised OSError")
+            raise
+        finally:
+            finished.set()
+
+    async with running_server(big) as server:
+        stream = await connect(server)
+        await stream.send_all(get())
+        with trio.fail_after(2):
+            assert len(await stream.receive_some(512)) > 0
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # RST
+        with trio.fail_after(2):
+            await finished.wait()
+        assert outcome == ["send raised OSError"]
+        await assert_still_serving(server)
+
+
+async def test_access_log_line_per_request(caplog: Any) -> None:
+    async with running_server(Recorder(), access_log=True) as server:
+        with caplog.at_level(logging.INFO, logger="velithon.access"):
+            await raw_exchange(server, get("/logged?q=1", b"Connection: close\r\n"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "velithon.access"]
+    assert len(lines) == 1
+    assert '"GET /logged?q=1 HTTP/1.1" 200' in lines[0] and lines[0].startswith("127.0.0.1:")

@@ -174,11 +174,14 @@ def test_smooth_weighted_is_exact_per_cycle_and_never_bursty(weights: list[int])
     for start in range(len(picks) - total + 1):  # every window of one cycle
         counts = Counter(picks[start : start + total])
         assert [counts[i] for i in range(n)] == weights
+    # Every prefix stays close to the ideal share (block WRR, AAA..BBB.., is off
+    # by up to half a weight).  Measured worst case: ~1.1 for <= 8 targets with
+    # weights <= 12; it grows slowly with n (1.5 at 21 targets), so no "< 1".
     counts = Counter()
-    for k, index in enumerate(picks, 1):  # every prefix within one pick of the ideal share
+    for k, index in enumerate(picks, 1):
         counts[index] += 1
         for i in range(n):
-            assert abs(counts[i] - k * weights[i] / total) <= 1
+            assert abs(counts[i] - k * weights[i] / total) < 2
 
 
 @given(data=st.data())
@@ -298,8 +301,7 @@ def test_latency_ewma_defaults_peaks_and_decays() -> None:
     e.observe(0.2, 1.0)
     assert e.value(1.0) == pytest.approx(0.2)  # peak: taken at once
     e.observe(0.01, 11.0)  # ten seconds later: blended with weight 1 - 1/e
-    expected = 0.030 + (0.2 - 0.030) / math.e
-    assert e.value(11.0) == pytest.approx(expected / math.e + 0.01 * (1 - 1 / math.e))
+    assert e.value(11.0) == pytest.approx(0.2 / math.e + 0.01 * (1 - 1 / math.e))
     assert e.value(1000.0) == pytest.approx(0.030)  # relaxes to the default
     e.penalise(1000.0)
     assert e.value(1000.0) == pytest.approx(5.0)
@@ -307,6 +309,17 @@ def test_latency_ewma_defaults_peaks_and_decays() -> None:
     with pytest.raises(ValueError, match="decay must be a positive number"):
         LatencyEwma(decay=0)
     assert "5000.0ms" in repr(LatencyEwma(default_rtt=5.0))
+
+
+@pytest.mark.parametrize("rtt", [0.001, 0.005, 0.030, 0.2, 2.0])
+def test_latency_ewma_converges_to_a_steady_rtt(rtt: float) -> None:
+    e = LatencyEwma()
+    e.penalise(0.0)  # start far away: a failure (forgotten after ~10 decay periods)
+    now = 0.0
+    for _ in range(12_000):  # 120 s of one request every 10 ms
+        now += 0.01
+        e.observe(rtt, now)
+    assert e.value(now) == pytest.approx(rtt, rel=0.01, abs=1e-4)
 
 
 @given(
@@ -331,9 +344,9 @@ def test_latency_ewma_is_peak_sensitive_and_bounded(steps: list) -> None:
             e.observe(rtt, now)
             after = e.value(now)
             if rtt >= before:
-                assert after == rtt
+                assert after == rtt  # peaks are taken at once
             else:
-                assert rtt <= after <= before
+                assert after <= before  # a faster RTT never makes the target look slower
         assert low <= e.value(now) <= high
 
 
@@ -379,6 +392,27 @@ def test_hash_moves_only_the_keys_of_a_removed_target(n: int, removed: int) -> N
             assert after[k] == before[k]
     s.reconfigure(names)  # adding it back restores the original mapping
     assert {k: names[s.pick([True] * n, key=k)] for k in keys} == before
+
+
+@given(
+    changes=st.lists(
+        st.lists(st.tuples(st.sampled_from(NAMES[:8]), st.integers(0, 3)), min_size=1, max_size=8)
+        .filter(lambda pairs: any(w for _, w in pairs)),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_hash_ring_updated_in_place_equals_a_fresh_ring(changes: list) -> None:
+    """reconfigure keeps survivors' ring entries; the result must not drift."""
+    s = create_strategy("hash", NAMES[:3])
+    keys = [f"k{i}".encode() for i in range(200)]
+    for pairs in changes:
+        names, weights = [n for n, _ in pairs], [w for _, w in pairs]
+        s.reconfigure(names, weights)
+        fresh = create_strategy("hash", names, weights)
+        mask = [True] * len(names)
+        assert [s.pick(mask, key=k) for k in keys] == [fresh.pick(mask, key=k) for k in keys]
 
 
 def test_hash_without_a_key_is_round_robin_and_honours_zero_weights() -> None:

@@ -12,6 +12,7 @@ import random
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from functools import partial
 
 import psutil
 import pytest
@@ -130,6 +131,31 @@ async def test_repr_counts_active_and_idle() -> None:
         assert repr(pool) == f"<UpstreamPool http://127.0.0.1:{port} [0 active, 2 idle]>"
 
 
+async def test_concurrent_requests_each_get_their_own_response() -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        reader = Reader(stream)
+        while (request := await reader.request()) is not None:
+            await trio.sleep(random.random() / 100)
+            await stream.send_all(ok(request.target))
+
+    results: dict[bytes, bytes] = {}
+    async with serve(echo) as port, UpstreamPool(f"http://127.0.0.1:{port}", max_idle=4) as pool:
+
+        async def one(i: int) -> None:
+            target = b"/item/%d" % i
+            response = await pool.request(b"GET", target, host_headers(port))
+            results[target] = await response.read()
+
+        for _ in range(3):
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(one, i)
+        assert results == {b"/item/%d" % i: b"/item/%d" % i for i in range(20)}
+        stats = pool.statistics()
+        assert stats.active == 0 and stats.idle == 4
+        assert stats.opened_total + stats.reused_total == 60
+
+
 async def test_connections_are_reused_lifo_and_capped_by_max_idle() -> None:
     backend = Scripted()
     async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}",
@@ -197,6 +223,8 @@ async def test_stale_connection_is_retried_once_for_get() -> None:
         assert await get(pool, port) == (200, b"second")
         assert backend.connections == 2
         assert [r.method for r in backend.requests] == [b"GET"] * 3
+        assert pool.statistics() == PoolStatistics(idle=1, active=0, opened_total=2,
+                                                   reused_total=1, discarded_total=1)
 
 
 async def test_stale_connection_is_not_retried_for_post() -> None:
@@ -248,7 +276,8 @@ async def test_reset_on_a_fresh_connection_is_not_retried() -> None:
         (b"GET", ok(b"hello") + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil", b"hello"),
         (b"GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nevil", b""),
         (b"HEAD", ok(b"evil"), b""),
-        (b"GET", b"HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+        (b"GET", b"HTTP/1.1 304 Not Modified\r\n\r\n"
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
          b""),
         # HAProxy c4: TE + CL with trailing junk; chunked wins, CL is never passed on.
         (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n"
@@ -269,7 +298,8 @@ async def test_extra_bytes_never_reach_the_next_request(method: bytes, raw: byte
 
 
 async def test_te_and_cl_response_drops_content_length() -> None:
-    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n"
+           b"2\r\nhi\r\n0\r\n\r\n")
     async with serve(Scripted([raw])) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
         response = await pool.request(b"GET", b"/", host_headers(port))
         assert response.content_length is None
@@ -297,7 +327,8 @@ async def test_close_delimited_responses_are_read_and_never_pooled(raw: bytes) -
 
 async def test_request_with_connection_close_is_not_pooled() -> None:
     async with serve(Scripted()) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
-        response = await pool.request(b"GET", b"/", [*host_headers(port), (b"connection", b"close")])
+        headers = [*host_headers(port), (b"connection", b"close")]
+        response = await pool.request(b"GET", b"/", headers)
         assert await response.read() == b"default"
         assert not response.reusable
         assert pool.statistics().idle == 0
@@ -311,7 +342,8 @@ async def test_chunked_response_is_streamed_as_it_arrives() -> None:
 
     async def handler(stream: trio.SocketStream) -> None:
         await Reader(stream).request()
-        await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5\r\nfirst\r\n")
         await go_on.wait()
         await stream.send_all(b"6\r\nsecond\r\n0\r\n\r\n")
         await trio.sleep_forever()
@@ -337,7 +369,7 @@ async def test_chunked_response_is_streamed_as_it_arrives() -> None:
     ids=["cl-short", "chunked-no-last-chunk", "chunked-bad-size"],
 )
 async def test_mid_body_failure_delivers_bytes_then_raises(raw: bytes, delivered: bytes) -> None:
-    backend = Scripted([raw, CLOSE], close_when_done=True)
+    backend = Scripted([raw, THEN_CLOSE])
     async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
         response = await pool.request(b"GET", b"/", host_headers(port))
         assert response.status == 200
@@ -355,33 +387,38 @@ async def test_mid_body_failure_delivers_bytes_then_raises(raw: bytes, delivered
 
 # ---- malformed heads (catalogue 37) ----------------------------------------------------
 
-_MALFORMED = {
-    "ssh-banner": b"SSH-2.0-OpenSSH_9.6\r\n",
-    "bad-status-code": b"HTTP/1.1 2OO OK\r\n\r\n",
-    "random-8k": random.Random(7).randbytes(8192),
-    "head-over-64k": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
-    "101-headers": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(101))
-                   + b"Content-Length: 0\r\n\r\n",
-    "space-before-colon": b"HTTP/1.1 200 OK\r\nX : y\r\nContent-Length: 0\r\n\r\n",
-    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n",
-    "obs-fold-tab-bare-lf": b"HTTP/1.1 200 OK\nX-A: a\n\tb\nContent-Length: 0\n\n",
-    "conflicting-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-    "bad-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
-    "te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
-    "unsolicited-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       b"Connection: upgrade\r\n\r\n",
-    "too-many-1xx": b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + ok(),
-    "partial-head-then-close": b"HTTP/1.1 200 OK\r\nContent-Le",
+_MALFORMED = {  # name: (raw bytes, what the error must say)
+    "ssh-banner": (b"SSH-2.0-OpenSSH_9.6\r\n", "did not answer with HTTP"),
+    "bad-status-code": (b"HTTP/1.1 2OO OK\r\n\r\n", "illegal status line"),
+    "random-8k": (random.Random(7).randbytes(8192), "did not answer with HTTP"),
+    "head-over-64k": (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+                      "limit 65536|Receive buffer too long"),
+    "101-headers": (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(100))
+                    + b"Content-Length: 0\r\n\r\n", "101 response headers"),
+    "space-before-colon": (b"HTTP/1.1 200 OK\r\nX : y\r\nContent-Length: 0\r\n\r\n",
+                           "illegal header line"),
+    "obs-fold": (b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", "folded"),
+    "obs-fold-tab-bare-lf": (b"HTTP/1.1 200 OK\nX-A: a\n\tb\nContent-Length: 0\n\n", "folded"),
+    "conflicting-cl": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+                       "conflicting Content-Length"),
+    "bad-cl": (b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", "bad Content-Length"),
+    "te-gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+                "Only Transfer-Encoding: chunked"),
+    "unsolicited-101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: upgrade\r\n\r\n", "unsolicited 101"),
+    "too-many-1xx": (b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + ok(), "more than 16 1xx"),
+    "partial-head-then-close": (b"HTTP/1.1 200 OK\r\nContent-Le",
+                                "in the middle of the response head"),
 }
 
 
-@pytest.mark.parametrize("raw", list(_MALFORMED.values()), ids=list(_MALFORMED))
-async def test_malformed_response_head_is_a_protocol_error(raw: bytes) -> None:
+@pytest.mark.parametrize(("raw", "message"), list(_MALFORMED.values()), ids=list(_MALFORMED))
+async def test_malformed_response_head_is_a_protocol_error(raw: bytes, message: str) -> None:
     # The backend keeps the connection open after its bytes (except for the
     # partial head), so each rejection must come from our checks, not a timeout.
-    backend = Scripted([raw, CLOSE] if raw.endswith(b"Content-Le") else [raw])
+    backend = Scripted([raw, THEN_CLOSE] if raw.endswith(b"Content-Le") else [raw])
     async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
-        with trio.fail_after(5), pytest.raises(UpstreamProtocolError):
+        with trio.fail_after(5), pytest.raises(UpstreamProtocolError, match=message):
             await pool.request(b"GET", b"/", host_headers(port))
         assert pool.statistics() == PoolStatistics(0, 0, 1, 0, 1)
         await backend.wait_closed(1)
@@ -503,7 +540,8 @@ async def test_early_response_stops_a_10_mib_upload(streaming: bool) -> None:
     async def handler(stream: trio.SocketStream) -> None:
         reader = Reader(stream)
         await reader.until(b"\r\n\r\n")  # headers only; the body is never read
-        await stream.send_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+        await stream.send_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\n"
+                              b"too big!")
         answered.set()
         await release.wait()
         await reader.drain_to_eof()
@@ -630,8 +668,8 @@ async def test_https_with_a_private_ca() -> None:
     ca.configure_trust(client_ctx)
     backend = Scripted()
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_ssl_over_tcp, backend, 0, server_ctx,
-                                        "127.0.0.1")
+        listeners = await nursery.start(
+            partial(trio.serve_ssl_over_tcp, backend, 0, server_ctx, host="127.0.0.1"))
         port = listeners[0].transport_listener.socket.getsockname()[1]
         async with UpstreamPool(f"https://127.0.0.1:{port}", ssl_context=client_ctx) as pool:
             for _ in range(3):

@@ -15,8 +15,8 @@
 #              granted trial is counted        TRIALS_PASSED at
 #                                              success_threshold
 #
-# Event-triggered transitions are the table ``_TRANSITIONS`` below.  Entering a
-# state runs its setup (``_enter``) and bumps ``epoch``.  OPEN -> HALF_OPEN is
+# Event-triggered transitions are the table ``_TRANSITIONS`` below; ``_fire``
+# applies one, runs the new state's setup and bumps ``epoch``.  OPEN -> HALF_OPEN is
 # time-triggered: every call first applies RECOVERY_ELAPSED when
 # ``now >= opened_at + recovery`` (lazily; ``next_transition_at()`` tells the
 # actor when to wake up so it can publish the change).
@@ -260,11 +260,10 @@ class CircuitBreaker:
         self.last_failure_at = now
         if self._stale(epoch):
             return
+        self._streak += 1
         if self._state is HALF_OPEN:
-            self._streak += 1
             self._fire(_Event.TRIAL_FAILED, now)
             return
-        self._streak += 1
         config = self.config
         if config.mode == "consecutive":
             if self._streak >= config.max_failures:

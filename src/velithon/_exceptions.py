@@ -5,10 +5,10 @@ Hierarchy::
     VelithonError
     ├── ConfigError (also ValueError)          bad configuration, raised at construction
     ├── UnsafePathError (also ValueError)      request path rejected before forwarding (400)
-    ├── NoTargetAvailable                      no healthy / admitted target (503)
+    ├── NoTargetAvailable (also RuntimeError)  no healthy / admitted target (503)
     └── UpstreamError                          talking to one upstream target failed
         ├── UpstreamConnectError               TCP/TLS connect failed; nothing was sent
-        │   └── UpstreamConnectTimeout         ... because connect_timeout expired (also UpstreamTimeout)
+        │   └── UpstreamConnectTimeout         ...within connect_timeout (also UpstreamTimeout)
         ├── UpstreamResetError                 closed/reset before the response head (.request_sent)
         ├── UpstreamProtocolError              malformed or oversized response head
         │   └── UpstreamRequestError           *our* request was unsendable (CR/LF in a header...)
@@ -52,7 +52,7 @@ class UnsafePathError(VelithonError, ValueError):
     """A request path was refused (dot segments, backslashes, control characters...)."""
 
 
-class NoTargetAvailable(VelithonError):
+class NoTargetAvailable(VelithonError, RuntimeError):
     """No target can take the request: all unhealthy, breakers open, or shutting down."""
 
 

@@ -227,7 +227,7 @@ def _apply_config(out: HeaderList, add: Mapping[str, str] | None,
     if remove:
         names = {r.lower().encode("latin-1") if isinstance(r, str) else bytes(r).lower()
                  for r in remove}
-        names.discard(protect)  # type: ignore[arg-type]
+        names.discard(protect)
         out = _drop_names(out, names)
     extra = _encode_map(add)
     if extra:

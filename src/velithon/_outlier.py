@@ -110,7 +110,8 @@ class FailureStreak:
         elif kind == "neutral":
             return False
         else:
-            raise ValueError(f"Invalid outcome kind {kind!r}. Use one of {', '.join(OUTCOME_KINDS)}")
+            kinds = ", ".join(OUTCOME_KINDS)
+            raise ValueError(f"Invalid outcome kind {kind!r}. Use one of {kinds}")
         c = self.config
         if not c.enabled:
             return False

@@ -191,7 +191,8 @@ class PathRewrite:
     names: tuple[str | None, ...] = attrs.field(repr=False)
 
     def apply(self, captures: Mapping[str, str]) -> str:
-        return "".join(captures[n] if n is not None else p for p, n in zip(self.parts, self.names))
+        pairs = zip(self.parts, self.names, strict=True)
+        return "".join(captures[n] if n is not None else p for p, n in pairs)
 
 
 def compile_rewrite(rewrite: str, template: PathTemplate) -> PathRewrite:
@@ -219,7 +220,7 @@ def compile_rewrite(rewrite: str, template: PathTemplate) -> PathRewrite:
         pos = m.end()
     parts.append(rewrite[pos:])
     names.append(None)
-    sample = "".join(p if n is None else "x" for p, n in zip(parts, names))
+    sample = "".join(p if n is None else "x" for p, n in zip(parts, names, strict=True))
     if "{" in sample or "}" in sample or "?" in sample or "#" in sample:
         raise ConfigError(f"Invalid path_rewrite {rewrite!r}: stray brace, '?' or '#'")
     try:

@@ -106,7 +106,7 @@ class RetryPolicy:
             ValueError: ``attempt`` < 1 or an unknown ``error`` kind.
         """
         if attempt < 1:
-            raise ValueError(f"attempt counts attempts already made and starts at 1 (got {attempt})")
+            raise ValueError(f"attempt counts attempts made so far and starts at 1 (got {attempt})")
         if error is not None and error not in ERROR_KINDS:
             raise ValueError(f"Invalid error kind {error!r}. Use one of {', '.join(ERROR_KINDS)}")
         if attempt > self.max_retries or response_started:
@@ -148,7 +148,8 @@ class RetryBudget:
 
     def __init__(self, ratio: float = 0.2, min_per_second: float = 10.0, ttl: float = 10.0) -> None:
         for name, value in (("ratio", ratio), ("min_per_second", min_per_second)):
-            if type(value) is bool or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            not_a_number = type(value) is bool or not isinstance(value, (int, float))
+            if not_a_number or not 0 <= value < math.inf:
                 raise ValueError(f"RetryBudget {name} must be a number >= 0 (got {value!r})")
         if type(ttl) is bool or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
             raise ValueError(f"RetryBudget ttl must be a positive number of seconds (got {ttl!r})")

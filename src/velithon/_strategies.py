@@ -20,6 +20,12 @@
 #   peak_ewma      -                            O(1) expected       yes
 #   hash           ketama ring + RR cursor      O(log n)            yes
 #
+# Fairness: round robin gives every eligible target floor/ceil of an equal share
+# over any window of fixed eligibility.  Smooth WRR is exact over every window of
+# sum(weights) picks from a fresh start with fixed eligibility; after eligibility
+# changes it behaves as nginx does (targets resume their saved current weight)
+# and converges back to the weights.  ``hash`` without a key is round robin.
+#
 # ``reconfigure`` keeps state by target name: the round-robin cursor stays on
 # the target it pointed at, smooth WRR keeps each survivor's current weight, and
 # the ring keeps every survivor's points (so only the leaving target's keys move).
@@ -27,6 +33,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 from bisect import bisect_right
@@ -53,7 +60,10 @@ _Key = bytes | None
 STRATEGY_NAMES = ("round_robin", "random", "weighted", "least_request", "peak_ewma", "hash")
 
 _TRIES = 8  # rejection-sampling draws before falling back to an O(n) scan
+_DOWN = -(1 << 62)  # smooth WRR: the current weight of a target that is not live
 _RING_POINTS = 160  # ketama points for the heaviest target (nginx uses 160 per weight unit)
+_OWNER_BITS = 24  # a ring entry packs (40-bit point << 24) | target slot into one int
+_OWNER_MASK = (1 << _OWNER_BITS) - 1
 
 
 def _invalid_name(name: object) -> ValueError:
@@ -302,25 +312,24 @@ class SmoothWeighted(Strategy):
     failures: health, breaker and outlier ejection already remove bad targets.
 
     The arithmetic is vectorised (``map``/``max``/``index``) and the live mask is
-    cached, so a pick over 1,000 targets costs a few C-level passes.
+    cached, so a pick over 1,000 targets costs a few C-level passes.  A target
+    that is not live holds ``_DOWN`` (far below any real current weight, so the
+    lists stay all-int, which is faster) and adds a zero effective weight.
     """
 
     name = "weighted"
     _weight_aware = True
 
     def _rebuild(self, old: list[tuple[str, int]] | None) -> None:
-        previous: dict[tuple[str, int], float] = {}
-        if old is not None:
-            for name, i in zip(old, range(len(old))):
-                previous[name] = self._current_of(i)
-        self._saved: list[float] = [previous.get(name, 0) for name in self._names()]
-        self._work: list[float] = [-math.inf] * self._n
+        previous = {name: self._current_of(i) for i, name in enumerate(old or ())}
+        self._saved: list[int] = [previous.get(name, 0) for name in self._names()]
+        self._work: list[int] = [_DOWN] * self._n
         self._eff: list[int] = [0] * self._n
         self._live = [False] * self._n
         self._total = 0
         self._mask: list[bool] | None = None
 
-    def _current_of(self, i: int) -> float:
+    def _current_of(self, i: int) -> int:
         return self._work[i] if self._live[i] else self._saved[i]
 
     def _remask(self, eligible: list[bool]) -> None:
@@ -331,7 +340,7 @@ class SmoothWeighted(Strategy):
                 work[i] = saved[i]
             elif not live and self._live[i]:
                 saved[i] = work[i]
-                work[i] = -math.inf
+                work[i] = _DOWN
             self._live[i] = live
         self._eff = [w if live else 0 for w, live in zip(weights, self._live)]
         self._total = sum(self._eff)
@@ -418,56 +427,83 @@ class ConsistentHash(Strategy):
     _weight_aware = True
 
     def _rebuild(self, old: list[tuple[str, int]] | None) -> None:
+        """Update the ring in place: drop leaving targets, merge in new ones.
+
+        Ring entries carry a stable slot per target (not its index, which
+        shifts), so survivors' entries are kept as they are; ``_owner`` maps a
+        slot to the current index.
+        """
         self._carry_cursor(old)
         heaviest = max(self.weights)
-        pairs: list[tuple[int, int]] = []
+        wanted: dict[str, tuple[int, int]] = {}  # seed -> (index, points)
         for index, (name, k) in enumerate(self._names()):
-            weight = self.weights[index]
-            if not weight:
-                continue
-            count = max(1, round(_RING_POINTS * weight / heaviest))
-            seed = name if k == 0 else f"{name}#{k}"
-            pairs.extend((point, index) for point in _ring_points(seed, count))
-        pairs.sort()
-        self._hashes = [p for p, _ in pairs]
-        self._owners = [i for _, i in pairs]
+            if self.weights[index]:
+                count = max(1, round(_RING_POINTS * self.weights[index] / heaviest))
+                wanted[name if k == 0 else f"{name}#{k}"] = (index, count)
+        slots: dict[str, tuple[int, int]] = getattr(self, "_slots", {})  # seed -> (slot, points)
+        ring: list[int] = getattr(self, "_ring", [])
+        free = [slot for seed, (slot, n) in slots.items() if wanted.get(seed, (0, 0))[1] != n]
+        if free:
+            gone = set(free)
+            ring = [entry for entry in ring if entry & _OWNER_MASK not in gone]
+            slots = {seed: v for seed, v in slots.items() if v[0] not in gone}
+        fresh: list[int] = []
+        used = {slot for slot, _ in slots.values()}
+        spare = (slot for slot in itertools.count() if slot not in used)  # lowest unused first
+        for seed, (_, count) in wanted.items():
+            if seed not in slots:
+                slot = next(spare)
+                used.add(slot)
+                slots[seed] = (slot, count)
+                fresh.extend(point | slot for point in _ring_points(seed)[:count])
+        if fresh:
+            fresh.sort()
+            ring.extend(fresh)
+            ring.sort()  # two sorted runs: a linear merge
+        owner = [-1] * (max((v[0] for v in slots.values()), default=-1) + 1)
+        for seed, (slot, _) in slots.items():
+            owner[slot] = wanted[seed][0]
+        self._slots, self._ring, self._owner = slots, ring, owner
 
     def _pick(self, eligible: _Mask, in_flight: _Loads, latency: _Rtts, key: _Key) -> int | None:
         if key is None:
             return self._round_robin(eligible)
-        owners = self._owners
-        size = len(owners)
-        at = bisect_right(self._hashes, _hash64(key))
+        ring, owners = self._ring, self._owner
+        size = len(ring)
+        at = bisect_right(ring, _hash_key(key) | _OWNER_MASK)
         if at == size:
             at = 0
-        owner = owners[at]
+        owner = owners[ring[at] & _OWNER_MASK]
         if eligible[owner]:
             return owner
         if not any(map(and_, eligible, self._usable)):
             return None
         for step in range(1, size):
-            owner = owners[(at + step) % size]
+            owner = owners[ring[(at + step) % size] & _OWNER_MASK]
             if eligible[owner]:
                 return owner
         return None  # pragma: no cover - unreachable: a usable target owns a point
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "ring_points": len(self._hashes)}
+        return {**super().describe(), "ring_points": len(self._ring)}
 
 
-def _hash64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+def _hash_key(data: bytes) -> int:
+    """A 40-bit point for ``data``, already shifted into ring-entry position."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=5).digest(), "big") << _OWNER_BITS
 
 
-def _ring_points(seed: str, count: int) -> list[int]:
-    """``count`` stable 64-bit points for ``seed`` (eight per blake2b digest)."""
+def _ring_points(seed: str) -> list[int]:
+    """160 stable 40-bit points for ``seed`` (twelve per blake2b digest), shifted."""
     points: list[int] = []
     chunk = 0
-    while len(points) < count:
-        digest = hashlib.blake2b(f"{seed}-{chunk}".encode(), digest_size=64).digest()
-        points.extend(int.from_bytes(digest[j : j + 8], "big") for j in range(0, 64, 8))
+    while len(points) < _RING_POINTS:
+        digest = hashlib.blake2b(f"{seed}-{chunk}".encode(), digest_size=60).digest()
+        points.extend(
+            int.from_bytes(digest[j : j + 5], "big") << _OWNER_BITS for j in range(0, 60, 5)
+        )
         chunk += 1
-    return points[:count]
+    return points[:_RING_POINTS]
 
 
 _CLASSES: dict[str, type[Strategy]] = {
@@ -504,8 +540,9 @@ class LatencyEwma:
     """Peak-sensitive, time-decayed latency estimate for one target (Linkerd).
 
     * ``observe(rtt)``: an RTT above the current estimate replaces it at once
-      (peak); a lower one is blended in with weight ``1 - exp(-dt/decay)``, so
-      the estimate moves by time, not by request count.
+      (peak); a lower one is blended in with weight ``1 - exp(-dt/decay)``
+      (``dt`` since the previous observation), so the estimate moves by time,
+      not by request count, and converges to a steady RTT.
     * ``penalise()``: failures, 5xx and 429 count as a ``penalty`` RTT (5 s, the
       Linkerd load biaser's value), so a fast-failing target never looks fast.
     * Without observations the estimate relaxes towards ``default_rtt`` (30 ms),
@@ -545,8 +582,11 @@ class LatencyEwma:
         if rtt >= current:
             self._value = rtt
         else:
+            # Blend with the stored estimate (not the relaxed one, which would
+            # pull every estimate halfway to the default under steady traffic),
+            # but never above the current belief: a faster RTT never slows it.
             keep = self._weight(now)
-            self._value = current * keep + rtt * (1.0 - keep)
+            self._value = min(current, self._value * keep + rtt * (1.0 - keep))
         self._stamp = now if self._stamp is None else max(now, self._stamp)
 
     def penalise(self, now: float) -> None:
@@ -555,4 +595,5 @@ class LatencyEwma:
         self._stamp = now if self._stamp is None else max(now, self._stamp)
 
     def __repr__(self) -> str:
-        return f"<LatencyEwma {self._value * 1000.0:.1f}ms (decay {self.decay:g}s)>"
+        at = "never observed" if self._stamp is None else f"at t={self._stamp:g}"
+        return f"<LatencyEwma {self._value * 1000.0:.1f}ms {at} (decay {self.decay:g}s)>"

@@ -41,8 +41,9 @@ class Backend:
         health_checks: requests to ``health_path``.
         errors: exceptions raised by the handler (each answered with a 500).
         connections_accepted: TCP connections accepted, probes included.
-        close_idle_after: close a connection that stays silent this long between
-            requests (simulates a keep-alive idle timeout); ``None`` never does.
+        close_idle_after: close a connection that stays silent this long while a
+            request is awaited, the first one included (a keep-alive idle timeout);
+            ``None`` never does. May be changed at any time.
     """
 
     def __init__(

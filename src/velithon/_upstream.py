@@ -273,7 +273,8 @@ class UpstreamPool:
         if self._closed:
             raise trio.ClosedResourceError(f"{self!r} is closed")
         try:
-            request = h11.Request(method=method, target=target, headers=_frame(method, headers, body))
+            framed = _frame(method, headers, body)
+            request = h11.Request(method=method, target=target, headers=framed)
         except h11.LocalProtocolError as exc:
             raise local_error(exc, self._url) from None
         conn = self._acquire()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import select
 from collections.abc import AsyncIterable, Callable
-from typing import Any
+from typing import Any, cast
 
 import h11
 import trio
@@ -42,6 +42,7 @@ INLINE_BODY_LIMIT = 65536
 _MAX_INTERIM = 16
 _HEAD_END = re.compile(rb"\n\r?\n")
 _OBS_FOLD = re.compile(rb"\n[ \t]")
+_SWITCHING = re.compile(rb"HTTP/1\.[01] 101\b")
 _BYTES = (bytes, bytearray, memoryview)
 NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -120,7 +121,7 @@ async def send_request(
         try:
             payload = h.send(request)
             if body:
-                payload += h.send(h11.Data(data=body))
+                payload += h.send(h11.Data(data=cast(bytes, body)))
             payload += h.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise local_error(exc, url) from None
@@ -144,14 +145,16 @@ async def _send_concurrently(
         head = h.send(request)
     except h11.LocalProtocolError as exc:
         raise local_error(exc, url) from None
-    state: dict[str, Any] = {"done": False, "error": None}
+    sent_all = False
+    send_error: Exception | None = None
 
     async def sender(cancel_scope: trio.CancelScope) -> None:
+        nonlocal sent_all, send_error
         stream = conn.stream
         try:
             await stream.send_all(head)
             if isinstance(body, _BYTES):
-                for piece in h.send_with_data_passthrough(h11.Data(data=body)):
+                for piece in h.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or ():
                     await stream.send_all(piece)
             else:
                 assert body is not None
@@ -161,14 +164,14 @@ async def _send_concurrently(
             tail = h.send(h11.EndOfMessage())
             if tail:
                 await stream.send_all(tail)
-            state["done"] = True
+            sent_all = True
         except h11.LocalProtocolError as exc:
-            state["error"] = local_error(exc, url)
+            send_error = local_error(exc, url)
             cancel_scope.cancel()
         except NETWORK_ERRORS:
             pass  # the upstream stopped reading; the head reader finds out why
         except Exception as exc:  # the caller's body iterator failed
-            state["error"] = exc
+            send_error = exc
             cancel_scope.cancel()
 
     event: h11.Response | None = None
@@ -181,12 +184,12 @@ async def _send_concurrently(
         except Exception as exc:
             failure = exc
         nursery.cancel_scope.cancel()
-    if state["error"] is not None:
-        raise state["error"]
+    if send_error is not None:
+        raise send_error
     if failure is not None:
         raise failure
     assert event is not None
-    if not state["done"]:
+    if not sent_all:
         conn.keep = False  # answered before the upload finished: never reuse
     return event
 
@@ -207,10 +210,13 @@ async def receive_head(
         try:
             event = h.next_event()
         except h11.RemoteProtocolError as exc:
+            if _SWITCHING.match(buf, pos):
+                raise UpstreamProtocolError(
+                    f"{url} sent an unsolicited 101 Switching Protocols") from None
             raise UpstreamProtocolError(f"{url} sent a malformed response head: {exc}") from None
         if event is h11.NEED_DATA:
             try:
-                data = await conn.stream.receive_some(RECEIVE_SIZE)
+                data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
             except NETWORK_ERRORS as exc:
                 if buf:
                     raise UpstreamProtocolError(
@@ -338,7 +344,7 @@ class UpstreamResponse:
                     if chunks:
                         return b"".join(chunks)
                     try:
-                        data = await conn.stream.receive_some(RECEIVE_SIZE)
+                        data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
                     except NETWORK_ERRORS as exc:
                         self._fail(UpstreamBodyError(
                             f"{self._url}: connection broke during the response body: {exc}"))
