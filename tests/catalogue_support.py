@@ -152,6 +152,8 @@ def assert_error_json(response: Any, status: int) -> dict[str, Any]:
     code, header, body = _status_headers_body(response)
     assert code == status, (code, body[:300])
     assert (header("content-type") or "").startswith("application/json"), header("content-type")
+    if isinstance(response, RawResponse):
+        assert response.complete, "a proxy-generated error must be a complete HTTP message (I6)"
     parsed = json.loads(body)
     assert parsed["status"] == status and parsed["error"], parsed
     assert "Traceback" not in body.decode("utf-8", "replace")

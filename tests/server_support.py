@@ -53,10 +53,10 @@ async def connect(server: Running) -> trio.SocketStream:
     return await trio.open_tcp_stream(server.host, server.port)
 
 
-async def read_until_closed(stream: trio.abc.ReceiveStream, timeout: float = 3.0) -> bytes:
+async def read_until_closed(stream: trio.abc.ReceiveStream, limit: float = 3.0) -> bytes:
     """Everything the server sends until it closes (fails the test on a timeout)."""
     chunks = []
-    with trio.fail_after(timeout):
+    with trio.fail_after(limit):
         while True:
             try:
                 data = await stream.receive_some(65536)
@@ -68,7 +68,7 @@ async def read_until_closed(stream: trio.abc.ReceiveStream, timeout: float = 3.0
     return b"".join(chunks)
 
 
-async def raw_exchange(server: Running, data: bytes, timeout: float = 3.0) -> bytes:
+async def raw_exchange(server: Running, data: bytes, limit: float = 3.0) -> bytes:
     """Send raw bytes, then read until the server closes the connection."""
     stream = await connect(server)
     async with stream:
@@ -76,7 +76,7 @@ async def raw_exchange(server: Running, data: bytes, timeout: float = 3.0) -> by
             await stream.send_all(data)
         except trio.BrokenResourceError:
             pass
-        return await read_until_closed(stream, timeout)
+        return await read_until_closed(stream, limit)
 
 
 @attrs.define

@@ -16,7 +16,13 @@ import pytest
 
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
-from velithon.testing import Backend, BackendResponse, RecordedRequest, open_backend, open_canary
+from velithon.testing import (
+    Backend,
+    BackendResponse,
+    RecordedRequest,
+    open_backend,
+    open_canary,
+)
 
 from catalogue_support import (
     Served,
@@ -75,17 +81,17 @@ TRAVERSALS = [
 
 
 @FACADES
-@pytest.mark.parametrize("path", TRAVERSALS)
 @bounded(10)
-async def test_18_dot_segments_are_refused_and_never_reach_the_backend(
-        facade: str, path: str) -> None:
+async def test_18_dot_segments_are_refused_and_never_reach_the_backend(facade: str) -> None:
     async with svc_gateway(facade) as (b, gw):
-        response = await gw.raw(request_bytes("GET", path))
-        if response.status == 404:  # not routed at all (it no longer matches /api/...)
-            assert_error_json(response, 404)
-        else:
-            assert_gateway_error(response, 400)
-    assert b.requests == []
+        for path in TRAVERSALS:
+            response = await gw.raw(request_bytes("GET", path))
+            if response.status == 404:  # not routed at all (it no longer matches /api/...)
+                assert_error_json(response, 404)
+            else:
+                assert response.status == 400, (path, response.status, response.body)
+                assert_gateway_error(response, 400)
+    assert b.requests == [], [r.target for r in b.requests]
 
 
 # ---- 19. encoded slashes, backslashes, double encoding ------------------------------

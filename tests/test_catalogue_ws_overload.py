@@ -7,10 +7,9 @@ The gateway runs in this process, so its memory is this process's RSS (psutil).
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import os
+import random
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,7 +41,6 @@ from catalogue_support import (
     assert_gateway_error,
     bounded,
     gateway,
-    no_leaks,
     request_bytes,
     target_status,
 )
@@ -98,7 +96,7 @@ async def test_51_echo_text_and_binary_both_ways() -> None:
         route = GatewayRoute("/ws/{path:path}", [wsb.http_url])
         async with gateway(route) as gw:
             messages: list[str | bytes] = ["a", "héllo wörld", b"\x00", b"\x00\xff" * 32768,
-                                           "t" * (512 * 1024), os.urandom(MIB - 64)]
+                                           "t" * (512 * 1024), random.Random(1).randbytes(MIB)]
             async with open_websocket_url(
                 ws_url(gw, "/ws/chat?room=1"), max_message_size=2 * MIB,
                 extra_headers=[(b"Cookie", b"sid=1"), (b"X-Secret", b"s"),
@@ -166,7 +164,8 @@ async def closing_ws_backend() -> AsyncIterator[int]:
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(functools.partial(
-            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None))
+            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None,
+            max_message_size=8 * MIB))
         yield server.port
         nursery.cancel_scope.cancel()
 
@@ -185,6 +184,21 @@ async def test_51_backend_close_code_reaches_the_client(code: int) -> None:
                     await ws.get_message()
     assert closed.value.reason.code == code
     assert closed.value.reason.reason == "bye"
+
+
+@pytest.mark.xfail(reason="BUG: besides the cancel-scope bug, the upstream WebSocket leg "
+                          "keeps trio-websocket's default max_message_size (1 MiB) while the "
+                          "server accepts ws_max_message_size (16 MiB): larger messages are "
+                          "closed with 1009", strict=True)
+@bounded(10)
+async def test_51_messages_up_to_the_servers_limit_pass_both_ways() -> None:
+    big = random.Random(2).randbytes(2 * MIB)
+    async with closing_ws_backend() as port:
+        async with gateway(GatewayRoute("/ws/{path:path}", [f"http://127.0.0.1:{port}"])) as gw:
+            async with open_websocket_url(ws_url(gw, "/ws/x"), max_message_size=8 * MIB) as ws:
+                await ws.send_message(big)
+                with trio.fail_after(3):
+                    assert await ws.get_message() == big
 
 
 @WS_PROXY_BROKEN
@@ -292,7 +306,7 @@ async def test_53_backend_refusing_the_upgrade_refuses_the_client(status: int) -
                           "client gets a 500 and the server logs an app crash", strict=True)
 @bounded(10)
 async def test_53_fake_101_from_the_backend_is_refused(reply: bytes) -> None:
-    async with open_scripted_backend([ReadRequest(), Send(reply), Sleep(1.0)]) as b:
+    async with open_scripted_backend([ReadRequest(), Send(reply), Sleep(0.3)]) as b:
         route = GatewayRoute("/ws/{path:path}", [b.url], max_retries=0)
         async with gateway(route) as gw:
             response = await gw.raw(handshake("/ws/chat"))
@@ -574,7 +588,8 @@ async def test_41_upload_over_the_limit_releases_the_target(caplog: pytest.LogCa
                     nursery.start_soon(_chunked_upload, conn, 4 * MIB)
                     assert (await conn.receive_response(timeout=5)).status == 413
                     nursery.cancel_scope.cancel()
-            status = await target_status(route, b.url, lambda r: r["in_flight"] == 0)
+            status = await target_status(route, b.url, lambda r: r["in_flight"] == 0,
+                                         timeout=0.5)
             await gw.assert_serves()
     assert status["in_flight"] == 0, status
     crashes = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") and r.exc_info]

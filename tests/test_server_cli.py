@@ -108,3 +108,29 @@ def test_invalid_option_value_exits_2(project: Path) -> None:
     proc = velithon(project, "run", "myapp:app", "--max-body-size", "0")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "max_body_size must be > 0" in err
+
+
+def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
+    script = (
+        "import logging, myapp\n"
+        "from velithon.server import serve\n"
+        "logging.basicConfig(level='INFO', format='%(message)s')\n"
+        "serve(myapp.app, port=0, graceful_timeout=2)\n"
+        "print('serve returned', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=project,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.fullmatch(r"velithon serving on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, line
+        assert httpx.get(match.group(1), timeout=5).text == "from cli"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["lifespan shutdown done", "serve returned"]

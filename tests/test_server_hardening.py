@@ -23,6 +23,7 @@ from server_support import (
     read_until_closed,
     running_server,
 )
+import trio.lowlevel
 
 H = b"Host: gw\r\n"
 
@@ -35,10 +36,20 @@ CHUNKED = H + b"Transfer-Encoding: chunked\r\n"
 
 REJECTED = {
     # A1 CL.TE / TE.CL smuggling
-    "cl-te": (post(H + b"Content-Length: 35\r\nTransfer-Encoding: chunked\r\n",
-                   b"0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n"), 400),
-    "te-cl": (post(H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
-                   b"5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n"), 400),
+    "cl-te": (
+        post(
+            H + b"Content-Length: 35\r\nTransfer-Encoding: chunked\r\n",
+            b"0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n",
+        ),
+        400,
+    ),
+    "te-cl": (
+        post(
+            H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+            b"5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
+        ),
+        400,
+    ),
     # A2 Content-Length conflicts and malformed values
     "cl-two-lines": (post(H + b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"), 400),
     "cl-list": (post(H + b"Content-Length: 5, 6\r\n", b"hello!"), 400),
@@ -103,8 +114,10 @@ REJECTED = {
     "uri-9k": (get("/" + "a" * 9 * 1024), 414),
     "header-40k": (get("/", b"X-Big: " + b"a" * 40 * 1024 + b"\r\n"), 431),
     "101-headers": (get("/", b"".join(b"X-%d: v\r\n" % i for i in range(101))), 431),
-    "header-block-64k": (get("/", b"".join(b"X-%d: %s\r\n" % (i, b"v" * 600)
-                                           for i in range(99))), 431),
+    "header-block-64k": (
+        get("/", b"".join(b"X-%d: %s\r\n" % (i, b"v" * 600) for i in range(99))),
+        431,
+    ),
     "declared-body-too-large": (post(H + b"Content-Length: 2000\r\n", b"x" * 2000), 413),
     "chunked-body-too-large": (post(CHUNKED, b"7d0\r\n" + b"x" * 2000 + b"\r\n0\r\n\r\n"), 413),
     # A10 garbage
@@ -139,7 +152,9 @@ ACCEPTED = {
 async def test_unusual_but_unambiguous_framing_is_accepted(raw: bytes) -> None:
     app = Recorder()
     async with running_server(app) as server:
-        [resp] = parse_responses(await raw_exchange(server, raw + get("/", b"Connection: close\r\n")))[:1]
+        [resp] = parse_responses(
+            await raw_exchange(server, raw + get("/", b"Connection: close\r\n"))
+        )[:1]
     assert resp.status == 200
     assert app.requests[0]["body"] == b"hello"
     assert app.requests[1]["scope"]["path"] == "/"  # the next request is parsed fresh
@@ -149,8 +164,10 @@ async def test_unusual_but_unambiguous_framing_is_accepted(raw: bytes) -> None:
 
 async def test_chunk_extensions_and_trailers_are_dropped() -> None:
     app = Recorder()
-    body = (b"5;a\x00b\r\nhello\r\n5;\r\nworld\r\n0\r\n"
-            b"Content-Length: 99\r\nHost: evil\r\nX-Ok: 1\r\n\r\n")
+    body = (
+        b"5;a\x00b\r\nhello\r\n5;\r\nworld\r\n0\r\n"
+        b"Content-Length: 99\r\nHost: evil\r\nX-Ok: 1\r\n\r\n"
+    )
     async with running_server(app) as server:
         data = await raw_exchange(server, post(CHUNKED + b"Connection: close\r\n", body))
     [resp] = parse_responses(data, method=b"POST")
@@ -174,7 +191,9 @@ async def test_absolute_form_matching_host_is_served_as_origin_form() -> None:
 async def test_options_asterisk_is_allowed() -> None:
     app = Recorder()
     async with running_server(app) as server:
-        data = await raw_exchange(server, b"OPTIONS * HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        data = await raw_exchange(
+            server, b"OPTIONS * HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        )
     assert parse_responses(data)[0].status == 200
     assert app.requests[0]["scope"]["raw_path"] == b"*"
 
@@ -182,7 +201,9 @@ async def test_options_asterisk_is_allowed() -> None:
 async def test_obs_fold_lenient_mode_unfolds() -> None:
     app = Recorder()
     async with running_server(app, strict_obs_fold=False) as server:
-        data = await raw_exchange(server, get("/", b"X-Test: v1\r\n continuation\r\nConnection: close\r\n"))
+        data = await raw_exchange(
+            server, get("/", b"X-Test: v1\r\n continuation\r\nConnection: close\r\n")
+        )
     assert parse_responses(data)[0].status == 200
     assert dict(app.requests[0]["scope"]["headers"])[b"x-test"] == b"v1 continuation"
 
@@ -196,7 +217,9 @@ async def test_obs_fold_lenient_mode_unfolds() -> None:
     ],
     ids=["uri", "header", "header-count"],
 )
-async def test_oversize_head_in_pieces_rejected_early(prefix: bytes, filler: bytes, status: int) -> None:
+async def test_oversize_head_in_pieces_rejected_early(
+    prefix: bytes, filler: bytes, status: int
+) -> None:
     async with running_server(Recorder()) as server:
         stream = await connect(server)
         async with stream:
@@ -205,7 +228,7 @@ async def test_oversize_head_in_pieces_rejected_early(prefix: bytes, filler: byt
                 try:
                     for _ in range(48 * 1024 // len(filler)):  # the head never completes
                         await stream.send_all(filler)
-                        await trio.sleep(0)
+                        await trio.lowlevel.checkpoint()
                 except trio.BrokenResourceError:
                     pass
             data = await read_until_closed(stream)
@@ -229,7 +252,9 @@ async def test_bad_chunk_after_response_started_aborts() -> None:
             with trio.fail_after(2):
                 first = await stream.receive_some(65536)
             assert first.startswith(b"HTTP/1.1 200 ")
-            await stream.send_all(b"5\r\nhello!!\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n")
+            await stream.send_all(
+                b"5\r\nhello!!\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n"
+            )
             rest = await read_until_closed(stream)
         assert b"never" not in rest and b"HTTP/1.1" not in rest  # cut, and /admin never served
         assert parse_responses(first + rest) == []
@@ -249,7 +274,7 @@ async def test_pipelined_get_with_body_is_not_glued_to_next_request() -> None:
 
 async def test_garbage_is_refused_promptly() -> None:
     async with running_server(Recorder(), header_timeout=30) as server:
-        with trio.fail_after(0.5):  # not after the header timeout
+        with trio.fail_after(1.0):  # not after the header timeout
             data = await raw_exchange(server, b"\x16\x03\x01\x00\xa5\x01\x00")
     assert parse_responses(data)[0].status == 400
 
@@ -291,7 +316,7 @@ async def test_slowloris_gets_408_at_header_deadline_from_first_byte() -> None:
             data = first + await read_until_closed(stream)
         [resp] = parse_responses(data)
         assert resp.status == 408 and resp.headers[b"connection"] == b"close"
-        assert 0.35 < elapsed < 0.7
+        assert 0.35 < elapsed < 1.0
         await assert_still_serving(server)
 
 

@@ -104,7 +104,7 @@ async def test_shutdown_refuses_new_connections_and_finishes_in_flight() -> None
             await trio.open_tcp_stream(server.host, server.port)  # listener already closed
         with trio.fail_after(1):
             assert await read_until_closed(idle) == b""  # idle connection closed promptly
-        assert trio.current_time() - start < 0.2
+        assert trio.current_time() - start < 0.5
         data = await read_until_closed(busy)
         await server.done.wait()
     [resp] = parse_responses(data)
@@ -179,3 +179,22 @@ async def test_recorder_app_used_with_drain_has_no_leftover_tasks() -> None:
             await client.get(server.url)
         with trio.fail_after(2):
             await server.shutdown()  # an idle keep-alive client must not hold the drain
+
+
+async def test_no_file_descriptors_leak_across_good_and_bad_connections() -> None:
+    import psutil
+
+    from server_support import raw_exchange
+
+    proc = psutil.Process()
+    baseline = proc.num_fds()
+    async with running_server(Recorder(), header_timeout=0.2) as server:
+        for raw in (get("/a", b"Connection: close\r\n"), b"\x16\x03\x01", b"GET / HTTP/1.1\r\n"):
+            await raw_exchange(server, raw)
+        stream = await connect(server)
+        await stream.send_all(get() + get())  # left open: closed by the drain
+        await trio.sleep(0.05)
+        await server.shutdown()
+        await read_until_closed(stream)
+        await stream.aclose()
+    assert proc.num_fds() == baseline

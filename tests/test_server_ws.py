@@ -11,7 +11,13 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Ping, Pong, TextMessage
 
-from server_support import assert_still_serving, connect, parse_responses, raw_exchange, running_server
+from server_support import (
+    assert_still_serving,
+    connect,
+    parse_responses,
+    raw_exchange,
+    running_server,
+)
 
 SCOPES: list[dict[str, Any]] = []
 
@@ -80,9 +86,14 @@ async def test_exception_before_accept_is_500() -> None:
 
 def handshake(path: bytes = b"/", version: bytes = b"13") -> bytes:
     key = base64.b64encode(b"0123456789abcdef")
-    return (b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-            b"\r\nSec-WebSocket-Version: " + version + b"\r\n\r\n")
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: "
+        + key
+        + b"\r\nSec-WebSocket-Version: "
+        + version
+        + b"\r\n\r\n"
+    )
 
 
 async def test_unsupported_version_is_426() -> None:
@@ -136,5 +147,3 @@ async def test_binary_message_bigger_than_limit_closes_1009() -> None:
                 with trio.fail_after(2):
                     await ws.get_message()
             assert closed.value.reason.code == 1009
-
-

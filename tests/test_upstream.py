@@ -307,6 +307,15 @@ async def test_te_and_cl_response_drops_content_length() -> None:
         assert await response.read() == b"hi"
 
 
+async def test_content_length_on_a_204_is_dropped() -> None:
+    raw = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n"
+    async with serve(Scripted([raw])) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        response = await pool.request(b"DELETE", b"/", host_headers(port))
+        assert (response.content_length, response.headers) == (None, [(b"x-a", b"1")])
+        assert await response.read() == b""
+        assert response.reusable
+
+
 @pytest.mark.parametrize(
     "raw",
     [

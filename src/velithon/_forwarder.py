@@ -38,9 +38,10 @@ from ._exceptions import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRequestError,
     UpstreamResetError,
 )
-from ._headers import ForwardedConfig, build_request_headers, build_response_headers
+from ._headers import ForwardedConfig, build_request_headers, build_response_headers, client_ip
 from ._paths import PathTemplate, check_path_safety, upstream_target
 from ._retry import RetryPolicy
 
@@ -96,14 +97,18 @@ def parse_hash_on(spec: str) -> tuple[str, str]:
     raise ValueError(f"Invalid hash_on {spec!r}. Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
 
 
-def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any]) -> bytes | None:
+def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any],
+             forwarded: ForwardedConfig | None = None) -> bytes | None:
     """Extract the consistent-hashing key from a request."""
     if spec is None:
         return None
     kind, name = spec
     if kind == "client_ip":
         client = scope.get("client")
-        return client[0].encode() if client else None
+        peer = client[0] if client else None
+        if forwarded is not None and forwarded.trusted_proxies:
+            return client_ip(peer, scope["headers"], forwarded).encode()
+        return peer.encode() if peer else None
     wanted = name.encode()
     for key, value in scope["headers"]:
         if kind == "header" and key == wanted:
@@ -177,7 +182,7 @@ class Forwarder:
         method: bytes = scope["method"].encode()
         deadline = trio.current_time() + cfg.timeout_ms / 1000.0
         body, replayable = await self._request_body(scope, receive, method)
-        key = hash_key(self._hash, scope)
+        key = hash_key(self._hash, scope, cfg.forwarded)
         response_started = False
         tried: set[int] = set()
         attempt = 0
@@ -209,6 +214,14 @@ class Forwarder:
             with trio.move_on_at(try_deadline):
                 try:
                     response = await lease.pool.request(method, upstream_path, headers, body)
+                except UpstreamRequestError as exc:
+                    # our own request could not be written (e.g. a configured header with CR/LF):
+                    # not the target's fault, and no other target would fare better
+                    await lease.finish("neutral")
+                    self.errors += 1
+                    LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
+                    await send_error(send, 502, f"The gateway could not build the upstream request: {exc}")
+                    return (502, str(exc))
                 except UpstreamConnectError as exc:
                     error_kind, last_error = "connect", (502, f"Connection to upstream failed: {exc}")
                 except UpstreamResetError as exc:
@@ -316,7 +329,7 @@ class Forwarder:
         headers = build_response_headers(
             response.headers, add=cfg.response_headers_to_add,
             remove=cfg.response_headers_to_remove,
-            content_length=response.content_length if method != b"HEAD" else None,
+            content_length=response.content_length,
         )
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -128,7 +128,7 @@ class BalancedFacade:
                 upstream_host=b"", preserve_host=True, add=cfg.headers_to_add, remove=(),
                 cfg=cfg.forwarded) if k != b"host"]
             await proxy_websocket(balancer, scope, receive, send, target=target,
-                                  key=hash_key(self._forwarder._hash, scope),
+                                  key=hash_key(self._forwarder._hash, scope, cfg.forwarded),
                                   connect_timeout=cfg.timeout_ms / 1000.0, extra_headers=extra)
             return
         await self._forwarder.handle_http(balancer, scope, receive, send)

@@ -16,7 +16,6 @@ would stop the server) and has no way to stop accepting when ``limit_concurrency
 from __future__ import annotations
 
 import errno
-import functools
 import signal
 import socket
 from collections.abc import Callable
@@ -125,7 +124,7 @@ class _Server:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 for listener in self.listeners:
-                    accepting.start_soon(self._accept_loop, listener, connections)
+                    await accepting.start(self._accept_loop, listener, connections)
                 task_status.started(
                     [tuple(lst.socket.getsockname()[:2]) for lst in self.listeners]
                 )
@@ -150,8 +149,17 @@ class _Server:
             return
         connections.cancel_scope.cancel()
 
-    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+    async def _accept_loop(
+        self,
+        listener: trio.SocketListener,
+        connections: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled; ``connections`` is the handler nursery (as in
+        ``trio.serve_listeners``)."""
         slots = self._slots
+        task_status.started()
         while True:
             if slots is not None:
                 await slots.acquire()  # at the limit: stop accepting, the backlog queues
@@ -267,7 +275,8 @@ async def _run_until_signal(
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
 
-            async def watch() -> None:
+            async def watch(*, task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
                 async for signum in received:
                     if trigger.is_set():
                         logger.warning("second signal: stopping now")
@@ -280,7 +289,7 @@ async def _run_until_signal(
                 await serve_tcp(app, config, shutdown_trigger=trigger, task_status=task_status)
                 nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals
 
-            nursery.start_soon(watch)
+            await nursery.start(watch)
             addresses = await nursery.start(serve)
             if on_started is not None:
                 on_started(addresses)

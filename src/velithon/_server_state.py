@@ -1,7 +1,8 @@
-"""What every connection of one server shares: the app, the config, and the drain registry.
+"""What every connection of one server shares: the app, the config, the drain registry.
 
-Timeouts and graceful shutdown need to reach live connections (close the idle ones, mark the busy ones
-``Connection: close``, send WebSockets a 1001, cancel what is left at the deadline), so each
+Timeouts and graceful shutdown need to reach live connections (close the idle ones, mark
+the busy ones ``Connection: close``, send WebSockets a 1001, cancel what is left at the
+deadline), so each
 connection registers itself here for its lifetime. Only the connection's own task adds or
 removes it; the server's watchdog and drain tasks only call the hooks of
 :class:`Drainable`.

@@ -166,14 +166,15 @@ async def _supervise(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def forward() -> None:
+            async def forward(*, task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
                 async for _ in signals:
                     if sup.stopping:  # second signal: do not wait for the drain
                         for proc in list(sup.procs):
                             proc.kill()
                     sup.stop()
 
-            nursery.start_soon(forward)
+            await nursery.start(forward)
             started = [sup.spawn() for _ in range(workers)]
             addresses = None
             for _, recv in started:

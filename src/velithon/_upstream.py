@@ -5,11 +5,14 @@ body)`` returns an :class:`~velithon._upstream_conn.UpstreamResponse` whose body
 streams from the connection; the connection returns to the pool when the body
 ends cleanly (see ``_upstream_conn`` for the reuse rule).
 
-Why not httpx: on the hot path every microsecond is per request. This pool is
-one h11 state machine per TCP connection, LIFO reuse, no per-request task for
-bytes bodies, and no timeouts of its own besides ``connect_timeout`` (callers
-wrap requests in ``trio.fail_after``; cancellation anywhere closes the
-connection, it is never returned half-used).
+Why not httpx: on the hot path every microsecond is per request, and httpx
+costs 3-9x more per request here (``benchmarks/bench_upstream.py``). This pool
+is one h11 state machine per TCP connection (``TCP_NODELAY`` is trio's
+default), LIFO reuse, no per-request task for small bytes bodies, and no
+timeouts of its own besides ``connect_timeout``: callers wrap requests in
+``trio.fail_after``, and cancellation anywhere closes the connection, which is
+never returned half-used. Before an idle plain-TCP connection is reused, a
+zero-timeout poll drops it if the upstream already closed it.
 
 Error handling:
     * connect failure or ``connect_timeout`` → ``UpstreamConnectError``

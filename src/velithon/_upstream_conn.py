@@ -268,8 +268,9 @@ class UpstreamResponse:
     Read the body with ``receive_some()`` (``b""`` at the clean end), ``async for``,
     or ``read()``. The connection goes back to the pool as soon as the body ends
     cleanly; ``aclose()`` (or leaving ``async with``) before that closes it.
-    ``content_length`` is the declared ``Content-Length`` (``None`` when chunked or
-    read-until-close); HEAD, 204 and 304 responses have no body whatever it says.
+    ``content_length`` is the declared ``Content-Length`` (``None`` when chunked,
+    read-until-close, or on a 204, where the field is forbidden and dropped from
+    ``headers``); HEAD and 304 responses keep it but have no body.
     """
 
     __slots__ = ("status", "reason", "headers", "http_version", "content_length", "reusable",
@@ -288,11 +289,12 @@ class UpstreamResponse:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
-        if chunked and length is not None:
-            # TE + CL: chunked wins (RFC 9112 §6.3); never pass the CL on, never reuse.
+        if length is not None and (chunked or self.status == 204):
+            # TE + CL: chunked wins (RFC 9112 §6.3), and never reuse such a connection.
+            # 204 + CL: forbidden (RFC 9110 §8.6). Either way the CL is not passed on.
             headers = [item for item in headers if item[0] != b"content-length"]
             length = None
-            conn.keep = False
+            conn.keep = conn.keep and not chunked
         self.headers = headers
         self.content_length = length
         #: True once the body ended cleanly and the connection went back to the pool.
