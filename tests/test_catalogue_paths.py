@@ -165,9 +165,6 @@ async def test_20_a_path_that_does_not_match_the_prefix_is_not_forwarded(facade:
     assert b.requests == []
 
 
-@pytest.mark.xfail(reason="BUG: GatewayRoute/ProxyMiddleware match the percent-DECODED path "
-                          "but strip the prefix from the RAW path, so an encoded prefix is "
-                          "routed yet forwarded unstripped", strict=True)
 @pytest.mark.parametrize("facade", ["route", "middleware"])
 @pytest.mark.parametrize("path", ["/%61pi/x", "/api%2Fx"])
 @bounded(10)

@@ -296,9 +296,6 @@ async def test_35_mid_body_failure_aborts_the_client_connection(fault: Fault) ->
     assert len(a.requests) == 2  # never retried once the response had started
 
 
-@pytest.mark.xfail(reason="BUG: an upstream failing mid-body is logged by the server as "
-                          "'exception in ASGI app' with a traceback (UpstreamAborted escapes "
-                          "the app), i.e. reported as a gateway crash", strict=True)
 @bounded(10)
 async def test_35_mid_body_abort_is_not_logged_as_a_gateway_crash(
         caplog: pytest.LogCaptureFixture) -> None:
@@ -519,15 +516,12 @@ async def test_38_early_response_during_upload_is_relayed_and_upload_stops(early
 
 # ---- Error-JSON carries no backend internals (catalogue conventions, §2.8) -----------
 
-LEAKS_INTERNALS = pytest.mark.xfail(
-    reason="BUG: the forwarder's error 'detail' embeds the upstream URL (internal host:port) "
-           "and OS/parser error text in the client-facing JSON", strict=True)
 
 
 @pytest.mark.parametrize("fault", [
-    pytest.param(None, id="refused", marks=LEAKS_INTERNALS),
-    pytest.param(Fault.reset(), id="reset", marks=LEAKS_INTERNALS),
-    pytest.param(Fault.garbage(), id="garbage", marks=LEAKS_INTERNALS),
+    pytest.param(None, id="refused"),
+    pytest.param(Fault.reset(), id="reset"),
+    pytest.param(Fault.garbage(), id="garbage"),
     pytest.param(Fault.hang(), id="timeout"),
 ])
 @bounded(10)

@@ -78,18 +78,11 @@ def parse_server_frame(data: bytes) -> tuple[int, bytes, bytes]:
     return opcode, data[2 : 2 + length], data[2 + length :]
 
 
-#: Every accepted WebSocket session through a GatewayRoute currently ends in a 500.
-WS_PROXY_BROKEN = pytest.mark.xfail(
-    reason="BUG: _ws_proxy enters open_websocket_url() by hand inside trio.fail_after(); "
-           "leaving the fail_after scope with the library's nursery still open corrupts the "
-           "cancel-scope stack, so every accepted upstream handshake ends in a 500",
-    strict=True)
 
 
 # ---- 51. happy path ------------------------------------------------------------------
 
 
-@WS_PROXY_BROKEN
 @bounded(20)
 async def test_51_echo_text_and_binary_both_ways() -> None:
     async with open_ws_backend(name="ws") as wsb:
@@ -119,7 +112,6 @@ async def test_51_echo_text_and_binary_both_ways() -> None:
     assert "x-secret" not in got
 
 
-@WS_PROXY_BROKEN
 @bounded(10)
 async def test_51_early_frame_in_the_handshake_segment_reaches_the_backend() -> None:
     async with open_ws_backend() as wsb:
@@ -170,7 +162,6 @@ async def closing_ws_backend() -> AsyncIterator[int]:
         nursery.cancel_scope.cancel()
 
 
-@WS_PROXY_BROKEN
 @pytest.mark.parametrize("code", [1000, 1001, 1008, 4001])
 @bounded(10)
 async def test_51_backend_close_code_reaches_the_client(code: int) -> None:
@@ -186,10 +177,6 @@ async def test_51_backend_close_code_reaches_the_client(code: int) -> None:
     assert closed.value.reason.reason == "bye"
 
 
-@pytest.mark.xfail(reason="BUG: besides the cancel-scope bug, the upstream WebSocket leg "
-                          "keeps trio-websocket's default max_message_size (1 MiB) while the "
-                          "server accepts ws_max_message_size (16 MiB): larger messages are "
-                          "closed with 1009", strict=True)
 @bounded(10)
 async def test_51_messages_up_to_the_servers_limit_pass_both_ways() -> None:
     big = random.Random(2).randbytes(2 * MIB)
@@ -201,7 +188,6 @@ async def test_51_messages_up_to_the_servers_limit_pass_both_ways() -> None:
                     assert await ws.get_message() == big
 
 
-@WS_PROXY_BROKEN
 @pytest.mark.parametrize("code", [1000, 1001, 4002])
 @bounded(10)
 async def test_51_client_close_code_reaches_the_backend(code: int) -> None:
@@ -248,9 +234,6 @@ async def test_52_upgrade_on_post_is_plain_http_never_a_tunnel() -> None:
     assert seen.header("upgrade") is None and seen.header("sec-websocket-key") is not None
 
 
-@pytest.mark.xfail(reason="BUG: the server performs a WebSocket handshake for an HTTP/1.0 "
-                          "request (RFC 9110 §7.8 / RFC 6455 §4.1 require ignoring it)",
-                   strict=True)
 @bounded(10)
 async def test_52_upgrade_on_http10_is_never_a_tunnel() -> None:
     async with open_ws_backend() as wsb:
@@ -301,9 +284,6 @@ async def test_53_backend_refusing_the_upgrade_refuses_the_client(status: int) -
     pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
                  b"Connection: Upgrade\r\n\r\n", id="wrong-protocol"),
 ])
-@pytest.mark.xfail(reason="BUG: a bad 101 from the backend makes trio-websocket raise "
-                          "h11.LocalProtocolError, which proxy_websocket does not catch: the "
-                          "client gets a 500 and the server logs an app crash", strict=True)
 @bounded(10)
 async def test_53_fake_101_from_the_backend_is_refused(reply: bytes) -> None:
     async with open_scripted_backend([ReadRequest(), Send(reply), Sleep(0.3)]) as b:
@@ -318,9 +298,6 @@ async def test_53_fake_101_from_the_backend_is_refused(reply: bytes) -> None:
     assert status["failures"] == 1  # a handshake failure counts against the target
 
 
-@pytest.mark.xfail(reason="BUG: every refused WebSocket handshake reaches the client as 403 "
-                          "'rejected': the server lacks the websocket.http.response extension, "
-                          "so the gateway's 502/503 cannot be sent", strict=True)
 @bounded(10)
 async def test_53_refused_upgrade_reports_the_gateway_status() -> None:
     async with open_ws_backend() as wsb:
@@ -334,7 +311,6 @@ async def test_53_refused_upgrade_reports_the_gateway_status() -> None:
 # ---- 54. tunnel faults ----------------------------------------------------------------
 
 
-@WS_PROXY_BROKEN
 @bounded(10)
 async def test_54_backend_dying_mid_session_closes_the_client_promptly() -> None:
     async with open_ws_backend() as wsb:
@@ -349,7 +325,6 @@ async def test_54_backend_dying_mid_session_closes_the_client_promptly() -> None
     assert closed.value.reason.code in (1011, 1006)
 
 
-@WS_PROXY_BROKEN
 @bounded(10)
 async def test_54_client_vanishing_closes_the_backend_session_promptly() -> None:
     async with open_ws_backend() as wsb:
@@ -363,10 +338,6 @@ async def test_54_client_vanishing_closes_the_backend_session_promptly() -> None
             await gw.assert_serves()
 
 
-@pytest.mark.xfail(reason="BUG: besides the cancel-scope bug, a client RST mid-session "
-                          "surfaces as BrokenResourceError from the server's WebSocket read "
-                          "(_server_ws.WebSocketSession._read) and is logged as an app crash",
-                   strict=True)
 @bounded(10)
 async def test_54_client_rst_mid_session_is_not_logged_as_a_crash(
         caplog: pytest.LogCaptureFixture) -> None:
@@ -383,7 +354,6 @@ async def test_54_client_rst_mid_session_is_not_logged_as_a_crash(
     assert crashes == [], [f"{r.name}: {r.getMessage()}" for r in crashes]
 
 
-@WS_PROXY_BROKEN
 @bounded(10)
 async def test_54_55_long_healthy_session_outlives_the_http_timeout() -> None:
     async with open_ws_backend() as wsb:
@@ -571,10 +541,6 @@ async def test_41_chunked_body_over_the_limit_is_413_and_the_upstream_aborted() 
     assert b.requests == []  # the backend never saw a complete (truncated) upload
 
 
-@pytest.mark.xfail(reason="BUG: when the body limit cuts a streamed upload short, "
-                          "ClientDisconnected escapes Forwarder.handle_http without finishing "
-                          "the lease: in_flight leaks and the server logs an app crash",
-                   strict=True)
 @bounded(15)
 async def test_41_upload_over_the_limit_releases_the_target(caplog: pytest.LogCaptureFixture
                                                             ) -> None:
@@ -596,10 +562,6 @@ async def test_41_upload_over_the_limit_releases_the_target(caplog: pytest.LogCa
     assert crashes == [], [f"{r.name}: {r.getMessage()}" for r in crashes]
 
 
-@pytest.mark.xfail(reason="BUG: a client vanishing mid-upload is not noticed: the upload "
-                          "task swallows the client's BrokenResourceError as an upstream error, "
-                          "the exchange waits for timeout_ms, then counts a failure against "
-                          "the healthy target", strict=True)
 @bounded(15)
 async def test_41_client_vanishing_mid_upload_aborts_upstream_without_blaming_it() -> None:
     async with open_backend() as b, open_toxic_proxy("127.0.0.1", b.port) as link:

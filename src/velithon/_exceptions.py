@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigError (also ValueError)          bad configuration, raised at construction
     ├── UnsafePathError (also ValueError)      request path rejected before forwarding (400)
     ├── NoTargetAvailable (also RuntimeError)  no healthy / admitted target (503)
+    ├── ResponseAborted                        an app gives up on a started response: abort, no crash log
     └── UpstreamError                          talking to one upstream target failed
         ├── UpstreamConnectError               TCP/TLS connect failed; nothing was sent
         │   └── UpstreamConnectTimeout         ...within connect_timeout (also UpstreamTimeout)
@@ -27,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "NoTargetAvailable",
+    "ResponseAborted",
     "UnsafePathError",
     "UpstreamBodyError",
     "UpstreamConnectError",
@@ -54,6 +56,15 @@ class UnsafePathError(VelithonError, ValueError):
 
 class NoTargetAvailable(VelithonError, RuntimeError):
     """No target can take the request: all unhealthy, breakers open, or shutting down."""
+
+
+class ResponseAborted(VelithonError):
+    """Raised by an app to abort a response it already started.
+
+    The server closes the client connection without completing the message
+    (so the client sees a truncated body, never a complete-looking one) and
+    logs one warning line instead of a crash traceback.
+    """
 
 
 class UpstreamError(VelithonError):

@@ -33,6 +33,7 @@ import trio
 
 from ._exceptions import (
     NoTargetAvailable,
+    ResponseAborted,
     UnsafePathError,
     UpstreamBodyError,
     UpstreamConnectError,
@@ -54,7 +55,7 @@ class ClientDisconnected(Exception):
     """The downstream client went away mid-request."""
 
 
-class UpstreamAborted(Exception):
+class UpstreamAborted(ResponseAborted):
     """The upstream failed after the response started; the client connection must be aborted."""
 
 
@@ -125,6 +126,11 @@ def error_body(status: int, error: str, detail: str) -> bytes:
     return json.dumps({"error": error, "detail": detail, "status": status},
                       separators=(",", ":")).encode()
 
+
+_CONNECT_FAILED = (502, "Could not connect to the upstream service")
+_RESET = (502, "The upstream service closed the connection before responding")
+_INVALID = (502, "The upstream service sent an invalid response")
+_TIMED_OUT = (504, "The upstream service did not respond in time")
 
 _ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
            400: "Bad Request", 413: "Payload Too Large"}
@@ -210,6 +216,7 @@ class Forwarder:
             if cfg.per_try_timeout is not None:
                 try_deadline = min(deadline, trio.current_time() + cfg.per_try_timeout)
             error_kind: str | None = None
+            cause: Exception | None = None
             response = None
             with trio.move_on_at(try_deadline):
                 try:
@@ -220,19 +227,26 @@ class Forwarder:
                     await lease.finish("neutral")
                     self.errors += 1
                     LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
-                    await send_error(send, 502, f"The gateway could not build the upstream request: {exc}")
-                    return (502, str(exc))
+                    detail = "The gateway could not build a valid upstream request"
+                    await send_error(send, 502, detail)
+                    return (502, detail)
+                except ClientDisconnected:
+                    await lease.finish("neutral")  # the client left mid-upload
+                    return None
                 except UpstreamConnectError as exc:
-                    error_kind, last_error = "connect", (502, f"Connection to upstream failed: {exc}")
+                    error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
                 except UpstreamResetError as exc:
-                    error_kind, last_error = "reset", (502, f"Upstream closed the connection: {exc}")
+                    error_kind, last_error, cause = "reset", _RESET, exc
                 except UpstreamProtocolError as exc:
-                    error_kind, last_error = "protocol", (502, f"Invalid response from upstream: {exc}")
+                    error_kind, last_error, cause = "protocol", _INVALID, exc
                 except UpstreamError as exc:
-                    error_kind, last_error = "reset", (502, f"Upstream error: {exc}")
+                    error_kind, last_error, cause = "reset", _RESET, exc
             if response is None and error_kind is None:
-                error_kind, last_error = "timeout", (504, "Upstream request timed out")
+                error_kind, last_error, cause = "timeout", _TIMED_OUT, None
             if response is None:
+                # the client gets a generic reason; the specifics (addresses, errno) go to the log
+                LOGGER.warning("%s %s via %s failed (try %d): %s", scope["method"], scope["path"],
+                               lease.url, attempt, cause if cause is not None else "timed out")
                 await lease.finish("local")
                 if self._may_retry(attempt, method, error_kind=error_kind, replayable=replayable,
                                    deadline=deadline):
@@ -245,7 +259,7 @@ class Forwarder:
                                         deadline=deadline)):
                 await response.aclose()
                 await lease.finish(outcome_kind(status), status)
-                last_error = (status, f"Upstream answered {status}")
+                last_error = (status, f"The upstream service answered {status}")
                 await self._backoff(attempt, deadline)
                 continue
             try:
@@ -274,7 +288,7 @@ class Forwarder:
         assert not response_started
         self.errors += 1
         status, detail = last_error
-        if status in (502, 503, 504) and last_error[1].startswith("Upstream answered"):
+        if last_error[1].startswith("The upstream service answered"):
             detail = f"{detail} after {attempt} attempt(s)"
         await send_error(send, status, detail, retry_after=cfg.retry_after if status == 503 else None)
         return (status, detail)
@@ -349,7 +363,10 @@ class Forwarder:
 
 async def _stream_body(receive: Callable[..., Any]) -> AsyncIterator[bytes]:
     while True:
-        message = await receive()
+        try:
+            message = await receive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ClientDisconnected() from exc
         if message["type"] == "http.disconnect":
             raise ClientDisconnected()
         chunk = message.get("body", b"")

@@ -11,6 +11,7 @@ its actors start on its first request.
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,15 @@ from ._velithon import target_details
 from ._ws_proxy import proxy_websocket
 
 LOGGER = logging.getLogger("velithon.gateway")
+
+def _convert(converter: Any, value: str) -> Any:
+    if converter is None:
+        return value
+    try:
+        return converter.convert(value)
+    except ValueError:
+        return value
+
 
 _ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
@@ -249,6 +259,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         self.include_in_schema = include_in_schema
         self.path_regex, self.path_format, self.path_converters = compile_path(path)
         template = compile_template(path)
+        self._template = template
         self._holder = BalancerHolder(
             build_balancer_config(
                 targets, strategy=load_balancing_strategy, weights=weights,
@@ -296,10 +307,13 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             return Match.NONE, {}
-        found = self.path_regex.match(scope["path"])
-        if found is None:
+        # Match the raw path: the same form the forwarded target is built from, so
+        # "/%61pi/x" or "/api%2Fx" cannot be routed here and then forwarded unstripped.
+        raw = scope.get("raw_path")
+        captures = self._template.match(raw if raw is not None else scope["path"])
+        if captures is None:
             return Match.NONE, {}
-        params = {k: self.path_converters[k].convert(v) for k, v in found.groupdict().items()}
+        params = {k: _convert(self.path_converters.get(k), unquote(v)) for k, v in captures.items()}
         if kind == "http" and scope["method"] not in self._methods:
             return Match.PARTIAL, {"path_params": params}
         return Match.FULL, {"path_params": params}

@@ -124,7 +124,12 @@ class ProxyMiddleware(BalancedFacade):
         await _BoundProxy(self, self.app)(scope, receive, send)
 
     def handles(self, scope: dict[str, Any]) -> bool:
-        return scope["type"] in ("http", "websocket") and prefix_match(scope["path"], self.path_prefix)
+        """Under our prefix? Judged on the raw path, the form that gets forwarded."""
+        if scope["type"] not in ("http", "websocket"):
+            return False
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw is not None else scope["path"]
+        return prefix_match(path, self.path_prefix)
 
     async def get_proxy_status(self) -> dict[str, Any]:
         """Targets, health, breakers and the strategy actually in use."""

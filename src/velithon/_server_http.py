@@ -29,6 +29,7 @@ from typing import Any
 import h11
 import trio
 
+from ._exceptions import ResponseAborted
 from ._server_policy import RequestHead, RequestRejected, error_response, inspect_request, scan_head
 from ._server_state import ClientDisconnected, Message, ServerState, access_logger, logger
 from ._server_ws import WebSocketSession
@@ -259,6 +260,8 @@ class HTTPConnection:
         if failure is not None:
             if isinstance(failure, h11.LocalProtocolError):
                 logger.error("app sent an invalid response: %s", failure)
+            elif isinstance(failure, ResponseAborted):
+                logger.warning("response aborted: %s", failure)  # deliberate: no traceback
             else:
                 logger.error("exception in ASGI app", exc_info=failure)
         if self._complete:
@@ -350,7 +353,10 @@ class HTTPConnection:
             await self.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         self._deadline_kind = _BODY
         self.deadline = trio.current_time() + self.config.body_timeout
-        data = await self.stream.receive_some(READ_SIZE)
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""  # reset by the client: the app sees http.disconnect, not an error
         self.deadline = math.inf
         if not data:
             self._disconnected = True
@@ -387,7 +393,10 @@ class HTTPConnection:
             while not self._disconnected and not self._complete:
                 if budget <= 0:
                     await trio.sleep_forever()
-                data = await self.stream.receive_some(READ_SIZE)
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
                 if not data:
                     self._disconnected = True
                 budget -= len(data)

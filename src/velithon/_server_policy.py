@@ -212,6 +212,7 @@ def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
         upgrade is not None
         and connection is not None
         and method == b"GET"
+        and version == b"1.1"  # RFC 6455 §4.1: an HTTP/1.1 handshake, never 1.0
         and b"websocket" in upgrade.lower()
         and b"upgrade" in connection.lower()
     )

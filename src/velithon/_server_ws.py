@@ -21,6 +21,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
 from wsproto.utilities import generate_accept_token
 
+from ._server_policy import reason
 from ._server_state import ClientDisconnected, logger
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class WebSocketSession:
         self._going_away = False
         self._parts: list[Any] = []
         self._size = 0
+        self._denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self._denial_body: list[bytes] = []
 
     def going_away(self) -> None:
         """Server shutdown: make a pending or next ``receive()`` close with 1001."""
@@ -91,6 +94,8 @@ class WebSocketSession:
             "headers": head.headers,
             "subprotocols": subprotocols,
             "state": http.state.lifespan_state.copy(),
+            # lets an app refuse the handshake with a real HTTP response (a proxy's 502/503)
+            "extensions": {"websocket.http.response": {}},
         }
         self._key = headers[b"sec-websocket-key"]
         http.enter_websocket(self)
@@ -159,7 +164,10 @@ class WebSocketSession:
             self._read_scope = scope
             if self._going_away and self.ws.state is ConnectionState.OPEN:
                 scope.cancel()
-            data = await self.http.stream.receive_some(READ_SIZE)
+            try:
+                data = await self.http.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""  # the client reset the connection: an abnormal closure (1006)
         self._read_scope = None
         if scope.cancelled_caught:
             return
@@ -211,6 +219,16 @@ class WebSocketSession:
             await self._write(self.ws.send(data))
         elif kind == "websocket.accept":
             await self._accept(message)
+        elif kind == "websocket.http.response.start":
+            if self.ws is not None or self._rejected or self._denial is not None:
+                raise RuntimeError("websocket.http.response.start after accept, close or a response")
+            self._denial = (int(message["status"]), list(message.get("headers") or ()))
+        elif kind == "websocket.http.response.body":
+            if self._denial is None:
+                raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
+            self._denial_body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._send_denial()
         elif kind == "websocket.close":
             if self.ws is None:
                 if not self._rejected:
@@ -221,8 +239,29 @@ class WebSocketSession:
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for a websocket scope")
 
+    async def _send_denial(self) -> None:
+        """The app refused the handshake with its own HTTP response; then close."""
+        assert self._denial is not None
+        status, headers = self._denial
+        body = b"".join(self._denial_body)
+        self._rejected = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status))]
+        for name, value in headers:
+            if name.lower() in (b"content-length", b"connection", b"transfer-encoding"):
+                continue
+            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
+                raise RuntimeError("invalid header in websocket.http.response.start")
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.http._status = status
+        try:
+            await self.http.write(b"".join(lines) + body)
+        except ClientDisconnected:
+            return
+        await self.http.close_lingering()
+
     async def _accept(self, message: dict[str, Any]) -> None:
-        if self.ws is not None or self._rejected:
+        if self.ws is not None or self._rejected or self._denial is not None:
             raise RuntimeError("websocket.accept sent twice or after close")
         headers = [
             (b"upgrade", b"websocket"),

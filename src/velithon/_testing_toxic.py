@@ -246,6 +246,7 @@ class ToxicProxy:
                 self.bytes_upstream += len(piece)
             else:
                 self.bytes_downstream += len(piece)
+            self._changed.notify()  # wait_until() on the byte counters must wake up
             if after:
                 await trio.sleep(after)
         if not keep:

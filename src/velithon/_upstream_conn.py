@@ -158,7 +158,16 @@ async def _send_concurrently(
                     await stream.send_all(piece)
             else:
                 assert body is not None
-                async for chunk in body:
+                chunks = body.__aiter__()
+                while True:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:  # the caller's body failed (client went away...):
+                        send_error = exc      # not the upstream's fault, never a network error
+                        cancel_scope.cancel()
+                        return
                     if chunk:
                         await stream.send_all(h.send(h11.Data(data=chunk)))
             tail = h.send(h11.EndOfMessage())

@@ -28,6 +28,9 @@ from ._exceptions import NoTargetAvailable
 
 LOGGER = logging.getLogger("velithon.proxy")
 
+#: the largest message relayed in either direction (matches the server's default)
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
 #: request headers worth carrying to the upstream handshake
 _FORWARDED_WS_HEADERS = frozenset(
     {b"cookie", b"authorization", b"origin", b"user-agent", b"x-request-id", b"accept-language"}
@@ -55,7 +58,8 @@ async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, 
 
 async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
                           send: Callable[..., Any], *, target: bytes, key: bytes | None,
-                          connect_timeout: float, extra_headers: list[tuple[bytes, bytes]]) -> None:
+                          connect_timeout: float, extra_headers: list[tuple[bytes, bytes]],
+                          max_message_size: int = DEFAULT_MAX_MESSAGE) -> None:
     first = await receive()
     if first["type"] != "websocket.connect":
         return
@@ -68,26 +72,30 @@ async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callabl
     subprotocols = list(scope.get("subprotocols") or ())
     headers = [(k, v) for k, v in scope["headers"] if k in _FORWARDED_WS_HEADERS] + extra_headers
     kind = "local"
+    accepted = False
     try:
-        with trio.fail_after(connect_timeout):
-            context = open_websocket_url(
-                url, ssl_context=getattr(lease.pool, "ssl_context", None),
-                subprotocols=subprotocols, extra_headers=headers,
-            )
-            upstream = await context.__aenter__()
-    except (HandshakeError, ConnectionRejected, OSError, trio.TooSlowError) as exc:
-        await lease.finish("local")
-        detail = f"WebSocket handshake with upstream failed: {type(exc).__name__}"
+        async with open_websocket_url(
+            url, ssl_context=getattr(lease.pool, "ssl_context", None), subprotocols=subprotocols,
+            extra_headers=headers, connect_timeout=connect_timeout, disconnect_timeout=2.0,
+            max_message_size=max_message_size,
+        ) as upstream:
+            accepted = True
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            kind = await _pump(upstream, receive, send)
+    except Exception as exc:
+        if accepted:
+            raise
+        # refused, unreachable, timed out, or a bogus 101 (trio-websocket may surface
+        # h11/wsproto errors here): the client is refused, never tunnelled
+        LOGGER.warning("websocket handshake with %s failed: %r", lease.url, exc)
+        detail = "WebSocket handshake with the upstream failed"
         if isinstance(exc, ConnectionRejected):
             detail += f" (status {exc.status_code})"
+        elif isinstance(exc, (HandshakeError, trio.TooSlowError)):
+            detail += f" ({type(exc).__name__})"
         await _refuse(send, scope, 502, detail)
-        return
-    try:
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        kind = await _pump(upstream, receive, send)
     finally:
-        with trio.move_on_after(2.0, shield=True):
-            await context.__aexit__(None, None, None)
+        with trio.CancelScope(shield=True):
             await lease.finish(kind)
 
 
