@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
+    demo = commands.add_parser(
+        "demo", help="run a gateway over three local backends (no configuration needed)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--log-level", default="warning",
+                      choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
 
@@ -121,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "demo":
+        from ._demo import main_demo
+
+        try:
+            return main_demo(args.host, args.port)
+        except ServerStartupError as exc:
+            return _fail(str(exc), EXIT_STARTUP)
     try:
         config = _config(args)
     except ValueError as exc:
