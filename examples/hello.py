@@ -1,9 +1,10 @@
 """A small Velithon app: JSON hello, a path parameter, a streaming route, a websocket echo.
 
-Run it with hypercorn's trio worker::
+Run it with our server (from the project folder)::
 
-    hypercorn --worker-class trio examples.hello:app
+    velithon run examples.hello:app
 
+or hypercorn's trio worker (``hypercorn --worker-class trio examples.hello:app``),
 or ``python examples/hello.py`` (serves on http://127.0.0.1:8000). Then::
 
     curl http://127.0.0.1:8000/

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._exceptions import ResponseAborted as ResponseAborted
 from ._server_config import ServerConfig as ServerConfig
 from ._server_run import ServerStartupError as ServerStartupError
 from ._server_run import run_server
@@ -27,7 +28,8 @@ from ._server_state import ASGIApp
 from ._server_state import ClientDisconnected as ClientDisconnected
 from ._server_state import logger
 
-__all__ = ["ClientDisconnected", "ServerConfig", "ServerStartupError", "serve", "serve_tcp"]
+__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
+           "serve_tcp"]
 
 for _obj in (ServerConfig, ServerStartupError, serve_tcp, ClientDisconnected):
     _obj.__module__ = __name__
