@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from ._exceptions import NoTargetAvailable
 from ._health import HealthCheckConfig
 from ._messages import (
     AddTarget,
+    Close,
     Crash,
     Pick,
     ProbeNow,
@@ -37,6 +39,7 @@ from ._messages import (
     RouterStatus,
     SetDraining,
     SetWeights,
+    Sync,
     TargetStatusQuery,
 )
 from ._outlier import OutlierConfig, OutlierDetector
@@ -159,15 +162,20 @@ async def open_balancer(
     if probe is None:
         client = httpx.AsyncClient()
         probe = make_http_probe(client)
+    body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             balancer = Balancer(state, nursery, probe, rng or random.Random())
             await balancer._start()
             try:
                 yield balancer
+            except BaseException as exc:  # re-raised below, outside the nursery,
+                body_error = exc          # so callers see it unwrapped (no ExceptionGroup)
             finally:
-                balancer._stop()
+                await balancer._close()
                 nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
     finally:
         with trio.move_on_after(config.shutdown_timeout, shield=True):
             for entry in state.router.entries:
@@ -196,6 +204,7 @@ class Balancer:
         self._router_receive: trio.MemoryReceiveChannel[Any] = receive
         self._target_scopes: dict[str, trio.CancelScope] = {}
         self._router_stats = SupervisedStats("router")
+        self._router_done = trio.Event()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -221,8 +230,11 @@ class Balancer:
             actor = RouterActor(self.state.router, self._router_receive, self._router_send)
             await actor.run(task_status=task_status)
 
-        await supervise(incarnation, name="router", config=self.config.supervisor,
-                        stats=self._router_stats, task_status=task_status)
+        try:
+            await supervise(incarnation, name="router", config=self.config.supervisor,
+                            stats=self._router_stats, task_status=task_status)
+        finally:
+            self._router_done.set()
 
     async def _start_target(self, entry: RouteEntry) -> None:
         tstate = self.state.targets[entry.url]
@@ -259,8 +271,35 @@ class Balancer:
                 await supervise(incarnation, name=f"target {tstate.url}", config=config.supervisor,
                                 stats=stats, task_status=task_status)
 
+    async def _close(self) -> None:
+        """Stop intake, then let the actors digest what is queued (bounded, shielded).
+
+        Outcomes reported just before shutdown still reach the breakers: this is
+        what lets a facade used without ``async with`` keep its state between calls.
+        """
+        self._closed = True
+        if trio.current_effective_deadline() == -math.inf:
+            self._stop()  # we are being cancelled, and so are the actors: nothing can drain
+            return
+        try:
+            self._router_send.send_nowait(Close())
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+        self._router_send.close()
+        with trio.move_on_after(self.config.shutdown_timeout, shield=True):
+            await self._router_done.wait()
+            for entry in self.state.router.entries:
+                if entry.inbox is not None:
+                    reply: Reply[Any] = Reply()
+                    try:
+                        await entry.inbox.send(Sync(reply))
+                    except (trio.ClosedResourceError, trio.BrokenResourceError):
+                        continue
+                    await reply.wait()
+        self._stop()
+
     def _stop(self) -> None:
-        """Close intake and fail every pick still queued (sync: safe when cancelled)."""
+        """Fail every request still queued (sync: safe when cancelled)."""
         self._closed = True
         self._router_send.close()
         while True:

@@ -35,8 +35,7 @@ class BalancerHolder:
         self._probe = probe
         self._running: Balancer | None = None
         self._lock: trio.Lock | None = None
-        self._exit: trio.Event | None = None
-        self._stack: Any = None
+        self._stop: trio.Event | None = None
 
     @property
     def running(self) -> Balancer | None:
@@ -47,24 +46,34 @@ class BalancerHolder:
         """Run the system until cancelled (the app's ServiceHost calls this)."""
         if self._running is not None:
             raise RuntimeError("this balancer is already running")
+        stop = trio.Event()
         async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
             self._running = balancer
+            self._stop = stop
             try:
                 task_status.started()
-                await trio.sleep_forever()
+                await stop.wait()  # set by running_context for a graceful stop
             finally:
                 self._running = None
+                self._stop = None
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[Balancer]:
         """``async with facade:`` — the system runs for the block."""
+        body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(self.run_service)
             assert self._running is not None
             try:
                 yield self._running
+            except BaseException as exc:  # re-raised unwrapped, outside the nursery
+                body_error = exc
             finally:
-                nursery.cancel_scope.cancel()
+                if self._stop is not None:
+                    self._stop.set()  # graceful: outcomes already reported are digested
+                nursery.cancel_scope.deadline = trio.current_time() + self.config.shutdown_timeout
+        if body_error is not None:
+            raise body_error
 
     @asynccontextmanager
     async def balancer(self) -> AsyncIterator[Balancer]:

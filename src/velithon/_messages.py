@@ -161,6 +161,18 @@ class ResetBreaker:
 
 
 @attrs.frozen
+class Close:
+    """Sent once when the balancer shuts down: later picks are refused."""
+
+
+@attrs.frozen
+class Sync:
+    """Answered after every message queued before it (graceful shutdown)."""
+
+    reply: Reply[Any]
+
+
+@attrs.frozen
 class Crash:
     """Test hook: makes the receiving actor raise (for supervisor tests)."""
 
@@ -177,6 +189,9 @@ RouterMsg = Union[
     SetDraining,
     TargetReport,
     EjectRequest,
+    Close,
     Crash,
 ]
-TargetMsg = Union[Outcome, Ejected, ProbeNow, ProbeResult, TargetStatusQuery, ResetBreaker, Crash]
+TargetMsg = Union[
+    Outcome, Ejected, ProbeNow, ProbeResult, TargetStatusQuery, ResetBreaker, Sync, Crash
+]

@@ -26,6 +26,7 @@ from ._breaker import BreakerState
 from ._exceptions import NoTargetAvailable
 from ._messages import (
     AddTarget,
+    Close,
     Crash,
     Done,
     EjectRequest,
@@ -331,6 +332,7 @@ class RouterActor:
         self._inbox = inbox
         self._self_send = self_send
         self._pending: list[RouteEntry] = []
+        self._closing = False
 
     def __repr__(self) -> str:
         entries = self.state.entries
@@ -370,6 +372,9 @@ class RouterActor:
         match msg:
             case Pick(reply=reply, key=key, exclude=exclude, retry=retry):
                 if reply.abandoned:
+                    return
+                if self._closing:
+                    reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
                     return
                 try:
                     entry = state.pick(now, key, exclude, retry)
@@ -437,6 +442,8 @@ class RouterActor:
                         break
                 else:
                     reply.send_error(ValueError(f"Unknown target: {url}"))
+            case Close():
+                self._closing = True
             case Crash(message=message):
                 raise RuntimeError(message)
             case _:  # pragma: no cover

@@ -37,6 +37,7 @@ from ._messages import (
     ProbeNow,
     ProbeResult,
     ResetBreaker,
+    Sync,
     TargetMsg,
     TargetReport,
     TargetStatusQuery,
@@ -245,6 +246,8 @@ class TargetActor:
                 s.streak.reset()
                 self._publish(now)
                 reply.send(None)
+            case Sync(reply=reply):
+                self._outbox.append(_Answer(reply, None))
             case Crash(message=message):
                 raise RuntimeError(message)
             case _:  # pragma: no cover - a programming error, surfaces via the supervisor
@@ -313,7 +316,11 @@ class TargetActor:
                 try:
                     await self._router.send(item)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    self._outbox.clear()  # the balancer is shutting down
+                    # the balancer is shutting down: reports have no reader, answers still do
+                    answers = [a for a in self._outbox if isinstance(a, _Answer)]
+                    self._outbox.clear()
+                    for answer in answers:
+                        answer.reply.send(answer.value)
                     return
 
     # ---- probes ------------------------------------------------------------------
