@@ -289,3 +289,28 @@ async def test_config_errors_are_clear() -> None:
         BalancerConfig(targets=("server1",))
     with pytest.raises(ValueError, match="none_healthy"):
         BalancerConfig(targets=(A,), none_healthy="pray")
+
+
+def test_actor_statistics_and_reprs() -> None:
+    async def main() -> None:
+        probe = FakeProbe(A, B)
+        async with balancer(probe) as b:
+            await pick_urls(b, 3)
+            from velithon._router import RouterActor
+            from velithon._target import TargetActor, TargetState
+
+            send, receive = trio.open_memory_channel[object](8)
+            router = RouterActor(b.state.router, receive, send)  # type: ignore[arg-type]
+            stats = router.statistics()
+            assert (stats.strategy, stats.targets, stats.routable, stats.picks) == ("round_robin", 2, 2, 3)
+            assert repr(router).startswith("<RouterActor round_robin [targets: 2, 2 healthy, 0 open]")
+            tstate: TargetState = b.state.targets[A]
+            actor = TargetActor(tstate, inbox=receive, self_send=send, router_send=send,  # type: ignore[arg-type]
+                                probe=None, health_config=b.config.health, run_probe_loop=False)
+            await trio.testing.wait_all_tasks_blocked()
+            tstats = actor.statistics()
+            assert (tstats.url, tstats.healthy, tstats.breaker_state) == (A, True, "closed")
+            assert "breaker closed" in repr(actor)
+            assert repr(b) == "<Balancer round_robin [2 targets, 2 healthy]>"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

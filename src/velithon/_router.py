@@ -323,6 +323,20 @@ class RouterState:
         ]
 
 
+@attrs.frozen
+class RouterStatistics:
+    strategy: str
+    targets: int
+    routable: int
+    picks: int
+    retries: int
+    retries_denied: int
+    rejected: int
+    panic_picks: int
+    inbox_used: int
+    inbox_size: int
+
+
 class RouterActor:
     """The async shell: drains the inbox and calls :class:`RouterState`."""
 
@@ -342,6 +356,17 @@ class RouterActor:
         return (
             f"<RouterActor {self.state.strategy.name} [targets: {len(entries)}, {healthy} healthy, "
             f"{opened} open] inbox: {stats.current_buffer_used}/{stats.max_buffer_size}>"
+        )
+
+    def statistics(self) -> RouterStatistics:
+        state = self.state
+        inbox = self._inbox.statistics()
+        return RouterStatistics(
+            strategy=state.strategy.name, targets=len(state.entries),
+            routable=sum(state.eligible(trio.current_time())), picks=state.picks,
+            retries=state.retries, retries_denied=state.retries_denied, rejected=state.rejected,
+            panic_picks=state.panic_picks, inbox_used=inbox.current_buffer_used,
+            inbox_size=int(inbox.max_buffer_size),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -136,6 +136,19 @@ class TargetState:
 
 
 @attrs.frozen
+class TargetActorStatistics:
+    url: str
+    healthy: bool
+    breaker_state: str
+    requests: int
+    failures: int
+    probes: int
+    restarts: int
+    inbox_used: int
+    inbox_size: int
+
+
+@attrs.frozen
 class _Answer:
     """A reply queued behind the reports it depends on."""
 
@@ -176,6 +189,15 @@ class TargetActor:
         return (
             f"<TargetActor {s.url} [{'healthy' if s.health.healthy else 'unhealthy'}, "
             f"breaker {state}, {s.requests} requests]>"
+        )
+
+    def statistics(self) -> TargetActorStatistics:
+        s = self.state
+        inbox = self._inbox.statistics()
+        return TargetActorStatistics(
+            url=s.url, healthy=s.health.healthy, breaker_state=s.breaker.state(trio.current_time()).value,
+            requests=s.requests, failures=s.failures, probes=s.probes, restarts=s.restarts,
+            inbox_used=inbox.current_buffer_used, inbox_size=int(inbox.max_buffer_size),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
