@@ -26,14 +26,20 @@ from ._testing_http import (
     receive_request,
     send_response,
 )
-from ._testing_net import ChangeSignal, RestartableListener, close_gracefully, owning_nursery
+from ._testing_net import (
+    ChangeSignal,
+    RestartableListener,
+    RestartablePeer,
+    close_gracefully,
+    owning_nursery,
+)
 
 __all__ = ["Backend", "Handler", "open_backend"]
 
 Handler = Callable[[RecordedRequest], Awaitable[Any]]
 
 
-class Backend:
+class Backend(RestartablePeer):
     """A running test backend; get one from :func:`open_backend`.
 
     Attributes:
@@ -81,21 +87,9 @@ class Backend:
         )
 
     @property
-    def host(self) -> str:
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    @property
     def url(self) -> str:
         """``http://host:port``, stable across ``stop()``/``start()``."""
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._listener.is_open
 
     @property
     def fault(self) -> Fault | None:
@@ -119,24 +113,6 @@ class Backend:
     def set_health(self, status: int | Fault) -> None:
         """Answer ``health_path`` with ``status`` (e.g. 200 or 503), or play a fault there."""
         self._health = status
-
-    async def stop(self) -> None:
-        """Kill the backend: close the listener and every connection (new ones are refused)."""
-        self._listener.close()
-        await self._listener.wait_closed()
-
-    async def start(self) -> None:
-        """Revive a stopped backend on the same port (records and settings are kept)."""
-        self._listener.open()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds; it is re-checked whenever something is recorded.
-
-        Raises:
-            trio.TooSlowError: still false after ``timeout`` seconds.
-        """
-        await self._changed.wait_until(predicate, timeout)
 
     async def wait_for_requests(self, count: int, *, timeout: float = 5.0) -> None:
         """Wait until ``len(self.requests) >= count`` (``trio.TooSlowError`` on timeout)."""

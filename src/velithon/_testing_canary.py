@@ -12,7 +12,12 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from ._testing_net import NETWORK_ERRORS, RestartableListener, owning_nursery
+from ._testing_net import (
+    NETWORK_ERRORS,
+    ListeningPeer,
+    RestartableListener,
+    owning_nursery,
+)
 
 __all__ = ["Canary", "open_canary"]
 
@@ -20,7 +25,7 @@ _PEEK_TIMEOUT = 0.2
 _PEEK_SIZE = 65536
 
 
-class Canary:
+class Canary(ListeningPeer):
     """A running canary; get one from :func:`open_canary`.
 
     Attributes:
@@ -36,14 +41,6 @@ class Canary:
 
     def __repr__(self) -> str:
         return f"<Canary {self.url} accepted={self.accepted}>"
-
-    @property
-    def host(self) -> str:
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
 
     @property
     def url(self) -> str:

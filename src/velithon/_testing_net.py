@@ -213,3 +213,52 @@ class RestartableListener:
         async with stream:
             with contextlib.suppress(*NETWORK_ERRORS):
                 await self._handler(stream)
+
+
+class ListeningPeer:
+    """What every harness peer shares: an address that survives a restart.
+
+    Subclasses set ``self._listener`` (a :class:`RestartableListener`).
+    """
+
+    _listener: RestartableListener
+
+    @property
+    def host(self) -> str:
+        return self._listener.host
+
+    @property
+    def port(self) -> int:
+        return self._listener.port
+
+    @property
+    def is_running(self) -> bool:
+        return self._listener.is_open
+
+
+class RestartablePeer(ListeningPeer):
+    """A peer tests can kill and revive on the same port, and wait on.
+
+    Subclasses also set ``self._changed`` (a :class:`ChangeSignal` they notify
+    whenever they record something).
+    """
+
+    _changed: ChangeSignal
+
+    async def stop(self) -> None:
+        """Close the listener and every connection: new connections are refused."""
+        self._listener.close()
+        await self._listener.wait_closed()
+
+    async def start(self) -> None:
+        """Listen again on the same port (records and settings are kept)."""
+        self._listener.open()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds; re-checked whenever something is recorded.
+
+        Raises:
+            trio.TooSlowError: still false after ``timeout`` seconds.
+        """
+        await self._changed.wait_until(predicate, timeout)

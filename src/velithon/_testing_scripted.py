@@ -20,6 +20,7 @@ from ._testing_http import MAX_HEAD_SIZE
 from ._testing_net import (
     ChangeSignal,
     RestartableListener,
+    RestartablePeer,
     close_gracefully,
     owning_nursery,
     reset_now,
@@ -151,7 +152,7 @@ class _Reader:
         return raw
 
 
-class ScriptedBackend:
+class ScriptedBackend(RestartablePeer):
     """A running scripted backend; get one from :func:`open_scripted_backend`."""
 
     def __init__(self, nursery: trio.Nursery, script: Script, *, host: str, port: int) -> None:
@@ -162,14 +163,6 @@ class ScriptedBackend:
 
     def __repr__(self) -> str:
         return f"<ScriptedBackend {self.url} connections={len(self.connections)}>"
-
-    @property
-    def host(self) -> str:
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
 
     @property
     def url(self) -> str:
@@ -183,24 +176,6 @@ class ScriptedBackend:
     def errors(self) -> list[str]:
         """Every script mismatch, in connection order."""
         return [c.error for c in self.connections if c.error is not None]
-
-    async def stop(self) -> None:
-        """Close the listener and every connection."""
-        self._listener.close()
-        await self._listener.wait_closed()
-
-    async def start(self) -> None:
-        """Listen again on the same port."""
-        self._listener.open()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds; re-checked whenever a step finishes.
-
-        Raises:
-            trio.TooSlowError: still false after ``timeout`` seconds.
-        """
-        await self._changed.wait_until(predicate, timeout)
 
     def _steps_for(self, index: int) -> Sequence[Step]:
         return self._script(index) if callable(self._script) else self._script

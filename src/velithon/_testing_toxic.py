@@ -18,6 +18,7 @@ import trio
 from ._testing_net import (
     NETWORK_ERRORS,
     ChangeSignal,
+    ListeningPeer,
     RestartableListener,
     owning_nursery,
     reset_now,
@@ -57,7 +58,7 @@ def _is_reset(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, ConnectionResetError) or isinstance(exc, ConnectionResetError)
 
 
-class ToxicProxy:
+class ToxicProxy(ListeningPeer):
     """A running proxy; get one from :func:`open_toxic_proxy`.
 
     Attributes:
@@ -97,14 +98,6 @@ class ToxicProxy:
             f"<ToxicProxy {self.url} -> {self.upstream[0]}:{self.upstream[1]}"
             f" toxics={sorted(self._toxics)} active={self.connections_active}>"
         )
-
-    @property
-    def host(self) -> str:
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
 
     @property
     def url(self) -> str:

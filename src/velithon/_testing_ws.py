@@ -10,7 +10,7 @@ test kill and revive the backend on the same port.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import attrs
 import h11
@@ -24,7 +24,13 @@ from ._testing_http import (
     decode_headers,
     send_response,
 )
-from ._testing_net import ChangeSignal, RestartableListener, close_gracefully, owning_nursery
+from ._testing_net import (
+    ChangeSignal,
+    RestartableListener,
+    RestartablePeer,
+    close_gracefully,
+    owning_nursery,
+)
 
 __all__ = ["WsBackend", "WsSession", "open_ws_backend"]
 
@@ -69,7 +75,7 @@ class _ReplayStream(trio.abc.Stream):
         await self._inner.aclose()
 
 
-class WsBackend:
+class WsBackend(RestartablePeer):
     """A running WebSocket echo backend; get one from :func:`open_ws_backend`.
 
     Attributes:
@@ -95,24 +101,12 @@ class WsBackend:
         return f"<WsBackend {self.name!r} {self.url} {state} sessions={len(self.sessions)}>"
 
     @property
-    def host(self) -> str:
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._listener.is_open
 
     @property
     def messages(self) -> list[str | bytes]:
@@ -127,24 +121,6 @@ class WsBackend:
     def set_health(self, status: int) -> None:
         """Answer plain ``GET health_path`` with ``status``."""
         self._health = status
-
-    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds; re-checked on every session event.
-
-        Raises:
-            trio.TooSlowError: still false after ``timeout`` seconds.
-        """
-        await self._changed.wait_until(predicate, timeout)
-
-    async def stop(self) -> None:
-        """Close the listener and drop every session (TCP close, no close frame)."""
-        self._listener.close()
-        await self._listener.wait_closed()
-
-    async def start(self) -> None:
-        """Listen again on the same port."""
-        self._listener.open()
-        await trio.lowlevel.checkpoint()
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         connection_id = self.connections_accepted
