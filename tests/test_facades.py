@@ -222,3 +222,19 @@ async def test_upstream_5xx_is_retried_on_another_target() -> None:
         # a POST is not retried: whichever target it met is the answer
         assert post.status_code in (200, 503)
         assert sum(r.method == "POST" for r in bad.requests + good.requests) == 1
+
+
+async def test_proxy_client_keeps_a_query_written_in_the_path() -> None:
+    async with backends("b") as (b,):
+        client_ = ProxyClient(b.url)
+        result = await client_.forward_request("GET", "/items?x=1&y=a%20b", query_params={"z": "2"})
+        assert json.loads(result.body)["target"] == "/items?x=1&y=a%20b&z=2"
+
+
+def test_gateway_names_are_exported_at_the_top_level() -> None:
+    import velithon
+
+    for name in ("GatewayRoute", "Gateway", "ProxyMiddleware", "ProxyLoadBalancer", "ProxyClient",
+                 "ProxyRequestError", "NoTargetAvailable", "OutlierConfig", "forward_to"):
+        assert hasattr(velithon, name), name
+    assert velithon.ProxyRequestError is ProxyRequestError

@@ -35,6 +35,21 @@ from ._websockets import WebSocket as WebSocket
 from ._websockets import WebSocketDisconnect as WebSocketDisconnect
 from ._websockets import WebSocketState as WebSocketState
 
+# The load-balancing gateway (also importable from the seed's module paths:
+# velithon.gateway, velithon.middleware.proxy, velithon._velithon).
+from ._exceptions import NoTargetAvailable as NoTargetAvailable
+from ._exceptions import VelithonError as VelithonError
+from ._gateway import Gateway as Gateway
+from ._gateway import GatewayRoute as GatewayRoute
+from ._gateway import forward_to as forward_to
+from ._gateway import gateway_route as gateway_route
+from ._outlier import OutlierConfig as OutlierConfig
+from ._proxy_client import ProxyClient as ProxyClient
+from ._proxy_client import ProxyRequestError as ProxyRequestError
+from ._proxy_client import ProxyResult as ProxyResult
+from ._proxy_middleware import ProxyMiddleware as ProxyMiddleware
+from ._velithon import ProxyLoadBalancer as ProxyLoadBalancer
+
 __version__ = "0.1.0"
 
 

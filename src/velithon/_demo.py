@@ -64,7 +64,11 @@ def gateway_app(targets: list[str], health: dict[str, bool]) -> Velithon:
     @app.get("/backends/{name}/{state}")
     async def switch(name: str, state: str) -> Any:
         if name not in health or state not in ("up", "down"):
-            return {"error": f"unknown backend or state; backends: {sorted(health)}"}
+            from ._responses import JSONResponse
+
+            return JSONResponse({"error": "Not Found", "status": 404,
+                                 "detail": f"use /backends/<{'|'.join(health)}>/<up|down>"},
+                                status_code=404)
         health[name] = state == "up"
         return {"backend": name, "healthy": health[name],
                 "note": "the gateway notices at its next health check (every 5 s)"}
@@ -114,5 +118,13 @@ def main_demo(host: str = "127.0.0.1", port: int = 8000) -> int:
             await run_demo(host, port, shutdown_trigger=trigger)
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:  # report a startup failure in one line, like `run`
+        startup = group.subgroup(lambda e: type(e).__name__ == "ServerStartupError")
+        if startup is None:
+            raise
+        while isinstance(startup, BaseExceptionGroup):
+            startup = startup.exceptions[0]
+        raise startup from None
     return 0

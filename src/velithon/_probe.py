@@ -36,7 +36,8 @@ def make_http_probe(client: httpx.AsyncClient) -> ProbeFn:
         except httpx.TimeoutException:
             return ProbeResult(ok=False, status=None, detail=f"timeout after {config.timeout}s")
         except httpx.HTTPError as exc:
-            return ProbeResult(ok=False, status=None, detail=f"{type(exc).__name__}: {exc}")
+            reason = str(exc) or str(exc.__cause__ or exc.__context__ or "")
+            return ProbeResult(ok=False, status=None, detail=f"{type(exc).__name__}: {reason}")
         ok = config.is_expected(response.status_code) if hasattr(config, "is_expected") else (
             200 <= response.status_code < 300
         )

@@ -110,13 +110,17 @@ class ProxyClient:
     ) -> ProxyResult:
         """Send one request; raises :class:`ProxyRequestError` when it fails.
 
-        ``path`` is sent as given (percent-encode it yourself, or pass
-        decoded text: characters outside the URL-safe set are encoded).
+        ``path`` may carry a query (``/items?x=1``); ``query_params`` are
+        appended to it. Characters outside the URL-safe set are
+        percent-encoded; existing ``%XX`` escapes are kept.
         """
         if not method or not method.isalpha():
             raise ValueError(f"Invalid HTTP method: {method!r}")
+        path, _, inline_query = path.partition("?")
         raw_path = quote(path if path.startswith("/") else "/" + path, safe="/%:@!$&'()*+,;=-._~")
-        query = urlencode(list((query_params or {}).items())).encode()
+        extra = urlencode(list((query_params or {}).items()))
+        query = "&".join(q for q in (quote(inline_query, safe="=&%+:@/?!$'()*,;-._~"), extra) if q)
+        query_bytes = query.encode()
         header_list: list[tuple[bytes, bytes]] = []
         for key, value in (headers or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
@@ -126,7 +130,7 @@ class ProxyClient:
             header_list.append((b"content-length", str(len(body)).encode()))
         scope = {
             "type": "http", "method": method.upper(), "path": path, "raw_path": raw_path.encode(),
-            "query_string": query, "headers": header_list, "client": None, "scheme": "http",
+            "query_string": query_bytes, "headers": header_list, "client": None, "scheme": "http",
         }
         sent = False
 

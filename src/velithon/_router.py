@@ -429,7 +429,8 @@ class RouterActor:
             case EjectRequest(target_id=target_id):
                 entry = state.eject(target_id, now)
                 if entry is not None:
-                    LOGGER.warning("ejected %s until %.3f", entry.url, entry.ejected_until)
+                    LOGGER.warning("ejected %s for %.1fs (passive outlier detection)", entry.url,
+                                   (entry.ejected_until or now) - now)
                     self._forward(entry, Ejected(entry.ejected_until))
             case RouterStatus(reply=reply):
                 self.flush_all()  # so target counters are current for the status that follows

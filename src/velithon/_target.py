@@ -302,7 +302,11 @@ class TargetActor:
         s.probes += 1
         s.last_probe_status = msg.status
         s.last_probe_detail = msg.detail
-        s.health.record(msg.ok, now)
+        if s.health.record(msg.ok, now):
+            if s.health.healthy:
+                LOGGER.warning("target %s is UP (probe: %s)", s.url, msg.detail)
+            else:
+                LOGGER.warning("target %s is DOWN (probe: %s)", s.url, msg.detail)
         self._publish(now, probe_ok=msg.ok, force=msg.ok)
 
     def _publish(self, now: float, *, probe_ok: bool = False, force: bool = False) -> None:

@@ -24,9 +24,9 @@ from ._exceptions import NoTargetAvailable
 from ._health import HealthCheckConfig
 from ._holder import BalancerHolder
 from ._probe import ProbeFn
-from ._proxy_client import ProxyClient, ProxyResult
+from ._proxy_client import ProxyClient, ProxyRequestError, ProxyResult
 
-__all__ = ["ProxyClient", "ProxyLoadBalancer", "ProxyResult"]
+__all__ = ["ProxyClient", "ProxyLoadBalancer", "ProxyRequestError", "ProxyResult"]
 
 
 class ProxyLoadBalancer:

@@ -59,18 +59,38 @@ async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, 
 async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
                           send: Callable[..., Any], *, target: bytes, key: bytes | None,
                           connect_timeout: float, extra_headers: list[tuple[bytes, bytes]],
-                          max_message_size: int = DEFAULT_MAX_MESSAGE) -> None:
+                          max_message_size: int = DEFAULT_MAX_MESSAGE, max_retries: int = 0) -> None:
+    """Proxy one session; a handshake that could not reach a target is retried elsewhere."""
     first = await receive()
     if first["type"] != "websocket.connect":
         return
-    try:
-        lease = await balancer.pick(key)
-    except NoTargetAvailable as exc:
-        await _refuse(send, scope, 503, str(exc))
-        return
-    url = _upstream_ws_url(lease.pool.origin, target)
     subprotocols = list(scope.get("subprotocols") or ())
     headers = [(k, v) for k, v in scope["headers"] if k in _FORWARDED_WS_HEADERS] + extra_headers
+    tried: set[int] = set()
+    for attempt in range(max_retries + 1):
+        try:
+            lease = await balancer.pick(key, frozenset(tried), retry=attempt > 0)
+        except NoTargetAvailable as exc:
+            if attempt == 0:
+                await _refuse(send, scope, 503, str(exc))
+            else:
+                await _refuse(send, scope, 502, "WebSocket handshake with the upstream failed")
+            return
+        tried.add(lease.target_id)
+        outcome = await _session(lease, scope, receive, send, target=target, headers=headers,
+                                 subprotocols=subprotocols, connect_timeout=connect_timeout,
+                                 max_message_size=max_message_size,
+                                 last_try=attempt == max_retries)
+        if outcome != "retry":
+            return
+
+
+async def _session(lease: Any, scope: dict[str, Any], receive: Callable[..., Any],
+                   send: Callable[..., Any], *, target: bytes, headers: list[tuple[bytes, bytes]],
+                   subprotocols: list[str], connect_timeout: float, max_message_size: int,
+                   last_try: bool) -> str:
+    """One handshake (and, if accepted, the whole session) with one leased target."""
+    url = _upstream_ws_url(lease.pool.origin, target)
     kind = "local"
     accepted = False
     try:
@@ -82,18 +102,25 @@ async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callabl
             accepted = True
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
             kind = await _pump(upstream, receive, send)
+            return "done"
     except Exception as exc:
         if accepted:
             raise
         # refused, unreachable, timed out, or a bogus 101 (trio-websocket may surface
         # h11/wsproto errors here): the client is refused, never tunnelled
-        LOGGER.warning("websocket handshake with %s failed: %r", lease.url, exc)
+        cause = exc.__cause__ or exc.__context__
+        LOGGER.warning("websocket handshake with %s failed: %r (cause: %r)", lease.url, exc, cause)
+        unreachable = isinstance(exc, (OSError, trio.TooSlowError)) or (
+            isinstance(exc, HandshakeError) and isinstance(cause, OSError))
+        if unreachable and not last_try:
+            return "retry"  # nothing reached the target's application: try another one
         detail = "WebSocket handshake with the upstream failed"
         if isinstance(exc, ConnectionRejected):
             detail += f" (status {exc.status_code})"
         elif isinstance(exc, (HandshakeError, trio.TooSlowError)):
             detail += f" ({type(exc).__name__})"
         await _refuse(send, scope, 502, detail)
+        return "done"
     finally:
         with trio.CancelScope(shield=True):
             await lease.finish(kind)
