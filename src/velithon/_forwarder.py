@@ -43,12 +43,13 @@ from ._exceptions import (
     UpstreamResetError,
 )
 from ._headers import ForwardedConfig, build_request_headers, build_response_headers, client_ip
-from ._paths import PathTemplate, check_path_safety, upstream_target
+from ._paths import PathTemplate, upstream_target
 from ._retry import RetryPolicy
 
 LOGGER = logging.getLogger("velithon.proxy")
 
 _BODYLESS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
+_NONE_TRIED: frozenset[int] = frozenset()
 
 
 class ClientDisconnected(Exception):
@@ -175,8 +176,7 @@ class Forwarder:
         self.requests += 1
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         try:
-            check_path_safety(raw_path)
-            target = upstream_target(
+            target = upstream_target(  # checks the path's safety first
                 raw_path, scope.get("query_string", b""), template=cfg.template,
                 strip_path=cfg.strip_path, rewrite=cfg.rewrite, base_path=cfg.upstream_prefix,
                 strip_prefix=cfg.strip_prefix,
@@ -196,7 +196,8 @@ class Forwarder:
         while True:
             attempt += 1
             try:
-                lease = await balancer.pick(key, frozenset(tried), retry=attempt > 1)
+                lease = await balancer.pick(key, frozenset(tried) if tried else _NONE_TRIED,
+                                            retry=attempt > 1)
             except NoTargetAvailable as exc:
                 if attempt > 1:  # budget exhausted or nobody left: report the last failure
                     break
@@ -282,7 +283,7 @@ class Forwarder:
                     await response.aclose()
                     await lease.finish("neutral")
                 raise
-            await response.aclose()
+            response.close()  # no checkpoint: the relay just did I/O
             await lease.finish(outcome_kind(status), status)
             return None
         assert not response_started
@@ -349,15 +350,30 @@ class Forwarder:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
         except OSError as exc:
             raise ClientDisconnected() from exc
+        # Body bytes h11 already holds need no I/O, hence no deadline scope; the usual
+        # small response (head and body in one read) is sent in a single final message.
+        chunk = response.receive_buffered()
+        if chunk is not None and response.complete and response.content_length is not None:
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            except OSError as exc:
+                raise ClientDisconnected() from exc
+            return
+        finite = math.isfinite(deadline)
         while True:
-            with trio.fail_at(deadline) if math.isfinite(deadline) else trio.CancelScope():
-                chunk = await response.receive_some()
+            if chunk is None:
+                if finite:
+                    with trio.fail_at(deadline):
+                        chunk = await response.receive_some()
+                else:
+                    chunk = await response.receive_some()
             if not chunk:
                 break
             try:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except OSError as exc:
                 raise ClientDisconnected() from exc
+            chunk = response.receive_buffered()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

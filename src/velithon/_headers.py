@@ -367,3 +367,45 @@ def build_response_headers(
     if content_length is not None:
         out.append((b"content-length", b"%d" % content_length))
     return _apply_config(out, add, remove, protect=None)
+
+
+# ---- serialising heads next to h11 (hot path) -------------------------------------------
+# h11 validates every header of an event it sends (twice for a response: its framing
+# clean-up builds a second event), although most of them never influence its state
+# machine. Callers therefore give h11 only the fields it acts on, and serialise the others
+# themselves after checking them with these patterns, which are h11's own grammar
+# (``h11._abnf``: ``field_name = token``; ``field_value`` = optional runs of
+# ``[^\x00\s]`` joined by spaces/tabs: no CR, LF or NUL, no edge whitespace).
+_FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
+#: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).
+H11_REQUEST_FIELDS = frozenset({
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
+})
+#: Response fields h11's server state machine reads (framing and keep-alive).
+H11_RESPONSE_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def split_for_h11(headers: Iterable[tuple[Any, Any]], h11_fields: frozenset[bytes]
+                  ) -> tuple[HeaderList, bytes] | None:
+    """``(fields for h11, the other fields serialised)``, or ``None`` to let h11 do it all.
+
+    The other fields are checked exactly as h11 would check them and written as h11
+    writes them (``name: value\\r\\n``, name as given). ``None`` when any field is not
+    plain bytes or fails the check: the caller then passes every field to h11, which
+    raises the error it always raised.
+    """
+    own: HeaderList = []
+    lines: list[bytes] = []
+    name_ok = _FIELD_NAME
+    value_ok = _FIELD_VALUE
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes:
+            return None
+        if name.lower() in h11_fields:
+            own.append((name, value))
+        elif name_ok(name) is not None and value_ok(value) is not None:
+            lines.append(name + b": " + value + b"\r\n")
+        else:
+            return None
+    return own, b"".join(lines)

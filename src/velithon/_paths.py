@@ -253,6 +253,14 @@ def upstream_target(
             control characters, or a rewrite's template does not match the raw path.
     """
     check_path_safety(raw_path)
+    if (rewrite is None and not base_path and not strip_prefix
+            and not (strip_path and template is not None) and raw_path[1:2] != b"/"):
+        # The common case: the raw path as is (safe, so ASCII and starting with one '/').
+        if not query:
+            return raw_path
+        if _QUERY_BAD.search(query):
+            raise _unsafe(raw_path, f"its query {query[:120]!r} contains control characters")
+        return raw_path + b"?" + query
     path = raw_path.decode("ascii")
     if rewrite is not None:
         captures = rewrite.template.match(path)

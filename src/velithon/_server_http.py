@@ -30,6 +30,7 @@ import h11
 import trio
 
 from ._exceptions import ResponseAborted
+from ._headers import H11_RESPONSE_FIELDS, split_for_h11
 from ._server_policy import RequestHead, RequestRejected, error_response, inspect_request, scan_head
 from ._server_state import ClientDisconnected, Message, ServerState, access_logger, logger
 from ._server_ws import WebSocketSession
@@ -50,6 +51,7 @@ _REASONS = {code.value: code.phrase.encode() for code in http.HTTPStatus}
 _NO_BODY_STATUS = frozenset((204, 304))
 _SERVER = (b"server", b"velithon")
 _CLOSE = (b"connection", b"close")
+_EOM = h11.EndOfMessage()  # events are immutable: one instance serves every response
 
 
 class HTTPConnection:
@@ -419,7 +421,7 @@ class HTTPConnection:
             start = self._start
             if start is not None:
                 self._start = None
-                out = conn.send(self._response(start, None if more else len(body)))
+                out = self._send_head(start, None if more else len(body))
                 if body and not self._no_body:
                     out += conn.send(h11.Data(data=body))
                 self._started = True
@@ -430,7 +432,7 @@ class HTTPConnection:
             else:
                 out = b""
             if not more:
-                out += conn.send(h11.EndOfMessage())
+                out += conn.send(_EOM)
                 self._complete = True
                 if self._disconnect_scope is not None:
                     self._disconnect_scope.cancel()
@@ -444,8 +446,28 @@ class HTTPConnection:
         elif kind != "http.response.trailers":
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http scope")
 
-    def _response(self, start: Message, final_length: int | None) -> h11.Response:
+    def _send_head(self, start: Message, final_length: int | None) -> bytes:
+        """The serialised response head, with h11's state machine advanced past it.
+
+        h11 validates every field of a response twice (its framing clean-up builds a
+        second event), yet acts only on framing and ``Connection``. So h11 gets just
+        those; the others are checked with h11's own grammar and written by us right
+        after the status line, which is where h11 writes them too (it appends what it
+        adds). Any field that is not plain, valid bytes sends the whole head through h11.
+        """
         status = start["status"]
+        headers = self._response_fields(start, status, final_length)
+        reason = _REASONS.get(status, b"")
+        split = split_for_h11(headers, H11_RESPONSE_FIELDS)
+        if split is None:
+            return self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        fields, extra = split
+        head = self.conn.send(h11.Response(status_code=status, headers=fields, reason=reason))
+        after_status = head.index(b"\r\n") + 2
+        return head[:after_status] + extra + head[after_status:]
+
+    def _response_fields(self, start: Message, status: int, final_length: int | None
+                         ) -> list[tuple[bytes, bytes]]:
         app_headers = start.get("headers") or ()
         self._no_body = self._is_head or status in _NO_BODY_STATUS
         headers = [(b"date", self.state.date_header()), _SERVER]
@@ -459,7 +481,7 @@ class HTTPConnection:
                     headers.append((b"content-length", b"%d" % final_length))
         if self._draining:
             headers.append(_CLOSE)
-        return h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+        return headers
 
     # -- I/O helpers (also used by the WebSocket session) --------------------------------
     async def write(self, data: bytes) -> None:

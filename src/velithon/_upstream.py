@@ -44,6 +44,7 @@ from ._exceptions import (
     UpstreamConnectTimeout,
     UpstreamResetError,
 )
+from ._headers import H11_REQUEST_FIELDS, split_for_h11
 from ._paths import check_path_safety
 from ._upstream_conn import Body, Connection, UpstreamResponse, local_error, send_request
 
@@ -159,6 +160,13 @@ class PoolStatistics:
     opened_total: int
     reused_total: int
     discarded_total: int
+
+
+def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:
+    """h11 writes Host lines first: with exactly one, the others can follow it."""
+    if not fields or fields[0][0].lower() != b"host":
+        return False
+    return all(name.lower() != b"host" for name, _ in fields[1:])
 
 
 def _frame(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
@@ -277,27 +285,32 @@ class UpstreamPool:
             raise trio.ClosedResourceError(f"{self!r} is closed")
         try:
             framed = _frame(method, headers, body)
+            # h11 validates every field it is given; it only needs the ones it acts on.
+            split = split_for_h11(framed, H11_REQUEST_FIELDS)
+            extra = b""
+            if split is not None and _one_host_first(split[0]):
+                framed, extra = split
             request = h11.Request(method=method, target=target, headers=framed)
         except h11.LocalProtocolError as exc:
             raise local_error(exc, self._url) from None
         conn = self._acquire()
         if conn is not None:
             try:
-                return await self._exchange(conn, request, body)
+                return await self._exchange(conn, request, body, extra)
             except UpstreamResetError:
                 if not (method in _IDEMPOTENT and (body is None or isinstance(body, _BYTES))):
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.
-        return await self._exchange(await self._connect(), request, body)
+        return await self._exchange(await self._connect(), request, body, extra)
 
     # ---- internals -----------------------------------------------------------------
 
-    async def _exchange(self, conn: Connection, request: h11.Request, body: Body
-                        ) -> UpstreamResponse:
+    async def _exchange(self, conn: Connection, request: h11.Request, body: Body,
+                        extra: bytes = b"") -> UpstreamResponse:
         try:
             event = await send_request(conn, request, body, url=self._url,
                                        max_head_bytes=self._max_head_bytes,
-                                       max_headers=self._max_headers)
+                                       max_headers=self._max_headers, extra=extra)
             return UpstreamResponse(event, conn, self._release, self._url)
         except BaseException:
             self._release(conn, False)
