@@ -238,3 +238,41 @@ def test_gateway_names_are_exported_at_the_top_level() -> None:
                  "ProxyRequestError", "NoTargetAvailable", "OutlierConfig", "forward_to"):
         assert hasattr(velithon, name), name
     assert velithon.ProxyRequestError is ProxyRequestError
+
+
+async def test_proxied_responses_carry_one_date_and_one_server() -> None:
+    async with backends("b") as (b,):
+        app = Velithon()
+        app.routes.append(GatewayRoute("/d/{path:path}", [b.url]))
+        async with serving(app) as url, client(url) as c:
+            response = await c.get("/d/x")
+        assert len(response.headers.get_list("date")) == 1
+        assert len(response.headers.get_list("server")) == 1
+
+
+def test_facade_configuration_mistakes_are_clear() -> None:
+    with pytest.raises(ValueError, match="'hash' strategy needs hash_on"):
+        GatewayRoute("/h/{path:path}", ["http://a:1"], load_balancing_strategy="hash")
+    with pytest.raises(ValueError, match="health_check_interval must be > 0"):
+        GatewayRoute("/h/{path:path}", ["http://a:1"], health_check_path="/health",
+                     health_check_interval=0)
+    with pytest.raises(ValueError, match="Invalid target URL"):
+        ProxyMiddleware(targets=["server1:8080"])
+
+
+async def test_websocket_handshake_moves_to_a_live_target() -> None:
+    from trio_websocket import open_websocket_url
+
+    from velithon.testing import open_ws_backend
+
+    async with open_ws_backend(name="dead") as dead, open_ws_backend(name="alive") as alive:
+        await dead.stop()
+        app = Velithon()
+        app.routes.append(GatewayRoute("/ws/{path:path}", [dead.http_url, alive.http_url]))
+        async with serving(app) as url:
+            ws_url = url.replace("http://", "ws://") + "/ws/echo"
+            for i in range(4):  # round robin offers the dead target every other time
+                async with open_websocket_url(ws_url) as ws:
+                    await ws.send_message(f"hi {i}")
+                    assert await ws.get_message() == f"hi {i}"
+        assert len(alive.sessions) == 4

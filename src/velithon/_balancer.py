@@ -160,7 +160,8 @@ async def open_balancer(
         state = BalancerState.create(config, rng=rng)
     client: httpx.AsyncClient | None = None
     if probe is None:
-        client = httpx.AsyncClient()
+        context = config.pool.ssl_context
+        client = httpx.AsyncClient(verify=context if context is not None else True)
         probe = make_http_probe(client)
     body_error: BaseException | None = None
     try:

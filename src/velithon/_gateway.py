@@ -11,13 +11,14 @@ its actors start on its first request.
 from __future__ import annotations
 
 import logging
+import ssl
 from urllib.parse import unquote
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
 
-from ._balancer import BalancerConfig
+from ._balancer import BalancerConfig, PoolConfig
 from ._breaker import BreakerConfig
 from ._exceptions import ConfigError, UnsafePathError
 from ._forwarder import ForwardConfig, Forwarder, hash_key, send_error
@@ -62,10 +63,18 @@ def build_balancer_config(
     none_healthy: str,
     outlier: OutlierConfig | None,
     default_health_path: str | None = None,
+    hash_on: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> BalancerConfig:
     """The shared translation from facade keywords to a :class:`BalancerConfig`."""
     if isinstance(targets, str):
         targets = [targets]
+    if health_check_interval is not None and not health_check_interval > 0:
+        raise ConfigError(f"health_check_interval must be > 0 seconds, got {health_check_interval!r} "
+                          "(to turn health checks off, leave health_check_path unset)")
+    if strategy == "hash" and not hash_on:
+        raise ConfigError("The 'hash' strategy needs hash_on: 'header:<name>', 'cookie:<name>' "
+                          "or 'client_ip'")
     path = health_check_path or default_health_path
     health = HealthCheckConfig(
         path=path or "/health",
@@ -83,6 +92,7 @@ def build_balancer_config(
         breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
         outlier=outlier or OutlierConfig(),
         none_healthy=none_healthy,
+        pool=PoolConfig(ssl_context=ssl_context),
     )
 
 
@@ -138,6 +148,7 @@ class BalancedFacade:
                 upstream_host=b"", preserve_host=True, add=cfg.headers_to_add, remove=(),
                 cfg=cfg.forwarded) if k != b"host"]
             await proxy_websocket(balancer, scope, receive, send, target=target,
+                                  max_retries=cfg.retry.max_retries,
                                   key=hash_key(self._forwarder._hash, scope, cfg.forwarded),
                                   connect_timeout=cfg.timeout_ms / 1000.0, extra_headers=extra)
             return
@@ -235,6 +246,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         hash_on: str | None = None,
         trusted_proxies: Sequence[str] = (),
         include_in_schema: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if not path.startswith("/"):
@@ -267,7 +279,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
                 health_check_timeout=health_check_timeout, healthy_threshold=healthy_threshold,
                 unhealthy_threshold=unhealthy_threshold, max_failures=max_failures,
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
-                outlier=outlier_detection,
+                outlier=outlier_detection, hash_on=hash_on, ssl_context=ssl_context,
             ),
             probe=probe,
         )

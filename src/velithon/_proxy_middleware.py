@@ -11,6 +11,7 @@ one app each handle their own prefix.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ class ProxyMiddleware(BalancedFacade):
         per_try_timeout_ms: int | None = None,
         hash_on: str | None = None,
         trusted_proxies: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if targets is None or (not isinstance(targets, str) and len(targets) == 0):
@@ -93,6 +95,7 @@ class ProxyMiddleware(BalancedFacade):
                 unhealthy_threshold=unhealthy_threshold, max_failures=max_failures,
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
                 outlier=outlier_detection, default_health_path=health_check_path,
+                hash_on=hash_on, ssl_context=ssl_context,
             ),
             probe=probe,
         )

@@ -470,7 +470,17 @@ class HTTPConnection:
                          ) -> list[tuple[bytes, bytes]]:
         app_headers = start.get("headers") or ()
         self._no_body = self._is_head or status in _NO_BODY_STATUS
-        headers = [(b"date", self.state.date_header()), _SERVER]
+        # our Date and Server only where the app (e.g. a proxied upstream) sent none:
+        # RFC 9110 allows a single Date
+        has_date = has_server = False
+        for name, _ in app_headers:
+            if len(name) == 4 and name.lower() == b"date":
+                has_date = True
+            elif len(name) == 6 and name.lower() == b"server":
+                has_server = True
+        headers = [] if has_date else [(b"date", self.state.date_header())]
+        if not has_server:
+            headers.append(_SERVER)
         headers.extend(app_headers)
         if final_length is not None and status not in _NO_BODY_STATUS and status >= 200:
             if final_length or not self._is_head:

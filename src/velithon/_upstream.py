@@ -245,6 +245,11 @@ class UpstreamPool:
         self._discarded = 0
         self._closed = False
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context used for https (None until the first https connection)."""
+        return self._ssl_context
+
     def __repr__(self) -> str:
         return f"<UpstreamPool {self._url} [{self._active} active, {len(self._idle)} idle]>"
 
