@@ -16,7 +16,7 @@ import attrs
 import h11
 import trio
 
-from ._testing_http import MAX_HEAD_SIZE, decode_headers
+from ._testing_http import MAX_HEAD_SIZE, HeaderLookup, decode_headers
 from ._testing_net import NETWORK_ERRORS, reset_now
 
 __all__ = ["NoResponseError", "RawConnection", "RawResponse", "open_raw_connection"]
@@ -32,7 +32,7 @@ class NoResponseError(Exception):
 
 
 @attrs.frozen
-class RawResponse:
+class RawResponse(HeaderLookup):
     """One response as it arrived.
 
     ``complete`` is False when the peer closed mid-body; ``body`` then holds what came.
@@ -47,15 +47,6 @@ class RawResponse:
     complete: bool
     http_version: str = "1.1"
     informational: list[tuple[int, list[tuple[str, str]]]] = attrs.Factory(list)
-
-    def header(self, name: str) -> str | None:
-        """The first value of ``name`` (case-insensitive), or ``None``."""
-        values = self.header_values(name)
-        return values[0] if values else None
-
-    def header_values(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
 
     def json(self) -> Any:
         return json.loads(self.body)

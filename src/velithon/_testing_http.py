@@ -32,8 +32,24 @@ _RECEIVE_SIZE = 65536
 MAX_HEAD_SIZE = 256 * 1024
 
 
+class HeaderLookup:
+    """Case-insensitive reads over a ``headers`` list of ``(name, value)`` pairs."""
+
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` in arrival order (case-insensitive)."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key.lower() == wanted]
+
+
 @attrs.frozen
-class RecordedRequest:
+class RecordedRequest(HeaderLookup):
     """One request as a test backend received it.
 
     ``body`` is ``None`` when the body was longer than the backend's
@@ -58,15 +74,6 @@ class RecordedRequest:
     def query(self) -> str:
         return self.target.partition("?")[2]
 
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        values = self.header_values(name)
-        return values[0] if values else None
-
-    def header_values(self, name: str) -> list[str]:
-        """Every value of header ``name`` in arrival order (case-insensitive)."""
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
 
     def json(self) -> Any:
         """The body parsed as JSON.

@@ -357,19 +357,24 @@ class UpstreamResponse:
 
         Raises the same errors as :meth:`receive_some`.
         """
-        if self._error is not None:
-            raise self._error
-        conn = self._conn
+        conn = self._live_connection()
         if conn is None:
-            if self._done:
-                return b""
-            raise trio.ClosedResourceError("this upstream response was closed")
+            return b""
         try:
             return self._pull(conn)
         except BaseException:
             if self._conn is not None:
                 self._abort()
             raise
+
+    def _live_connection(self) -> Connection | None:
+        """The connection to read from; None after a clean end; raises if failed or closed."""
+        if self._error is not None:
+            raise self._error
+        conn = self._conn
+        if conn is None and not self._done:
+            raise trio.ClosedResourceError("this upstream response was closed")
+        return conn
 
     def _pull(self, conn: Connection) -> bytes | None:
         """Drain the body events h11 holds; ``None`` if there are none and it needs data."""
@@ -405,13 +410,9 @@ class UpstreamResponse:
                 Bytes received before the failure are returned first.
             trio.ClosedResourceError: the response was closed before its end.
         """
-        if self._error is not None:
-            raise self._error
-        conn = self._conn
+        conn = self._live_connection()
         if conn is None:
-            if self._done:
-                return b""
-            raise trio.ClosedResourceError("this upstream response was closed")
+            return b""
         try:
             while True:
                 chunk = self._pull(conn)
