@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from ._breaker import BreakerConfig
-from ._exceptions import NoTargetAvailable
+from ._exceptions import NoTargetAvailable, Overloaded
 from ._health import HealthCheckConfig
 from ._messages import (
     AddTarget,
@@ -53,10 +53,6 @@ from ._target import TargetActor, TargetState, TargetStatus
 from ._upstream import Origin, UpstreamPool
 
 LOGGER = logging.getLogger("velithon.balancer")
-
-
-class Overloaded(NoTargetAvailable):
-    """The router's inbox is full: shed the request (503) instead of queueing."""
 
 
 def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -92,6 +88,7 @@ class BalancerConfig:
     shutdown_timeout: float = 5.0
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_second: float = 10.0
+    max_requests_per_target: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.targets:
@@ -105,6 +102,9 @@ class BalancerConfig:
             raise ValueError(
                 f"Invalid none_healthy policy {self.none_healthy!r}. Use 'fail' or 'panic'"
             )
+        cap = self.max_requests_per_target
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"max_requests_per_target must be a positive integer, got {cap!r}")
         if self.inbox_size < 1 or self.target_inbox_size < 1:
             raise ValueError("inbox sizes must be at least 1")
         # strategy name and weights are validated by building one
@@ -129,6 +129,7 @@ class BalancerState:
             none_healthy=config.none_healthy,
             budget=RetryBudget(ratio=config.retry_budget_ratio,
                                min_per_second=config.retry_budget_min_per_second),
+            max_requests=config.max_requests_per_target,
         )
         self = cls(config=config, router=router, targets={})
         weights = config.weights or (1,) * len(config.targets)
@@ -433,6 +434,7 @@ class Balancer:
             in_flight=sum(e.in_flight for e in router.entries),
             picks=router.picks,
             rejected=router.rejected,
+            overflows=router.overflows,
             panic_picks=router.panic_picks,
             router_restarts=self._router_stats.restarts,
             target_restarts=sum(t.restarts for t in self.state.targets.values()),
@@ -448,6 +450,7 @@ class BalancerStatistics:
     in_flight: int
     picks: int
     rejected: int
+    overflows: int
     panic_picks: int
     router_restarts: int
     target_restarts: int

@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigError (also ValueError)          bad configuration, raised at construction
     ├── UnsafePathError (also ValueError)      request path rejected before forwarding (400)
     ├── NoTargetAvailable (also RuntimeError)  no healthy / admitted target (503)
+    │   └── Overloaded                         shed: targets at max_requests, or a full router inbox
     ├── ResponseAborted                        an app gives up on a started response: abort, no crash log
     └── UpstreamError                          talking to one upstream target failed
         ├── UpstreamConnectError               TCP/TLS connect failed; nothing was sent
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "NoTargetAvailable",
+    "Overloaded",
     "ResponseAborted",
     "UnsafePathError",
     "UpstreamBodyError",
@@ -56,6 +58,10 @@ class UnsafePathError(VelithonError, ValueError):
 
 class NoTargetAvailable(VelithonError, RuntimeError):
     """No target can take the request: all unhealthy, breakers open, or shutting down."""
+
+
+class Overloaded(NoTargetAvailable):
+    """Load was shed (not a failure of any target): 503 with ``x-velithon-overloaded``."""
 
 
 class ResponseAborted(VelithonError):

@@ -33,6 +33,7 @@ import trio
 
 from ._exceptions import (
     NoTargetAvailable,
+    Overloaded,
     ResponseAborted,
     UnsafePathError,
     UpstreamBodyError,
@@ -138,12 +139,14 @@ _ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout
 
 
 async def send_error(send: Callable[..., Any], status: int, detail: str,
-                     *, retry_after: int | None = None) -> None:
+                     *, retry_after: int | None = None, overloaded: bool = False) -> None:
     """A complete, well-formed JSON error response."""
     body = error_body(status, _ERRORS.get(status, "Error"), detail)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
+    if overloaded:
+        headers.append((b"x-velithon-overloaded", b"true"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -202,7 +205,8 @@ class Forwarder:
                 if attempt > 1:  # budget exhausted or nobody left: report the last failure
                     break
                 self.errors += 1
-                await send_error(send, 503, str(exc), retry_after=cfg.retry_after)
+                await send_error(send, 503, str(exc), retry_after=cfg.retry_after,
+                                 overloaded=isinstance(exc, Overloaded))
                 return (503, str(exc))
             tried.add(lease.target_id)
             origin = lease.pool.origin

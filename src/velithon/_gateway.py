@@ -65,6 +65,7 @@ def build_balancer_config(
     default_health_path: str | None = None,
     hash_on: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    max_requests_per_target: int | None = None,
 ) -> BalancerConfig:
     """The shared translation from facade keywords to a :class:`BalancerConfig`."""
     if isinstance(targets, str):
@@ -93,6 +94,7 @@ def build_balancer_config(
         outlier=outlier or OutlierConfig(),
         none_healthy=none_healthy,
         pool=PoolConfig(ssl_context=ssl_context),
+        max_requests_per_target=max_requests_per_target,
     )
 
 
@@ -247,6 +249,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         trusted_proxies: Sequence[str] = (),
         include_in_schema: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        max_requests_per_target: int | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if not path.startswith("/"):
@@ -280,6 +283,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
                 unhealthy_threshold=unhealthy_threshold, max_failures=max_failures,
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
                 outlier=outlier_detection, hash_on=hash_on, ssl_context=ssl_context,
+                max_requests_per_target=max_requests_per_target,
             ),
             probe=probe,
         )

@@ -64,6 +64,7 @@ class ProxyMiddleware(BalancedFacade):
         hash_on: str | None = None,
         trusted_proxies: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
+        max_requests_per_target: int | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if targets is None or (not isinstance(targets, str) and len(targets) == 0):
@@ -96,6 +97,7 @@ class ProxyMiddleware(BalancedFacade):
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
                 outlier=outlier_detection, default_health_path=health_check_path,
                 hash_on=hash_on, ssl_context=ssl_context,
+                max_requests_per_target=max_requests_per_target,
             ),
             probe=probe,
         )

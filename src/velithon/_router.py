@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from ._breaker import BreakerState
-from ._exceptions import NoTargetAvailable
+from ._exceptions import NoTargetAvailable, Overloaded
 from ._messages import (
     AddTarget,
     Close,
@@ -139,10 +139,12 @@ class RouterState:
     outlier: OutlierDetector
     none_healthy: str = "fail"
     budget: RetryBudget | None = None
+    max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
     entries: list[RouteEntry] = attrs.field(factory=list)
     picks: int = 0
     retries: int = 0
     retries_denied: int = 0
+    overflows: int = 0
     rejected: int = 0
     panic_picks: int = 0
     _eligible: list[bool] | None = None
@@ -193,6 +195,14 @@ class RouterState:
             self.retries += 1
         self.outlier.tick(now)
         eligible = self.eligible(now)
+        cap = self.max_requests
+        if cap is not None:
+            capped = [ok and e.in_flight < cap for ok, e in zip(eligible, self.entries)]
+            if not any(capped) and any(eligible):
+                # overload, not failure: shed without touching any breaker or health state
+                self.overflows += 1
+                raise Overloaded("Every available target is at its max_requests limit")
+            eligible = capped
         if exclude:
             narrowed = [ok and e.target_id not in exclude for ok, e in zip(eligible, self.entries)]
             if any(narrowed):
@@ -332,6 +342,7 @@ class RouterStatistics:
     retries: int
     retries_denied: int
     rejected: int
+    overflows: int
     panic_picks: int
     inbox_used: int
     inbox_size: int
@@ -365,6 +376,7 @@ class RouterActor:
             strategy=state.strategy.name, targets=len(state.entries),
             routable=sum(state.eligible(trio.current_time())), picks=state.picks,
             retries=state.retries, retries_denied=state.retries_denied, rejected=state.rejected,
+            overflows=state.overflows,
             panic_picks=state.panic_picks, inbox_used=inbox.current_buffer_used,
             inbox_size=int(inbox.max_buffer_size),
         )
