@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -394,7 +394,3 @@ async def _stream_body(receive: Callable[..., Any]) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
-
-
-def forwarded_config(trusted_proxies: Sequence[str] | None, **kwargs: Any) -> ForwardedConfig:
-    return ForwardedConfig(trusted_proxies=tuple(trusted_proxies or ()), **kwargs)
