@@ -276,3 +276,27 @@ async def test_websocket_handshake_moves_to_a_live_target() -> None:
                     await ws.send_message(f"hi {i}")
                     assert await ws.get_message() == f"hi {i}"
         assert len(alive.sessions) == 4
+
+
+async def test_a_cancelled_request_gives_its_lease_back() -> None:
+    """A request cancelled from outside (e.g. a drain deadline) must not leak in-flight counts."""
+    async with backends("slow") as (slow,):
+        slow.set_fault(Fault.hang())
+        route = GatewayRoute("/c/{path:path}", [slow.url], max_requests_per_target=1)
+        async with route:
+            scope = {"type": "http", "method": "GET", "path": "/c/x", "raw_path": b"/c/x",
+                     "query_string": b"", "headers": [(b"host", b"gw")], "client": ("127.0.0.1", 9),
+                     "scheme": "http"}
+
+            async def receive() -> dict[str, object]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, object]) -> None:
+                pass
+
+            with trio.move_on_after(0.3):
+                await route.handle(scope, receive, send)
+            await slow.wait_for_requests(1)
+            [status] = await route.targets_status()
+            assert status["in_flight"] == 0
+            assert status["failures"] == 0  # cancellation is no verdict on the target

@@ -246,6 +246,10 @@ class Forwarder:
                     error_kind, last_error, cause = "protocol", _INVALID, exc
                 except UpstreamError as exc:
                     error_kind, last_error, cause = "reset", _RESET, exc
+                except BaseException:  # cancelled from outside: never leak the lease
+                    with trio.CancelScope(shield=True):
+                        await lease.finish("neutral")
+                    raise
             if response is None and error_kind is None:
                 error_kind, last_error, cause = "timeout", _TIMED_OUT, None
             if response is None:
@@ -262,8 +266,8 @@ class Forwarder:
             if (status in cfg.retry.retry_on_statuses
                     and self._may_retry(attempt, method, status=status, replayable=replayable,
                                         deadline=deadline)):
-                await response.aclose()
                 await lease.finish(outcome_kind(status), status)
+                await response.aclose()
                 last_error = (status, f"The upstream service answered {status}")
                 await self._backoff(attempt, deadline)
                 continue
@@ -271,21 +275,21 @@ class Forwarder:
                 response_started = True
                 await self._relay(response, send, deadline, method)
             except trio.TooSlowError:
-                await response.aclose()
                 await lease.finish("local")
+                await response.aclose()
                 raise UpstreamAborted("upstream response timed out mid-body") from None
             except UpstreamBodyError as exc:
-                await response.aclose()
                 await lease.finish("local")
+                await response.aclose()
                 raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
             except ClientDisconnected:
-                await response.aclose()
                 await lease.finish("neutral")
+                await response.aclose()
                 return None
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await response.aclose()
                     await lease.finish("neutral")
+                    await response.aclose()
                 raise
             response.close()  # no checkpoint: the relay just did I/O
             await lease.finish(outcome_kind(status), status)
