@@ -223,33 +223,34 @@ class Forwarder:
             error_kind: str | None = None
             cause: Exception | None = None
             response = None
-            with trio.move_on_at(try_deadline):
-                try:
-                    response = await lease.pool.request(method, upstream_path, headers, body)
-                except UpstreamRequestError as exc:
-                    # our own request could not be written (e.g. a configured header with CR/LF):
-                    # not the target's fault, and no other target would fare better
-                    await lease.finish("neutral")
-                    self.errors += 1
-                    LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
-                    detail = "The gateway could not build a valid upstream request"
-                    await send_error(send, 502, detail)
-                    return (502, detail)
-                except ClientDisconnected:
-                    await lease.finish("neutral")  # the client left mid-upload
-                    return None
-                except UpstreamConnectError as exc:
-                    error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
-                except UpstreamResetError as exc:
-                    error_kind, last_error, cause = "reset", _RESET, exc
-                except UpstreamProtocolError as exc:
-                    error_kind, last_error, cause = "protocol", _INVALID, exc
-                except UpstreamError as exc:
-                    error_kind, last_error, cause = "reset", _RESET, exc
-                except BaseException:  # cancelled from outside: never leak the lease
-                    with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_at(try_deadline):
+                    try:
+                        response = await lease.pool.request(method, upstream_path, headers, body)
+                    except UpstreamRequestError as exc:
+                        # our own request could not be written (e.g. a configured header with CR/LF):
+                        # not the target's fault, and no other target would fare better
                         await lease.finish("neutral")
-                    raise
+                        self.errors += 1
+                        LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
+                        detail = "The gateway could not build a valid upstream request"
+                        await send_error(send, 502, detail)
+                        return (502, detail)
+                    except ClientDisconnected:
+                        await lease.finish("neutral")  # the client left mid-upload
+                        return None
+                    except UpstreamConnectError as exc:
+                        error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
+                    except UpstreamResetError as exc:
+                        error_kind, last_error, cause = "reset", _RESET, exc
+                    except UpstreamProtocolError as exc:
+                        error_kind, last_error, cause = "protocol", _INVALID, exc
+                    except UpstreamError as exc:
+                        error_kind, last_error, cause = "reset", _RESET, exc
+            except BaseException:  # cancelled from outside (not our per-try deadline):
+                with trio.CancelScope(shield=True):  # never leak the lease
+                    await lease.finish("neutral")
+                raise
             if response is None and error_kind is None:
                 error_kind, last_error, cause = "timeout", _TIMED_OUT, None
             if response is None:
