@@ -170,6 +170,20 @@ class Forwarder:
         self.retries = 0
         self.errors = 0
 
+    def target_for(self, scope: dict[str, Any]) -> bytes:
+        """The upstream request-target for ``scope`` (raises :class:`UnsafePathError`)."""
+        cfg = self.config
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        return upstream_target(  # checks the path's safety first
+            raw_path, scope.get("query_string", b""), template=cfg.template,
+            strip_path=cfg.strip_path, rewrite=cfg.rewrite, base_path=cfg.upstream_prefix,
+            strip_prefix=cfg.strip_prefix,
+        )
+
+    def key_for(self, scope: dict[str, Any]) -> bytes | None:
+        """The consistent-hashing key of ``scope`` (None unless ``hash_on`` is set)."""
+        return hash_key(self._hash, scope, self.config.forwarded)
+
     # ---- HTTP ----------------------------------------------------------------------
 
     async def handle_http(self, balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
@@ -177,13 +191,8 @@ class Forwarder:
         """Forward one request; returns ``(status, detail)`` when we answered with an error."""
         cfg = self.config
         self.requests += 1
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         try:
-            target = upstream_target(  # checks the path's safety first
-                raw_path, scope.get("query_string", b""), template=cfg.template,
-                strip_path=cfg.strip_path, rewrite=cfg.rewrite, base_path=cfg.upstream_prefix,
-                strip_prefix=cfg.strip_prefix,
-            )
+            target = self.target_for(scope)
         except UnsafePathError as exc:
             self.errors += 1
             await send_error(send, 400, str(exc))
@@ -191,7 +200,7 @@ class Forwarder:
         method: bytes = scope["method"].encode()
         deadline = trio.current_time() + cfg.timeout_ms / 1000.0
         body, replayable = await self._request_body(scope, receive, method)
-        key = hash_key(self._hash, scope, cfg.forwarded)
+        key = self.key_for(scope)
         response_started = False
         tried: set[int] = set()
         attempt = 0

@@ -16,17 +16,16 @@ from urllib.parse import unquote
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import trio
 
 from ._balancer import BalancerConfig, PoolConfig
 from ._breaker import BreakerConfig
 from ._exceptions import ConfigError, UnsafePathError
-from ._forwarder import ForwardConfig, Forwarder, hash_key, send_error
+from ._forwarder import ForwardConfig, Forwarder, send_error
 from ._headers import ForwardedConfig, build_request_headers
 from ._health import HealthCheckConfig
-from ._holder import BalancerHolder
+from ._holder import BalancerHolder, HolderBacked
 from ._outlier import OutlierConfig
-from ._paths import check_path_safety, compile_rewrite, compile_template, upstream_target
+from ._paths import compile_rewrite, compile_template
 from ._probe import ProbeFn
 from ._responses import Response
 from ._retry import RetryPolicy
@@ -98,25 +97,12 @@ def build_balancer_config(
     )
 
 
-class BalancedFacade:
+class BalancedFacade(HolderBacked):
     """What ``GatewayRoute`` and ``ProxyMiddleware`` share: a holder + forwarder."""
 
     _holder: BalancerHolder
     _forwarder: Forwarder
     _warned_transient = False
-
-    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run this facade's actors (the app's lifespan calls this)."""
-        await self._holder.run_service(task_status=task_status)
-
-    async def __aenter__(self) -> Any:
-        self._context = self._holder.running_context()
-        await self._context.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        context, self._context = self._context, None
-        return await context.__aexit__(*exc_info)
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         host = scope.get("velithon.services")
@@ -136,12 +122,8 @@ class BalancedFacade:
     async def _dispatch(self, balancer: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             cfg = self._forwarder.config
-            raw_path = scope.get("raw_path") or scope["path"].encode()
             try:
-                check_path_safety(raw_path)
-                target = upstream_target(raw_path, scope.get("query_string", b""), template=cfg.template,
-                                         strip_path=cfg.strip_path, rewrite=cfg.rewrite,
-                                         base_path=cfg.upstream_prefix, strip_prefix=cfg.strip_prefix)
+                target = self._forwarder.target_for(scope)
             except UnsafePathError:
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -151,7 +133,7 @@ class BalancedFacade:
                 cfg=cfg.forwarded) if k != b"host"]
             await proxy_websocket(balancer, scope, receive, send, target=target,
                                   max_retries=cfg.retry.max_retries,
-                                  key=hash_key(self._forwarder._hash, scope, cfg.forwarded),
+                                  key=self._forwarder.key_for(scope),
                                   connect_timeout=cfg.timeout_ms / 1000.0, extra_headers=extra)
             return
         await self._forwarder.handle_http(balancer, scope, receive, send)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
 
 import trio
 
 from ._balancer import Balancer, BalancerConfig, BalancerState, open_balancer
 from ._probe import ProbeFn
+
+_Self = TypeVar("_Self", bound="HolderBacked")
 
 
 class BalancerHolder:
@@ -86,3 +90,30 @@ class BalancerHolder:
         async with self._lock:
             async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
                 yield balancer
+
+
+class HolderBacked:
+    """The lifecycle every facade shares: ``async with facade:`` or the app's lifespan.
+
+    Subclasses set ``self._holder`` (a :class:`BalancerHolder`).
+    """
+
+    _holder: BalancerHolder
+    _context: Any = None
+
+    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run this facade's actors until cancelled (an app's lifespan calls this)."""
+        await self._holder.run_service(task_status=task_status)
+
+    async def __aenter__(self: _Self) -> _Self:
+        if self._context is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        context = self._holder.running_context()
+        await context.__aenter__()
+        self._context = context
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        context, self._context = self._context, None
+        return await context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]

@@ -11,7 +11,6 @@ breaker has a real half-open state and retries use the shared retry policy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,7 +19,7 @@ import attrs
 from ._balancer import BalancerConfig
 from ._breaker import BreakerConfig
 from ._forwarder import ForwardConfig, Forwarder
-from ._holder import BalancerHolder
+from ._holder import BalancerHolder, HolderBacked
 from ._retry import RetryPolicy
 
 
@@ -61,7 +60,7 @@ class ProxyResult:
         return (self.status, self.body, self.headers)[index]
 
 
-class ProxyClient:
+class ProxyClient(HolderBacked):
     """Forward requests to ``target_url`` with retries and a circuit breaker."""
 
     def __init__(self, target_url: str, timeout_ms: int = 30000, max_retries: int = 3,
@@ -82,23 +81,9 @@ class ProxyClient:
             ForwardConfig(timeout_ms=timeout_ms, retry=RetryPolicy(max_retries=max_retries),
                           preserve_host=False)
         )
-        self._context: Any = None
 
     def __repr__(self) -> str:
         return f"<ProxyClient {self.target_url}>"
-
-    async def __aenter__(self) -> ProxyClient:
-        self._context = self._holder.running_context()
-        await self._context.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
-        context, self._context = self._context, None
-        return await context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
-    async def run_service(self, **kwargs: Any) -> None:
-        await self._holder.run_service(**kwargs)
 
     async def forward_request(
         self,

@@ -15,21 +15,20 @@ facades over the actor system in :mod:`velithon._balancer`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from ._balancer import BalancerConfig
 from ._breaker import BreakerConfig
 from ._exceptions import NoTargetAvailable
 from ._health import HealthCheckConfig
-from ._holder import BalancerHolder
+from ._holder import BalancerHolder, HolderBacked
 from ._probe import ProbeFn
 from ._proxy_client import ProxyClient, ProxyRequestError, ProxyResult
 
 __all__ = ["ProxyClient", "ProxyLoadBalancer", "ProxyRequestError", "ProxyResult"]
 
 
-class ProxyLoadBalancer:
+class ProxyLoadBalancer(HolderBacked):
     """Pick targets and check their health.
 
     Args:
@@ -83,7 +82,6 @@ class ProxyLoadBalancer:
             none_healthy=none_healthy,
         )
         self._holder = BalancerHolder(config, probe=probe)
-        self._context: Any = None
 
     def __repr__(self) -> str:
         mode = "running" if self._holder.running is not None else "idle"
@@ -101,22 +99,6 @@ class ProxyLoadBalancer:
     @property
     def weights(self) -> list[int]:
         return [e.weight for e in self._holder.state.router.entries]
-
-    async def __aenter__(self) -> ProxyLoadBalancer:
-        if self._context is not None:
-            raise RuntimeError("ProxyLoadBalancer is already running")
-        self._context = self._holder.running_context()
-        await self._context.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
-        context, self._context = self._context, None
-        return await context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
-    async def run_service(self, **kwargs: Any) -> None:
-        """Lets an app's lifespan own this balancer (see ``docs/internals.md``)."""
-        await self._holder.run_service(**kwargs)
 
     async def get_next_target(self) -> str:
         """The next target by the strategy.
