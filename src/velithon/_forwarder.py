@@ -341,9 +341,7 @@ class Forwarder:
                     length = None
             elif key == b"transfer-encoding":
                 chunked = True
-        if not chunked and (length is None or length == 0):
-            if length is None and method not in _BODYLESS:
-                pass  # no framing: no body (RFC 9112 §6.3)
+        if not chunked and not length:  # no framing means no body (RFC 9112 §6.3)
             return (b"" if length == 0 and method not in _BODYLESS else None), True
         if length is not None and length <= self.config.replay_buffer:
             chunks = []
