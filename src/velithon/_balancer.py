@@ -81,6 +81,7 @@ class BalancerConfig:
     breaker: BreakerConfig = BreakerConfig()
     outlier: OutlierConfig = OutlierConfig()
     none_healthy: str = "fail"
+    panic_threshold: float = 50.0
     supervisor: SupervisorConfig = SupervisorConfig()
     inbox_size: int = 1024
     target_inbox_size: int = 256
@@ -102,6 +103,9 @@ class BalancerConfig:
             raise ValueError(
                 f"Invalid none_healthy policy {self.none_healthy!r}. Use 'fail' or 'panic'"
             )
+        panic = self.panic_threshold
+        if isinstance(panic, bool) or not isinstance(panic, (int, float)) or not 0 <= panic <= 100:
+            raise ValueError(f"panic_threshold must be a percentage in 0..100, got {panic!r}")
         cap = self.max_requests_per_target
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise ValueError(f"max_requests_per_target must be a positive integer, got {cap!r}")
@@ -127,6 +131,7 @@ class BalancerState:
             strategy=strategy,
             outlier=OutlierDetector(config.outlier, len(config.targets)),
             none_healthy=config.none_healthy,
+            panic_threshold=config.panic_threshold,
             budget=RetryBudget(ratio=config.retry_budget_ratio,
                                min_per_second=config.retry_budget_min_per_second),
             max_requests=config.max_requests_per_target,

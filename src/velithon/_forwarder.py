@@ -4,9 +4,17 @@
 upstream request through a :class:`~velithon._router.Lease`, streams the
 response back, and reports the outcome. Policies:
 
-* **Deadline.** ``timeout_ms`` bounds the whole exchange, every try and every
-  body read included; ``per_try_timeout`` (default: the whole budget) bounds
-  each try up to the response head.
+* **Deadline.** ``timeout_ms`` bounds the time spent on the upstream side of
+  the exchange, every try and the response body included; ``per_try_timeout``
+  (default: the whole budget) bounds each try up to the response head. Time
+  spent waiting for the client's upload is not counted in either.
+* **Uploads** are read by :mod:`velithon._upload`: small bodies whole before
+  a target is picked, large ones streamed with their own framing; time spent
+  waiting for the client extends the deadlines instead of using them up, and a
+  stalled client gets 408 without any target being blamed.
+* **Outcomes.** Connect errors, resets, timeouts and the ``failure_statuses``
+  (502/503/504 by default) are gateway failures that breakers count; any
+  other 5xx is the application's answer and only feeds outlier detection.
 * **Retries** follow :class:`~velithon._retry.RetryPolicy`: each retry goes to
   a target not tried yet (when one is routable), after a jittered backoff, and
   only if the router's retry budget allows it. Bodies up to
@@ -25,7 +33,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -43,18 +51,24 @@ from ._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
-from ._headers import ForwardedConfig, build_request_headers, build_response_headers, client_ip
+from ._headers import (
+    ForwardedConfig,
+    build_request_headers,
+    build_response_headers,
+    client_ip,
+)
 from ._paths import PathTemplate, upstream_target
 from ._retry import RetryPolicy
+from ._upload import (
+    ClientBodyTimeout,
+    ClientDisconnected,
+    ClientWait,
+    read_request_body,
+)
 
 LOGGER = logging.getLogger("velithon.proxy")
 
-_BODYLESS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
 _NONE_TRIED: frozenset[int] = frozenset()
-
-
-class ClientDisconnected(Exception):
-    """The downstream client went away mid-request."""
 
 
 class UpstreamAborted(ResponseAborted):
@@ -69,6 +83,9 @@ class ForwardConfig:
     per_try_timeout: float | None = None
     retry: RetryPolicy = RetryPolicy()
     replay_buffer: int = 64 * 1024
+    buffer_chunked_uploads: int = 0
+    client_body_timeout: float = 10.0
+    failure_statuses: frozenset[int] = frozenset({502, 503, 504})
     preserve_host: bool = False
     headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
     headers_to_remove: tuple[str, ...] = ()
@@ -86,6 +103,14 @@ class ForwardConfig:
     def __attrs_post_init__(self) -> None:
         if self.timeout_ms <= 0:
             raise ValueError(f"timeout_ms must be positive, got {self.timeout_ms}")
+        if not self.client_body_timeout > 0:
+            raise ValueError(f"client_body_timeout must be positive, got {self.client_body_timeout}")
+        if self.buffer_chunked_uploads < 0:
+            raise ValueError("buffer_chunked_uploads must be >= 0 bytes, "
+                             f"got {self.buffer_chunked_uploads}")
+        for status in self.failure_statuses:
+            if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
+                raise ValueError(f"failure_statuses must hold 5xx statuses, got {status!r}")
         if self.hash_on is not None:
             parse_hash_on(self.hash_on)
 
@@ -135,7 +160,7 @@ _INVALID = (502, "The upstream service sent an invalid response")
 _TIMED_OUT = (504, "The upstream service did not respond in time")
 
 _ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-           400: "Bad Request", 413: "Payload Too Large"}
+           400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large"}
 
 
 async def send_error(send: Callable[..., Any], status: int, detail: str,
@@ -149,14 +174,6 @@ async def send_error(send: Callable[..., Any], status: int, detail: str,
         headers.append((b"x-velithon-overloaded", b"true"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def outcome_kind(status: int) -> str:
-    if status in (502, 503, 504):
-        return "gateway"
-    if status >= 500:
-        return "5xx"
-    return "success"
 
 
 class Forwarder:
@@ -198,8 +215,19 @@ class Forwarder:
             await send_error(send, 400, str(exc))
             return (400, str(exc))
         method: bytes = scope["method"].encode()
-        deadline = trio.current_time() + cfg.timeout_ms / 1000.0
-        body, replayable = await self._request_body(scope, receive, method)
+        wait = ClientWait(cfg.client_body_timeout)
+        try:
+            upload = await read_request_body(
+                scope["headers"], receive, method, wait, buffer_limit=cfg.replay_buffer,
+                chunked_buffer_limit=cfg.buffer_chunked_uploads)
+        except ClientDisconnected:
+            return None
+        except ClientBodyTimeout as exc:
+            return await self._client_timed_out(send, exc)
+        body = upload.body
+        replayable = upload.replayable
+        # the whole-exchange budget starts once the gateway can act; client waits extend it
+        base_deadline = trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total
         key = self.key_for(scope)
         response_started = False
         tried: set[int] = set()
@@ -224,16 +252,21 @@ class Forwarder:
                 upstream_host=origin.authority, preserve_host=cfg.preserve_host,
                 add=cfg.headers_to_add, remove=cfg.headers_to_remove, cfg=cfg.forwarded,
             )
+            if upload.length is not None:
+                headers.extend(upload.framing_headers())
             upstream_path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
                 if origin.base_path else target
+            deadline = base_deadline + wait.total
             try_deadline = deadline
             if cfg.per_try_timeout is not None:
                 try_deadline = min(deadline, trio.current_time() + cfg.per_try_timeout)
             error_kind: str | None = None
             cause: Exception | None = None
             response = None
+            waited_before = wait.total
             try:
-                with trio.move_on_at(try_deadline):
+                with trio.move_on_at(try_deadline) as try_scope:
+                    wait.attach(try_scope)
                     try:
                         response = await lease.pool.request(method, upstream_path, headers, body)
                     except UpstreamRequestError as exc:
@@ -248,6 +281,9 @@ class Forwarder:
                     except ClientDisconnected:
                         await lease.finish("neutral")  # the client left mid-upload
                         return None
+                    except ClientBodyTimeout as exc:  # the client stalled mid-upload
+                        await lease.finish("neutral")
+                        return await self._client_timed_out(send, exc)
                     except UpstreamConnectError as exc:
                         error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
                     except UpstreamResetError as exc:
@@ -256,27 +292,32 @@ class Forwarder:
                         error_kind, last_error, cause = "protocol", _INVALID, exc
                     except UpstreamError as exc:
                         error_kind, last_error, cause = "reset", _RESET, exc
+                    finally:
+                        wait.attach(None)
             except BaseException:  # cancelled from outside (not our per-try deadline):
                 with trio.CancelScope(shield=True):  # never leak the lease
                     await lease.finish("neutral")
                 raise
+            client_time = wait.total - waited_before
+            deadline = base_deadline + wait.total
             if response is None and error_kind is None:
                 error_kind, last_error, cause = "timeout", _TIMED_OUT, None
             if response is None:
                 # the client gets a generic reason; the specifics (addresses, errno) go to the log
                 LOGGER.warning("%s %s via %s failed (try %d): %s", scope["method"], scope["path"],
                                lease.url, attempt, cause if cause is not None else "timed out")
-                await lease.finish("local")
+                await lease.finish("local", client_time=client_time)
                 if self._may_retry(attempt, method, error_kind=error_kind, replayable=replayable,
                                    deadline=deadline):
                     await self._backoff(attempt, deadline)
                     continue
                 break
             status = response.status
+            kind = self.outcome_kind(status)
             if (status in cfg.retry.retry_on_statuses
                     and self._may_retry(attempt, method, status=status, replayable=replayable,
                                         deadline=deadline)):
-                await lease.finish(outcome_kind(status), status)
+                await lease.finish(kind, status, client_time=client_time)
                 await response.aclose()
                 last_error = (status, f"The upstream service answered {status}")
                 await self._backoff(attempt, deadline)
@@ -285,11 +326,11 @@ class Forwarder:
                 response_started = True
                 await self._relay(response, send, deadline, method)
             except trio.TooSlowError:
-                await lease.finish("local")
+                await lease.finish("local", client_time=client_time)
                 await response.aclose()
                 raise UpstreamAborted("upstream response timed out mid-body") from None
             except UpstreamBodyError as exc:
-                await lease.finish("local")
+                await lease.finish("local", client_time=client_time)
                 await response.aclose()
                 raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
             except ClientDisconnected:
@@ -302,7 +343,7 @@ class Forwarder:
                     await response.aclose()
                 raise
             response.close()  # no checkpoint: the relay just did I/O
-            await lease.finish(outcome_kind(status), status)
+            await lease.finish(kind, status, client_time=client_time)
             return None
         assert not response_started
         self.errors += 1
@@ -311,6 +352,26 @@ class Forwarder:
             detail = f"{detail} after {attempt} attempt(s)"
         await send_error(send, status, detail, retry_after=cfg.retry_after if status == 503 else None)
         return (status, detail)
+
+    def outcome_kind(self, status: int) -> str:
+        """How an upstream status counts: ``failure_statuses`` are gateway failures."""
+        if status in self.config.failure_statuses:
+            return "gateway"
+        if status >= 500:
+            return "5xx"
+        return "success"
+
+    async def _client_timed_out(self, send: Callable[..., Any],
+                                exc: ClientBodyTimeout) -> tuple[int, str]:
+        """A stalled upload: 408 for the client, no verdict on any target."""
+        self.errors += 1
+        detail = "The client did not send the request body in time"
+        LOGGER.info("request body stalled: %s", exc)
+        try:
+            await send_error(send, 408, detail)
+        except OSError:
+            pass  # the client is gone as well; nothing left to tell it
+        return (408, detail)
 
     def _may_retry(self, attempt: int, method: bytes, *, status: int | None = None,
                    error_kind: str | None = None, replayable: bool, deadline: float) -> bool:
@@ -327,32 +388,6 @@ class Forwarder:
     async def _backoff(self, attempt: int, deadline: float) -> None:
         delay = self.config.retry.backoff(attempt, self._rng)
         await trio.sleep_until(min(trio.current_time() + delay, deadline))
-
-    async def _request_body(self, scope: dict[str, Any], receive: Callable[..., Any],
-                            method: bytes) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-        """Buffer small bodies (replayable); stream big or unknown-size ones."""
-        length: int | None = None
-        chunked = False
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif key == b"transfer-encoding":
-                chunked = True
-        if not chunked and not length:  # no framing means no body (RFC 9112 §6.3)
-            return (b"" if length == 0 and method not in _BODYLESS else None), True
-        if length is not None and length <= self.config.replay_buffer:
-            chunks = []
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnected()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    return b"".join(chunks), True
-        return _stream_body(receive), False
 
     async def _relay(self, response: Any, send: Callable[..., Any], deadline: float,
                      method: bytes) -> None:
@@ -391,18 +426,3 @@ class Forwarder:
                 raise ClientDisconnected() from exc
             chunk = response.receive_buffered()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _stream_body(receive: Callable[..., Any]) -> AsyncIterator[bytes]:
-    while True:
-        try:
-            message = await receive()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ClientDisconnected() from exc
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected()
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return

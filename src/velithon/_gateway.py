@@ -65,6 +65,7 @@ def build_balancer_config(
     hash_on: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     max_requests_per_target: int | None = None,
+    panic_threshold: float = 50.0,
 ) -> BalancerConfig:
     """The shared translation from facade keywords to a :class:`BalancerConfig`."""
     if isinstance(targets, str):
@@ -94,6 +95,7 @@ def build_balancer_config(
         none_healthy=none_healthy,
         pool=PoolConfig(ssl_context=ssl_context),
         max_requests_per_target=max_requests_per_target,
+        panic_threshold=panic_threshold,
     )
 
 
@@ -169,11 +171,17 @@ def _forward_config(
     *, timeout_ms: int, max_retries: int, preserve_host: bool,
     headers_to_add: Mapping[str, str] | None, headers_to_remove: Iterable[str] | None,
     retry_on_statuses: Iterable[int], retry_non_idempotent: bool, trusted_proxies: Sequence[str],
-    hash_on: str | None, per_try_timeout_ms: int | None, **paths: Any,
+    hash_on: str | None, per_try_timeout_ms: int | None, client_body_timeout_ms: int,
+    buffer_chunked_uploads: int, failure_statuses: Iterable[int], **paths: Any,
 ) -> ForwardConfig:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if not client_body_timeout_ms > 0:
+        raise ConfigError(f"client_body_timeout_ms must be positive, got {client_body_timeout_ms!r}")
     return ForwardConfig(
+        client_body_timeout=client_body_timeout_ms / 1000.0,
+        buffer_chunked_uploads=buffer_chunked_uploads,
+        failure_statuses=frozenset(failure_statuses),
         timeout_ms=timeout_ms,
         per_try_timeout=None if per_try_timeout_ms is None else per_try_timeout_ms / 1000.0,
         retry=RetryPolicy(max_retries=max_retries, retry_on_statuses=frozenset(retry_on_statuses),
@@ -232,6 +240,10 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         include_in_schema: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         max_requests_per_target: int | None = None,
+        panic_threshold: float = 50.0,
+        failure_statuses: Iterable[int] = (502, 503, 504),
+        client_body_timeout_ms: int = 10000,
+        buffer_chunked_uploads: int = 0,
         probe: ProbeFn | None = None,
     ) -> None:
         if not path.startswith("/"):
@@ -266,6 +278,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
                 outlier=outlier_detection, hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
+                panic_threshold=panic_threshold,
             ),
             probe=probe,
         )
@@ -276,6 +289,8 @@ class GatewayRoute(BaseRoute, BalancedFacade):
             headers_to_add=headers_to_add, headers_to_remove=headers_to_remove,
             retry_on_statuses=retry_on_statuses, retry_non_idempotent=retry_non_idempotent,
             trusted_proxies=trusted_proxies, hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
+            client_body_timeout_ms=client_body_timeout_ms,
+            buffer_chunked_uploads=buffer_chunked_uploads, failure_statuses=failure_statuses,
             template=template, strip_path=strip_path,
             rewrite=compile_rewrite(path_rewrite, template) if path_rewrite else None,
         ))

@@ -75,6 +75,7 @@ class ProxyClient(HolderBacked):
         config = BalancerConfig(
             targets=(target_url,),
             breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
+            panic_threshold=0,  # one target: its open breaker must fail fast, not be ignored
         )
         self._holder = BalancerHolder(config)
         self._forwarder = Forwarder(

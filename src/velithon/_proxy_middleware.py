@@ -65,6 +65,10 @@ class ProxyMiddleware(BalancedFacade):
         trusted_proxies: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
         max_requests_per_target: int | None = None,
+        panic_threshold: float = 50.0,
+        failure_statuses: Iterable[int] = (502, 503, 504),
+        client_body_timeout_ms: int = 10000,
+        buffer_chunked_uploads: int = 0,
         probe: ProbeFn | None = None,
     ) -> None:
         if targets is None or (not isinstance(targets, str) and len(targets) == 0):
@@ -98,6 +102,7 @@ class ProxyMiddleware(BalancedFacade):
                 outlier=outlier_detection, default_health_path=health_check_path,
                 hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
+                panic_threshold=panic_threshold,
             ),
             probe=probe,
         )
@@ -106,6 +111,8 @@ class ProxyMiddleware(BalancedFacade):
             headers_to_add=add_request_headers, headers_to_remove=strip_request_headers,
             retry_on_statuses=retry_on_statuses, retry_non_idempotent=retry_non_idempotent,
             trusted_proxies=trusted_proxies, hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
+            client_body_timeout_ms=client_body_timeout_ms,
+            buffer_chunked_uploads=buffer_chunked_uploads, failure_statuses=failure_statuses,
             template=None, strip_path=False, rewrite=None,
             strip_prefix=(self.path_prefix or None),
             upstream_prefix=self.upstream_path_prefix,

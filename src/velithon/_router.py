@@ -8,10 +8,17 @@ their health or breaker changes. The router never does I/O; its decisions are
 the synchronous methods of :class:`RouterState`.
 
 A target is *routable* when it is healthy, not ejected, not draining, and its
-breaker is closed or half-open with an unused trial credit. When none is
-routable the ``none_healthy`` policy decides: ``"fail"`` (503, the default)
-or ``"panic"`` (spread over every target whose breaker is not open, as Envoy
-does below its panic threshold).
+breaker is closed or half-open with an unused trial credit.
+
+**Panic mode.** Breakers and outlier ejection are passive guesses; when they
+leave fewer than ``panic_threshold`` percent of the (non-draining) targets
+routable, trusting them would fail most of the traffic, so the router spreads
+requests over every target whose health checks pass, breakers and ejections
+ignored (Envoy's panic threshold, 50 % by default; 0 disables it). Active
+health checks stay authoritative, and a pool of one target never panics: its
+open breaker keeps failing fast. When no target passes its health checks the
+``none_healthy`` policy decides: ``"fail"`` (503, the default) or ``"panic"``
+(spread over every target whose breaker is not open).
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from ._messages import (
     Close,
     Crash,
     Done,
-    EjectRequest,
     Ejected,
+    EjectRequest,
     Outcome,
     Pick,
     RemoveTarget,
@@ -116,12 +123,18 @@ class Lease:
     _router: trio.MemorySendChannel[Any]
     _finished: bool = False
 
-    async def finish(self, kind: str, status: int | None = None) -> None:
-        """Report the outcome (see :class:`~velithon._messages.Done` kinds)."""
+    async def finish(self, kind: str, status: int | None = None, *,
+                     client_time: float = 0.0) -> None:
+        """Report the outcome (see :class:`~velithon._messages.Done` kinds).
+
+        ``client_time`` is time spent waiting for the client during the lease; it
+        is left out of the latency the target is judged by.
+        """
         if self._finished:
             return
         self._finished = True
-        done = Done(self.target_id, self.epoch, kind, trio.current_time() - self.started_at, status)
+        latency = trio.current_time() - self.started_at - client_time
+        done = Done(self.target_id, self.epoch, kind, max(latency, 0.0), status)
         try:
             self._router.send_nowait(done)
         except trio.WouldBlock:
@@ -138,6 +151,7 @@ class RouterState:
     strategy: Strategy
     outlier: OutlierDetector
     none_healthy: str = "fail"
+    panic_threshold: float = 50.0
     budget: RetryBudget | None = None
     max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
     entries: list[RouteEntry] = attrs.field(factory=list)
@@ -147,6 +161,7 @@ class RouterState:
     overflows: int = 0
     rejected: int = 0
     panic_picks: int = 0
+    panicking: bool = False
     _eligible: list[bool] | None = None
     _in_flight: list[int] = attrs.field(factory=list)
     _recheck_at: float = float("inf")
@@ -171,9 +186,27 @@ class RouterState:
                         entry.ejected_until = None
                     else:
                         self._recheck_at = min(self._recheck_at, until)
-            self._eligible = [e.routable(now) for e in self.entries]
+            eligible = [e.routable(now) for e in self.entries]
             self._in_flight = [e.in_flight for e in self.entries]
+            panicking = self._below_panic_threshold(eligible)
+            if panicking:
+                eligible = [e.healthy and not e.draining for e in self.entries]
+            if panicking is not self.panicking:
+                self.panicking = panicking
+                LOGGER.warning("%s panic mode: %d of %d targets routable (threshold %g%%)",
+                               "entering" if panicking else "leaving",
+                               sum(e.routable(now) for e in self.entries),
+                               sum(not e.draining for e in self.entries), self.panic_threshold)
+            self._eligible = eligible
         return self._eligible
+
+    def _below_panic_threshold(self, routable: list[bool]) -> bool:
+        threshold = self.panic_threshold
+        if threshold <= 0:
+            return False
+        live = sum(not e.draining for e in self.entries)
+        # a lone target has nothing to spread over: its breaker keeps failing fast
+        return live > 1 and sum(routable) * 100.0 < threshold * live
 
     def _index(self, entry: RouteEntry) -> int:
         return self.entries.index(entry)
@@ -211,6 +244,8 @@ class RouterState:
         index = self.strategy.pick(eligible, self._in_flight, latency, key)
         if index is None:
             index = self._panic_pick(now, key)
+        elif self.panicking:
+            self.panic_picks += 1
         entry = self.entries[index]
         entry.in_flight += 1
         entry.leased += 1

@@ -31,8 +31,8 @@ from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._health import HealthCheckConfig, HealthState
 from ._messages import (
     Crash,
-    EjectRequest,
     Ejected,
+    EjectRequest,
     Outcome,
     ProbeNow,
     ProbeResult,
@@ -47,6 +47,10 @@ from ._outlier import FailureStreak, OutlierConfig
 LOGGER = logging.getLogger("velithon.target")
 
 _NEVER = float("inf")
+
+#: outcome kinds a breaker counts as failures: the target could not be reached or
+#: answered with one of the configured failure statuses
+_BREAKER_FAILURES = frozenset({"gateway", "local"})
 #: messages handled per wake-up before the actor yields
 _BATCH = 128
 
@@ -97,6 +101,7 @@ class TargetState:
     trial_credits: int = 0
     credit_epoch: int = -1
     restarts: int = 0
+    breaker_seen: BreakerState = BreakerState.CLOSED  # last state logged
 
     @classmethod
     def new(
@@ -288,11 +293,11 @@ class TargetActor:
         if msg.epoch == breaker.epoch:
             if msg.kind == "neutral":
                 breaker.release(now)
-            elif msg.kind == "success":
+            elif msg.kind in _BREAKER_FAILURES:
+                breaker.record_failure(now)
+            else:  # the target answered: an application's own 5xx is not an outage
                 for _ in range(count):
                     breaker.record_success(now)
-            else:
-                breaker.record_failure(now)
         if msg.kind != "neutral" and s.streak.record(msg.kind):
             self._outbox.append(EjectRequest(s.target_id))
         self._publish(now)
@@ -314,6 +319,9 @@ class TargetActor:
         s = self.state
         breaker = s.breaker
         state = breaker.state(now)
+        if state is not s.breaker_seen:
+            _log_breaker(s, s.breaker_seen, state)
+            s.breaker_seen = state
         if s.credit_epoch != breaker.epoch:
             s.credit_epoch = breaker.epoch
             s.trial_credits = 0
@@ -383,3 +391,10 @@ class TargetActor:
             except Exception as exc:  # a probe bug or I/O error is an unhealthy probe
                 return ProbeResult(ok=False, status=None, detail=f"{type(exc).__name__}: {exc}")
         return ProbeResult(ok=False, status=None, detail=f"timeout after {config.timeout}s")
+
+
+def _log_breaker(state: TargetState, before: BreakerState, after: BreakerState) -> None:
+    """Every breaker transition is an operator-visible event."""
+    level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+    LOGGER.log(level, "target %s circuit breaker %s -> %s (failures: %d)", state.url,
+               before.value, after.value, state.failures)

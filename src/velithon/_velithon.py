@@ -61,6 +61,7 @@ class ProxyLoadBalancer(HolderBacked):
         max_failures: int = 5,
         recovery_timeout_ms: int = 60000,
         none_healthy: str = "fail",
+        panic_threshold: float = 50.0,
         probe: ProbeFn | None = None,
     ) -> None:
         if isinstance(targets, str):
@@ -80,6 +81,7 @@ class ProxyLoadBalancer(HolderBacked):
             active_health_checks=health_check_interval is not None,
             breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
             none_healthy=none_healthy,
+            panic_threshold=panic_threshold,
         )
         self._holder = BalancerHolder(config, probe=probe)
 
