@@ -1,7 +1,8 @@
 """The ``velithon`` console script.
 
 ``velithon run module:app [--host H] [--port P] [...]`` imports ``app`` from ``module``
-(resolved from the current folder, like uvicorn) and serves it until SIGINT/SIGTERM.
+(resolved from the current folder, like uvicorn) and serves it until SIGTERM or SIGINT
+(graceful; a second SIGINT or a SIGQUIT stops at once).
 Mistakes a user can make (a bad ``module:app`` string, a missing module or attribute, an
 address in use, a failed lifespan startup) end with one clear line on stderr and a
 non-zero exit code, never a traceback.
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ._server_config import ServerConfig
-from ._server_run import ServerStartupError, run_server
+from ._server_run import ServerStartupError, configure_logging, run_server
 
 __all__ = ["AppLoadError", "load_app", "main"]
 
@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--backlog", type=int, default=2048)
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes accepting from one socket, bound once by a supervisor")
     run.add_argument("--max-body-size", type=int, default=ServerConfig().max_body_size,
                      help="bytes (default 16 MiB); larger request bodies get 413")
     run.add_argument("--max-header-size", type=int, default=ServerConfig().max_header_size)
@@ -124,11 +125,7 @@ def _fail(message: str, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    if args.log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per health probe
+    configure_logging(args.log_level.upper())
     if args.command == "demo":
         from ._demo import main_demo
 

@@ -11,14 +11,21 @@ Order of a server's life (the contract in docs/internals.md):
 
 We do not use ``trio.serve_listeners``: it re-raises handler exceptions (one bad connection
 would stop the server) and has no way to stop accepting when ``limit_concurrency`` is reached.
+
+Stop signals follow one policy (:func:`stop_request`), shared with the ``--workers``
+supervisor: SIGTERM and a first SIGINT drain gracefully; SIGTERM again changes nothing,
+because service managers send it to a whole process group and a process may receive it
+more than once for one stop; a second SIGINT (an impatient Ctrl-C) or SIGQUIT stops at once.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import trio
 
@@ -27,7 +34,16 @@ from ._server_http import HTTPConnection
 from ._server_lifespan import Lifespan, LifespanFailure
 from ._server_state import ASGIApp, ServerState, logger
 
-__all__ = ["ServerStartupError", "open_listeners", "run_server", "serve_tcp"]
+__all__ = [
+    "STOP_SIGNALS",
+    "ServerStartupError",
+    "bind_sockets",
+    "configure_logging",
+    "open_listeners",
+    "run_server",
+    "serve_tcp",
+    "stop_request",
+]
 
 # accept() errors that mean "out of resources, try again shortly" (as trio.serve_listeners).
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -36,6 +52,10 @@ _FORCE_GRACE = 1.0
 # Watchdog period: a tenth of the shortest timeout, within these bounds.
 _MIN_TICK = 0.01
 _MAX_TICK = 0.5
+_SIGQUIT: int | None = getattr(signal, "SIGQUIT", None)  # absent on Windows
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGQUIT) if s is not None)
+# HTTP client libraries log every request at INFO: a gateway's health probes would flood the log.
+_CHATTY_LOGGERS = ("httpx", "httpcore")
 
 
 class ServerStartupError(Exception):
@@ -55,33 +75,61 @@ async def open_listeners(config: ServerConfig) -> list[trio.SocketListener]:
         )
     except socket.gaierror as exc:
         raise ServerStartupError(f"cannot resolve host {config.host!r}: {exc}") from None
-    listeners: list[trio.SocketListener] = []
+    return _wrap(_bind_all(config, infos))
+
+
+def bind_sockets(config: ServerConfig) -> list[socket.socket]:
+    """Blocking twin of :func:`open_listeners` returning plain listening sockets.
+
+    A supervising process binds once with it and hands the sockets to its workers, so a
+    second server on the same port fails to bind instead of silently sharing it.
+
+    Raises:
+        ServerStartupError: the host does not resolve or an address cannot be bound.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            config.host or None, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServerStartupError(f"cannot resolve host {config.host!r}: {exc}") from None
+    return _bind_all(config, infos)
+
+
+def _bind_all(config: ServerConfig, infos: Sequence[tuple[Any, ...]]) -> list[socket.socket]:
+    """Bind and listen on each distinct address of ``infos``; all or none stay open."""
+    sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
         for family, type_, proto, _, sockaddr in infos:
             if (family, sockaddr) in seen:
                 continue
             seen.add((family, sockaddr))
-            sock = trio.socket.socket(family, type_, proto)
+            sock = socket.socket(family, type_, proto)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if config.reuse_port:
+                if config.reuse_port:  # explicit opt-in only: it lets other servers share the port
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                await sock.bind(sockaddr)
+                sock.bind(sockaddr)
                 sock.listen(config.backlog)
             except OSError as exc:
                 sock.close()
                 raise ServerStartupError(
-                    f"cannot listen on {sockaddr[0]}:{sockaddr[1]}: {exc.strerror or exc}"
+                    f"cannot listen on {sockaddr[0]!s}:{sockaddr[1]}: {exc.strerror or exc}"
                 ) from None
-            listeners.append(trio.SocketListener(sock))
+            sockets.append(sock)
     except BaseException:
-        for listener in listeners:
-            listener.socket.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return listeners
+    return sockets
+
+
+def _wrap(sockets: Sequence[socket.socket]) -> list[trio.SocketListener]:
+    """Trio listeners over listening stdlib sockets (bound here or inherited)."""
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
 
 
 class _Server:
@@ -188,7 +236,7 @@ class _Server:
                 await conn.run()
             finally:
                 self.state.unregister(conn)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one connection's bug must not stop the server
             logger.exception("connection handler crashed")
             await trio.aclose_forcefully(stream)
         finally:
@@ -201,6 +249,7 @@ async def serve_tcp(
     config: ServerConfig | None = None,
     *,
     shutdown_trigger: trio.Event | None = None,
+    sockets: Sequence[socket.socket] | None = None,
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` is set, then shut down gracefully.
@@ -209,32 +258,68 @@ async def serve_tcp(
     list once the server accepts connections. Without a trigger it serves until cancelled
     (cancellation is abrupt: no drain, no lifespan shutdown).
 
+    ``sockets``, when given, are already listening (a supervisor bound them once for all
+    its worker processes); they are served instead of binding ``config.host:config.port``,
+    and this function owns them: it closes them when it returns.
+
     Raises:
         ServerStartupError: lifespan startup failed or the address could not be bound.
     """
     config = config if config is not None else ServerConfig()
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     failure: str | None = None
-    async with trio.open_nursery() as nursery:
-        lifespan = Lifespan(app, config.lifespan_timeout)
-        await nursery.start(lifespan.run)
-        try:
-            await lifespan.startup()
-        except LifespanFailure as exc:
-            failure = f"lifespan startup failed: {exc}"
-        else:
+    try:
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(app, config.lifespan_timeout)
+            await nursery.start(lifespan.run)
             try:
-                listeners = await open_listeners(config)
-            except ServerStartupError as exc:
-                failure = str(exc)
+                await lifespan.startup()
+            except LifespanFailure as exc:
+                failure = f"lifespan startup failed: {exc}"
             else:
-                state = ServerState(app, config, lifespan.state)
-                await _Server(state, listeners).run(trigger, task_status=task_status)
-            await lifespan.shutdown()  # only after every connection has drained
-        nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
+                try:
+                    if sockets is None:
+                        listeners = await open_listeners(config)
+                    else:
+                        listeners = _wrap(sockets)
+                except ServerStartupError as exc:
+                    failure = str(exc)
+                else:
+                    state = ServerState(app, config, lifespan.state)
+                    await _Server(state, listeners).run(trigger, task_status=task_status)
+                await lifespan.shutdown()  # only after every connection has drained
+            nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
+    finally:
+        for sock in sockets or ():
+            sock.close()  # no-op once a listener closed it
     if failure is not None:
         # raised outside the nursery so callers get it unwrapped (no ExceptionGroup)
         raise ServerStartupError(failure)
+
+
+def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:
+    """What a stop signal asks of a server that is (or is not yet) ``stopping``.
+
+    ``"drain"``: begin the graceful shutdown. ``"now"``: stop at once, dropping what is in
+    flight. ``None``: nothing new, the drain already under way continues. SIGTERM never
+    forces: one ``systemctl stop`` or ``kill -- -PGID`` can deliver it twice to the same
+    process (directly, and forwarded by a supervisor), and neither copy means "hurry".
+    """
+    if signum == _SIGQUIT or (stopping and signum == signal.SIGINT):
+        return "now"
+    return None if stopping else "drain"
+
+
+def configure_logging(level: int | str) -> None:
+    """Log to stderr at ``level``, keeping HTTP client libraries at WARNING unless debugging.
+
+    Every server process (the single one, a supervisor, each worker) calls this, so all of
+    them log alike; a worker starts with a fresh interpreter and inherits no configuration.
+    """
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_server(
@@ -242,15 +327,18 @@ def run_server(
     config: ServerConfig,
     *,
     on_started: Callable[[list[tuple[str, int]]], None] | None = None,
-    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    sockets: Sequence[socket.socket] | None = None,
+    signals: tuple[int, ...] = STOP_SIGNALS,
 ) -> None:
-    """Run a server in this thread until one of ``signals`` arrives (a second one forces).
+    """Run a server in this thread until one of ``signals`` stops it (see :func:`stop_request`).
+
+    ``sockets`` are already-listening sockets to serve, as in :func:`serve_tcp`.
 
     Raises:
         ServerStartupError: see :func:`serve_tcp`.
     """
     try:
-        trio.run(_run_until_signal, app, config, on_started, signals)
+        trio.run(_run_until_signal, app, config, on_started, sockets, signals)
     except BaseExceptionGroup as group:
         startup, rest = group.split(ServerStartupError)
         if startup is not None and rest is None:
@@ -269,6 +357,7 @@ async def _run_until_signal(
     app: ASGIApp,
     config: ServerConfig,
     on_started: Callable[[list[tuple[str, int]]], None] | None,
+    sockets: Sequence[socket.socket] | None,
     signals: tuple[int, ...],
 ) -> None:
     trigger = trio.Event()
@@ -278,15 +367,22 @@ async def _run_until_signal(
             async def watch(*, task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 async for signum in received:
-                    if trigger.is_set():
-                        logger.warning("second signal: stopping now")
+                    name = signal.Signals(signum).name
+                    action = stop_request(signum, trigger.is_set())
+                    if action == "now":
+                        logger.warning("%s received: stopping now", name)
                         nursery.cancel_scope.cancel()
-                    else:
-                        logger.info("%s received: shutting down", signal.Signals(signum).name)
+                    elif action == "drain":
+                        logger.info("%s received: shutting down gracefully", name)
                         trigger.set()
+                    else:
+                        logger.info("%s received: already shutting down gracefully", name)
 
             async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                await serve_tcp(app, config, shutdown_trigger=trigger, task_status=task_status)
+                await serve_tcp(
+                    app, config, shutdown_trigger=trigger, sockets=sockets,
+                    task_status=task_status,
+                )
                 nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals
 
             await nursery.start(watch)
