@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -45,6 +45,7 @@ __all__ = [
 Headers = Iterable[tuple[bytes, bytes]]
 HeaderList = list[tuple[bytes, bytes]]
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 HOP_BY_HOP = frozenset({
     b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate",
@@ -77,9 +78,13 @@ def _to_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
-def _check_hops(_inst: Any, _attr: Any, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"trusted_hops must be an integer >= 0, got {value!r}")
+def _hop_count(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{name} must be an integer >= 0 or None, got {value!r}")
+    return check
 
 
 def _check_mode(_inst: Any, _attr: Any, value: Any) -> None:
@@ -91,12 +96,34 @@ def _check_mode(_inst: Any, _attr: Any, value: Any) -> None:
 class ForwardedConfig:
     """Who we trust for forwarding headers, and which ones we emit.
 
+    Which address is the client (X-Real-IP, logs, ``hash_on="client_ip"``):
+
+    * a peer outside ``trusted_proxies`` is the client itself, and whatever it
+      wrote in ``X-Forwarded-For``/``X-Real-IP``/``Forwarded`` is not believed;
+    * from a trusted peer, with ``xff_num_trusted_hops`` unset (the default),
+      ``X-Forwarded-For`` is walked from the right over addresses inside
+      ``trusted_proxies``; the first one outside them is the client (nginx's
+      ``real_ip_recursive``, Envoy's ``xff_trusted_cidrs``). Every entry left
+      of it may have been forged by that client and is never read;
+    * from a trusted peer, with ``xff_num_trusted_hops=N``, the client is the
+      N-th entry from the right of the incoming ``X-Forwarded-For`` (Envoy's
+      ``xff_num_trusted_hops`` with ``use_remote_address``): the peer and the
+      N - 1 proxies behind it each appended one entry. ``N=0`` means the peer is
+      the client. Use this when the proxies in front have addresses you cannot
+      list, e.g. a cloud load balancer.
+
     Attributes:
-        trusted_proxies: CIDRs (``"10.0.0.0/8"``, ``"127.0.0.1"``) of proxies in
-            front of us; parsed into :attr:`networks` at construction.
-        trusted_hops: when the peer is trusted, how many more trusted proxies
-            appended to X-Forwarded-For; the client is entry ``trusted_hops + 1``
-            from the right (Envoy's rule). Use 0 when the peer is the only proxy.
+        trusted_proxies: CIDRs (``"10.0.0.0/8"``, ``"127.0.0.1"``) of the proxies
+            in front of us; parsed into :attr:`networks` at construction. Only a
+            peer inside one of them is believed about the client; to trust every
+            peer (a hop count decided by the network layout alone) list
+            ``"0.0.0.0/0"`` and ``"::/0"`` explicitly.
+        xff_num_trusted_hops: ``None`` for the rightmost-untrusted rule above, or
+            the number of trusted proxy hops (Envoy's count; needs
+            ``trusted_proxies``).
+        trusted_hops: an older spelling of the hop count that did not count the
+            peer: ``trusted_hops=h`` is ``xff_num_trusted_hops=h + 1``. Kept for
+            existing callers; give one of the two, not both.
         xff_mode: ``"append"`` keeps the incoming X-Forwarded-For chain and appends
             the peer; ``"replace"`` sends only the peer (unless the peer is trusted,
             then the chain is kept).
@@ -105,7 +132,10 @@ class ForwardedConfig:
     """
 
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
-    trusted_hops: int = attrs.field(default=1, validator=_check_hops)
+    xff_num_trusted_hops: int | None = attrs.field(
+        default=None, validator=_hop_count("xff_num_trusted_hops"))
+    trusted_hops: int | None = attrs.field(default=None, validator=_hop_count("trusted_hops"),
+                                           repr=False, eq=False)
     xff_mode: str = attrs.field(default="append", validator=_check_mode)
     forwarded: bool = True
     x_forwarded: bool = True
@@ -119,16 +149,30 @@ class ForwardedConfig:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"Invalid trusted proxy {cidr!r}: {exc}") from None
         object.__setattr__(self, "networks", tuple(networks))
+        if self.trusted_hops is not None:
+            if self.xff_num_trusted_hops is not None:
+                raise ConfigError("Give xff_num_trusted_hops or trusted_hops, not both "
+                                  "(trusted_hops=h is xff_num_trusted_hops=h + 1)")
+            object.__setattr__(self, "xff_num_trusted_hops", self.trusted_hops + 1)
+        elif self.xff_num_trusted_hops and not networks:
+            # A hop count with nobody trusted would be silently ignored.
+            raise ConfigError(
+                "xff_num_trusted_hops needs trusted_proxies: the peers allowed to report "
+                "the client address (use ['0.0.0.0/0', '::/0'] to trust every peer)")
 
     def is_trusted(self, peer_ip: str | None) -> bool:
         """True if ``peer_ip`` is inside one of :attr:`trusted_proxies`."""
         if not self.networks or not peer_ip:
             return False
         ip = _parse_ip(peer_ip)
-        return ip is not None and any(ip in net for net in self.networks)
+        return ip is not None and self.covers(ip)
+
+    def covers(self, ip: _Address) -> bool:
+        """True if the parsed address ``ip`` is inside one of :attr:`networks`."""
+        return any(ip in net for net in self.networks)
 
 
-def _parse_ip(text: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parse_ip(text: str | bytes) -> _Address | None:
     try:
         ip = ipaddress.ip_address(text.decode("ascii") if isinstance(text, bytes) else text)
     except (ValueError, UnicodeDecodeError):
@@ -184,29 +228,53 @@ def _finish_hop(out: HeaderList, connection: list[bytes], te_trailers: bool,
 
 
 def client_ip(peer_ip: str | None, headers: Headers, cfg: ForwardedConfig) -> str:
-    """The client address to log, rate-limit and hash on (Envoy's rule).
+    """The client address to log, rate-limit and hash on.
 
-    The TCP peer, unless the peer is a trusted proxy: then X-Forwarded-For is
-    walked from the right over ``trusted_hops`` entries and the next one is the
-    client. Too few or malformed entries fall back to the peer. ``""`` when the
-    peer is unknown.
+    The TCP peer, unless the peer is a trusted proxy: then X-Forwarded-For
+    names the client, read by the rule :class:`ForwardedConfig` describes.
+    ``""`` when the peer is unknown.
     """
     if not peer_ip or not cfg.is_trusted(peer_ip):
         return peer_ip or ""
     return _walk_xff(peer_ip, [v for n, v in headers if n == b"x-forwarded-for"], cfg)
 
 
-def _walk_xff(peer_ip: str, chain: list[bytes], cfg: ForwardedConfig) -> str:
+def _walk_xff(peer_ip: str, lines: list[bytes], cfg: ForwardedConfig) -> str:
+    """The client named by the X-Forwarded-For ``lines`` sent by the trusted ``peer_ip``.
+
+    Several header lines form one list, in order (RFC 9110 §5.3). Each proxy
+    appends the address it received the request from, so only the entries
+    right of the client were written by proxies we trust; the walk therefore
+    never looks further left than it must, and an entry it cannot parse ends it
+    (everything left of a garbled entry is unverifiable).
+    """
+    chain = b",".join(line for line in (v.strip() for v in lines) if line)
     if not chain:
         return peer_ip
-    need = cfg.trusted_hops + 1
-    entries = b",".join(chain).rsplit(b",", need)[-need:]
-    if len(entries) < need:
-        return peer_ip
-    walked = [_parse_ip(e.strip()) for e in entries]
-    if any(ip is None for ip in walked):
-        return peer_ip
-    return str(walked[0])
+    hops = cfg.xff_num_trusted_hops
+    if hops is not None:
+        if hops == 0:
+            return peer_ip
+        entries = chain.rsplit(b",", hops)
+        if len(entries) < hops:
+            return peer_ip  # fewer proxies than declared: the chain is not what we expect
+        walked = [_parse_ip(e.strip()) for e in entries[-hops:]]
+        client = walked[0]
+        if client is None or None in walked:
+            return peer_ip
+        return str(client)
+    # Rightmost entry outside the trusted ranges (nginx real_ip_recursive): stop at the
+    # first untrusted address; on a malformed entry keep the last good one, which a
+    # trusted proxy wrote; if every entry is trusted the leftmost one is the client.
+    found = peer_ip
+    for entry in reversed(chain.split(b",")):
+        ip = _parse_ip(entry.strip())
+        if ip is None:
+            break
+        found = str(ip)
+        if not cfg.covers(ip):
+            break
+    return found
 
 
 def _forwarded_value(value: bytes) -> bytes:
