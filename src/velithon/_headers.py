@@ -40,6 +40,7 @@ __all__ = [
     "build_response_headers",
     "client_ip",
     "strip_hop_by_hop",
+    "validate_header_config",
 ]
 
 Headers = Iterable[tuple[bytes, bytes]]
@@ -275,6 +276,62 @@ def _walk_xff(peer_ip: str, lines: list[bytes], cfg: ForwardedConfig) -> str:
         if not cfg.covers(ip):
             break
     return found
+
+
+# Framing is computed for every message (the upstream pool for requests, the server for
+# responses); a configured value would contradict it and desynchronise the peer.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _config_bytes(item: Any) -> bytes | None:
+    if isinstance(item, str):
+        try:
+            return item.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+    if isinstance(item, bytes | bytearray):
+        return bytes(item)
+    return None
+
+
+def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] | None,
+                           *, direction: str) -> None:
+    """Refuse header edits that could never be sent, at construction rather than per request.
+
+    ``add``/``remove`` are a facade's ``headers_to_add``/``headers_to_remove`` (or the
+    response ones); ``direction`` (``"request"`` or ``"response"``) only words the
+    message. A name must be an HTTP token; a value may not contain CR, LF, NUL or another
+    control character (HTAB aside) nor start or end with whitespace, which is what the
+    HTTP/1.1 writers accept; ``Content-Length`` and ``Transfer-Encoding`` cannot be added
+    because the framing is computed for each message. Strings must be Latin-1.
+
+    Raises:
+        ConfigError: naming the offending header and what is wrong with it.
+    """
+    for name, value in (add or {}).items():
+        what = f"Invalid {direction} header to add {name!r}"
+        raw_name = _config_bytes(name)
+        if raw_name is None or _FIELD_NAME(raw_name) is None:
+            raise ConfigError(f"{what}: a header name must be a non-empty HTTP token "
+                              "(letters, digits and !#$%&'*+-.^_`|~), without ':' or spaces")
+        if raw_name.lower() in _FRAMING:
+            raise ConfigError(f"{what}: message framing is computed by the gateway and "
+                              "cannot be set")
+        raw_value = _config_bytes(value)
+        if raw_value is None:
+            raise ConfigError(f"{what}: the value must be a Latin-1 str or bytes, "
+                              f"got {value!r}")
+        if _CONTROL.search(raw_value):
+            raise ConfigError(f"{what}: the value contains CR, LF, NUL or another control "
+                              "character")
+        if _FIELD_VALUE(raw_value) is None:
+            raise ConfigError(f"{what}: the value starts or ends with whitespace")
+    for name in remove or ():
+        raw_name = _config_bytes(name)
+        if raw_name is None or _FIELD_NAME(raw_name) is None:
+            raise ConfigError(f"Invalid {direction} header to remove {name!r}: a header name "
+                              "must be a non-empty HTTP token, without ':' or spaces")
 
 
 def _forwarded_value(value: bytes) -> bytes:

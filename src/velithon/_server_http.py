@@ -31,8 +31,23 @@ import trio
 
 from ._exceptions import ResponseAborted
 from ._headers import H11_RESPONSE_FIELDS, split_for_h11
-from ._server_policy import RequestHead, RequestRejected, error_response, inspect_request, scan_head
-from ._server_state import ClientDisconnected, Message, ServerState, access_logger, logger
+from ._server_policy import (
+    ChunkedBodyError,
+    ChunkedFraming,
+    RequestHead,
+    RequestRejected,
+    error_response,
+    inspect_request,
+    protocol_error_message,
+    scan_head,
+)
+from ._server_state import (
+    ClientDisconnected,
+    Message,
+    ServerState,
+    access_logger,
+    logger,
+)
 from ._server_ws import WebSocketSession
 
 __all__ = ["HTTPConnection"]
@@ -157,7 +172,9 @@ class HTTPConnection:
                 await self.send_error(exc.status, exc.message)
                 return
             except h11.RemoteProtocolError as exc:
-                await self.send_error(exc.error_status_hint, str(exc) or "bad request")
+                status = exc.error_status_hint
+                logger.debug("%s sent an unparsable request head: %r", self.client, str(exc))
+                await self.send_error(status, protocol_error_message(status))
                 return
             if head.websocket:
                 await WebSocketSession(self, head).run()
@@ -218,10 +235,15 @@ class HTTPConnection:
         self._sent_100 = False
         self._expect_100 = self.conn.they_are_waiting_for_100_continue
         self._chunked = head.chunked
+        self._framing: ChunkedFraming | None = None
         if self._chunked:
-            self._fed = len(self.conn.trailing_data[0])
+            buffered = self.conn.trailing_data[0]
+            self._fed = len(buffered)
             self._chunks = 0
-        self._pull_body()
+            self._framing = ChunkedFraming(self.config.max_chunk_header_size)
+            self._check_framing(buffered)
+        if self._body_error is None:
+            self._pull_body()
         if self._body_error is not None:
             await self.send_error(*self._body_error)
             return False
@@ -312,7 +334,9 @@ class HTTPConnection:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._body_error = (exc.error_status_hint, str(exc) or "bad request body")
+                status = exc.error_status_hint
+                logger.debug("%s sent an unparsable request body: %r", self.client, str(exc))
+                self._body_error = (status, protocol_error_message(status))
                 return
             kind = type(event)
             if kind is h11.Data:
@@ -334,6 +358,20 @@ class HTTPConnection:
                 if self._chunked and event is h11.NEED_DATA:
                     self._check_chunk_overhead(len(conn.trailing_data[0]))
                 return
+
+    def _check_framing(self, data: bytes) -> None:
+        """Vet chunk-size lines in ``data`` before h11 sees it (see :class:`ChunkedFraming`).
+
+        h11 would take a 20-hex-digit size as a real length and hand the app the next
+        lines as chunk data, and it accepts a bare CR in a chunk extension.
+        """
+        framing = self._framing
+        if framing is None or framing.done:
+            return
+        try:
+            framing.feed(data)
+        except ChunkedBodyError as exc:
+            self._body_error = (400, str(exc))
 
     def _check_chunk_overhead(self, buffered: int) -> None:
         """Cap chunk-extension lines: h11 accepts and discards any length of them.
@@ -365,6 +403,9 @@ class HTTPConnection:
             return 0
         if self._chunked:
             self._fed += len(data)
+            self._check_framing(data)
+            if self._body_error is not None:
+                return len(data)  # never parsed: no byte of a bad chunk reaches the app
         conn.receive_data(data)
         self._pull_body()
         return len(data)

@@ -32,6 +32,7 @@ from ._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
+from ._server_policy import HEAD_CTL, ChunkedBodyError, ChunkedFraming
 
 __all__ = ["Connection", "UpstreamResponse", "receive_head", "send_request"]
 
@@ -43,6 +44,9 @@ _MAX_INTERIM = 16
 _HEAD_END = re.compile(rb"\n\r?\n")
 _OBS_FOLD = re.compile(rb"\n[ \t]")
 _SWITCHING = re.compile(rb"HTTP/1\.[01] 101\b")
+# Longest chunk-size line (extension included) accepted from an upstream.
+MAX_CHUNK_LINE = 4096
+_TE_FIELD = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
 _BYTES = (bytes, bytearray, memoryview)
 NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every request
@@ -53,7 +57,8 @@ Body = bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 class Connection:
     """A TCP (or TLS) stream plus the h11 state machine that lives as long as it does."""
 
-    __slots__ = ("stream", "h11", "idle_since", "keep", "_socket", "_plain", "_poller")
+    __slots__ = ("stream", "h11", "idle_since", "keep", "framing", "_socket", "_plain",
+                 "_poller")
 
     def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
         self.stream = stream
@@ -61,6 +66,10 @@ class Connection:
         self.idle_since = 0.0
         # Cleared when the request was cut short, so h11 saying DONE is not enough.
         self.keep = True
+        # The chunk framing check of the response body being read, handed from
+        # receive_head (which already fed it the body bytes read with the head) to
+        # UpstreamResponse; None when the body is not chunked.
+        self.framing: ChunkedFraming | None = None
         self._plain = not isinstance(stream, trio.SSLStream)
         transport: Any = stream if self._plain else stream.transport_stream  # type: ignore[attr-defined]
         self._socket: trio.socket.SocketType = transport.socket
@@ -140,7 +149,7 @@ async def send_request(
             # The upstream may have answered and closed already: read what it said.
             conn.keep = False
         return await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                  max_headers=max_headers)
+                                  max_headers=max_headers, method=request.method)
     return await _send_concurrently(conn, request, body, url=url,
                                     max_head_bytes=max_head_bytes, max_headers=max_headers,
                                     extra=extra)
@@ -207,7 +216,7 @@ async def _send_concurrently(
         nursery.start_soon(sender, nursery.cancel_scope)
         try:
             event = await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                       max_headers=max_headers)
+                                       max_headers=max_headers, method=request.method)
         except Exception as exc:
             failure = exc
         nursery.cancel_scope.cancel()
@@ -222,18 +231,23 @@ async def _send_concurrently(
 
 
 async def receive_head(
-    conn: Connection, *, url: str, max_head_bytes: int, max_headers: int
+    conn: Connection, *, url: str, max_head_bytes: int, max_headers: int, method: bytes
 ) -> h11.Response:
     """Read until the final (non-1xx) response head, enforcing our own head limits.
 
-    h11 checks ``max_incomplete_event_size`` only while a head is incomplete, and
-    silently unfolds obs-fold, so the head bytes are checked here as well.
+    h11 checks ``max_incomplete_event_size`` only while a head is incomplete,
+    silently unfolds obs-fold and accepts most control characters in field
+    values, so the head bytes are checked here as well. For a chunked body the
+    body bytes that came with the head are checked before anything is relayed
+    (``method`` says whether a body follows at all), so a response whose first
+    chunk is already malformed is refused as a whole.
     """
     h = conn.h11
-    buf = b""  # the raw head bytes seen so far; usually one receive
+    conn.framing = None
+    buffered, closed = h.trailing_data
+    buf = buffered  # the raw bytes seen so far, h11's buffer included; usually one receive
     pos = 0  # where the current head starts in buf
     interim = 0
-    buffered, closed = h.trailing_data
     # Usually nothing is buffered yet: read first instead of asking h11 (saves ~2 µs).
     event: Any = h11.NEED_DATA if not buffered and not closed else None
     while True:
@@ -286,13 +300,37 @@ async def receive_head(
             )
         if _OBS_FOLD.search(buf, pos, end):
             raise UpstreamProtocolError(f"{url} sent an obsolete folded header line")
-        pos = end
+        if HEAD_CTL.search(buf, pos, end):
+            raise UpstreamProtocolError(f"{url} sent a control character in the response head")
+        head_start, pos = pos, end
         if type(event) is h11.Response:
+            if _chunked_body(event.status_code, method, buf, head_start, end):
+                framing = ChunkedFraming(MAX_CHUNK_LINE)
+                try:
+                    framing.feed(buf[end:])
+                except ChunkedBodyError as exc:
+                    raise UpstreamProtocolError(
+                        f"{url} sent a malformed chunked body: {exc}") from None
+                conn.framing = framing
             return event
         interim += 1  # 100 Continue, 102, 103: skipped
         if interim > _MAX_INTERIM:
             raise UpstreamProtocolError(f"{url} sent more than {_MAX_INTERIM} 1xx responses")
         event = None
+
+
+def _chunked_body(status: int, method: bytes, buf: bytes, start: int, end: int) -> bool:
+    """True if a chunked body follows the head in ``buf[start:end]``, as h11 frames it.
+
+    RFC 9112 §6.3: no body after a HEAD request, a 204 or a 304, whatever the
+    fields say; otherwise any ``Transfer-Encoding`` means chunked (h11 refuses
+    every other coding). The head was parsed by h11 already, so a line that
+    starts with the field name is that field; searching the raw bytes avoids
+    walking h11's header list on every response.
+    """
+    if method == b"HEAD" or status == 204 or status == 304:
+        return False
+    return _TE_FIELD.search(buf, start, end) is not None
 
 
 class UpstreamResponse:
@@ -307,7 +345,7 @@ class UpstreamResponse:
     """
 
     __slots__ = ("status", "reason", "headers", "http_version", "content_length", "reusable",
-                 "_conn", "_release", "_url", "_done", "_error")
+                 "_conn", "_release", "_url", "_done", "_error", "_framing")
 
     def __init__(self, event: h11.Response, conn: Connection,
                  release: Callable[[Connection, bool], None], url: str) -> None:
@@ -340,6 +378,7 @@ class UpstreamResponse:
         self._url = url
         self._done = False
         self._error: BaseException | None = None
+        self._framing = conn.framing
 
     def __repr__(self) -> str:
         state = "done" if self._done else ("failed" if self._error else
@@ -424,6 +463,16 @@ class UpstreamResponse:
                     self._fail(UpstreamBodyError(
                         f"{self._url}: connection broke during the response body: {exc}"))
                     raise self._error from exc  # type: ignore[misc]
+                framing = self._framing
+                if framing is not None and data and not framing.done:
+                    # checked before h11 parses it: a bad size line would make h11
+                    # hand out the following bytes as chunk data
+                    try:
+                        framing.feed(data)
+                    except ChunkedBodyError as exc:
+                        self._fail(UpstreamBodyError(
+                            f"{self._url}: malformed chunked response body: {exc}"))
+                        raise self._error from None  # type: ignore[misc]
                 conn.h11.receive_data(data)
         except BaseException:
             # Cancelled, or anything above: a half-read connection is never reused.
