@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from velithon import ConfigError
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import BackendResponse, RecordedRequest, open_backend
@@ -224,7 +225,8 @@ async def test_14_client_ip_hashing_ignores_spoofed_xff_from_untrusted_peer() ->
 @bounded(10)
 async def test_15_trusted_peer_chain_is_walked_and_extended() -> None:
     async with open_backend() as b:
-        route = GatewayRoute("/api/{path:path}", [b.url], trusted_proxies=["127.0.0.1"])
+        route = GatewayRoute("/api/{path:path}", [b.url],
+                             trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
         async with gateway(route) as gw:
             one_line = await gw.raw(request_bytes("GET", "/api/one", [
                 ("X-Forwarded-For", "203.0.113.7, 10.0.0.2"),
@@ -236,24 +238,27 @@ async def test_15_trusted_peer_chain_is_walked_and_extended() -> None:
     first, second = b.requests
     for seen in (first, second):
         assert seen.header_values("x-forwarded-for") == ["203.0.113.7, 10.0.0.2, 127.0.0.1"]
-        # Envoy's rule with trusted_hops=1: the client is the 2nd entry from the right
+        # the client is the rightmost address outside the trusted ranges
         assert seen.header_values("x-real-ip") == ["203.0.113.7"]
     # a trusted proxy's scheme and host claims are kept
     assert first.header_values("x-forwarded-proto") == ["https"]
     assert first.header_values("x-forwarded-host") == ["shop.example"]
 
 
-@pytest.mark.parametrize("xff", [
-    "unknown",
-    "unknown, 10.0.0.2",
-    "1.2.3.4:80, 10.0.0.2",
-    "[::1], 10.0.0.2",
-    "<script>, 10.0.0.2",
-    "," * 8192,
-    "999.1.1.1, 10.0.0.2",
+@pytest.mark.parametrize(("xff", "client"), [
+    ("unknown", "127.0.0.1"),
+    ("unknown, 10.0.0.2", "10.0.0.2"),
+    ("1.2.3.4:80, 10.0.0.2", "10.0.0.2"),
+    ("[::1], 10.0.0.2", "10.0.0.2"),
+    ("<script>, 10.0.0.2", "10.0.0.2"),
+    ("," * 8192, "127.0.0.1"),
+    ("999.1.1.1, 10.0.0.2", "10.0.0.2"),
+    ("10.0.0.2, unknown", "127.0.0.1"),
 ])
 @bounded(10)
-async def test_15_malformed_xff_from_trusted_peer_falls_back_to_peer(xff: str) -> None:
+async def test_15_malformed_xff_from_trusted_peer_falls_back_to_peer(xff: str, client: str) -> None:
+    """The walk from the right stops at the first entry that is not an address: what it
+    found so far (or the peer) is the client; nothing left of a bad entry is believed."""
     async with open_backend() as b:
         route = GatewayRoute("/api/{path:path}", [b.url], trusted_proxies=["127.0.0.1"])
         async with gateway(route) as gw:
@@ -261,7 +266,7 @@ async def test_15_malformed_xff_from_trusted_peer_falls_back_to_peer(xff: str) -
             assert response.status == 200
             await gw.assert_serves()
     [seen] = b.requests
-    assert seen.header_values("x-real-ip") == ["127.0.0.1"]
+    assert seen.header_values("x-real-ip") == [client]
     [chain] = seen.header_values("x-forwarded-for")
     assert chain.endswith("127.0.0.1")
 
@@ -275,7 +280,7 @@ async def test_15_client_ip_hashing_uses_the_trusted_client_address() -> None:
             open_backend(name="c") as c:
         route = GatewayRoute("/api/{path:path}", [a.url, b.url, c.url],
                              load_balancing_strategy="hash", hash_on="client_ip",
-                             trusted_proxies=["127.0.0.1"])
+                             trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
         async with gateway(route) as gw, httpx.AsyncClient(base_url=gw.url) as client:
             per_client: dict[str, set[str]] = {}
             for _ in range(2):
@@ -356,54 +361,19 @@ async def test_17_underscore_lookalikes_of_sensitive_headers_are_dropped(facade:
     assert seen.body == body and seen.header_values("content-length") == ["3"]
 
 
-@bounded(10)
-async def test_17_crlf_in_configured_request_header_is_a_clean_error() -> None:
-    async with open_backend() as b:
-        route = GatewayRoute("/api/{path:path}", [b.url], max_retries=0,
-                             headers_to_add={"X-Evil": "a\r\nX-Injected: 1"})
-        async with gateway(route) as gw:
-            async with gw.connect() as conn:
-                await conn.send(request_bytes("GET", "/api/x"))
-                response = await conn.receive_response(timeout=3)
-                # the client connection stays in sync: the next request is a new request
-                await conn.send(request_bytes("GET", "/local/ping"))
-                follow_up = await conn.receive_response(timeout=3)
-            await gw.assert_serves()
-    assert response.status in (500, 502)
-    assert_gateway_error(response, response.status)
-    assert "x-injected" not in header_names(response.headers)
-    assert follow_up.status == 200 and follow_up.json() == {"pong": True}
-    assert b.connections_accepted == 0  # nothing (let alone a split request) was sent
+@pytest.mark.parametrize("edit", [
+    {"headers_to_add": {"X-Evil": "a\r\nX-Injected: 1"}},
+    {"headers_to_add": {"X-Evil": "a\x00b"}},
+    {"headers_to_add": {"Bad Name": "v"}},
+])
+def test_17_unsendable_configured_request_header_is_a_config_error(edit: dict[str, Any]) -> None:
+    """A header edit that could never be sent is refused when the route is built, naming
+    the header, instead of turning every request into a 502."""
+    with pytest.raises(ConfigError, match="X-Evil|Bad Name"):
+        GatewayRoute("/api/{path:path}", ["http://127.0.0.1:9"], **edit)
 
 
-@bounded(10)
-async def test_17_gateway_config_error_does_not_trip_the_targets_breaker() -> None:
-    """``UpstreamRequestError`` is documented as "not the target's fault"; a gateway
-    misconfiguration on one route must not mark the backend as failing."""
-    async with open_backend() as b:
-        route = GatewayRoute("/api/{path:path}", [b.url], max_retries=0, max_failures=2,
-                             headers_to_add={"X-Evil": "a\r\nX-Injected: 1"})
-        async with gateway(route) as gw, httpx.AsyncClient(base_url=gw.url) as client:
-            statuses = [(await client.get("/api/x")).status_code for _ in range(3)]
-            [status] = await route.targets_status()
-    assert b.connections_accepted == 0
-    assert status["breaker_state"] == "closed", (statuses, status)
-    assert status["failures"] == 0 and status["in_flight"] == 0, status
-    assert statuses == [statuses[0]] * 3  # never turns into "breaker open" 503s
-
-
-@bounded(10)
-async def test_17_crlf_in_configured_response_header_never_splits_the_response() -> None:
-    async with open_backend() as b:
-        proxy = ProxyMiddleware(targets=[b.url], path_prefix="/api", health_check_interval=3600,
-                                add_response_headers={"X-Evil": "a\r\nSet-Cookie: evil=1"})
-        async with gateway(middleware=[proxy]) as gw:
-            async with gw.connect() as conn:
-                await conn.send(request_bytes("GET", "/api/x"))
-                response = await conn.receive_response(timeout=3)
-                rest = await conn.receive_until_close(timeout=3)
-            await gw.assert_serves()
-    assert response.status in (500, 502)
-    assert_error_json(response, response.status)
-    assert "set-cookie" not in header_names(response.headers)
-    assert b"evil" not in rest
+def test_17_unsendable_configured_response_header_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="X-Evil"):
+        ProxyMiddleware(targets=["http://127.0.0.1:9"], path_prefix="/api",
+                        add_response_headers={"X-Evil": "a\r\nSet-Cookie: evil=1"})

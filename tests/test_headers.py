@@ -177,7 +177,7 @@ def test_client_ip_without_a_trusted_peer_or_header() -> None:
     assert client_ip(None, [(b"x-forwarded-for", b"1.1.1.1")], cfg) == ""
     # An IPv4-mapped peer (dual-stack listener) matches an IPv4 network.
     assert client_ip("::ffff:10.0.0.1", [(b"x-forwarded-for", b"1.1.1.1, 2.2.2.2")],
-                     cfg) == "1.1.1.1"
+                     cfg) == "2.2.2.2"
 
 
 def test_ipv6_peer_and_unknown_peer_in_forwarded() -> None:

@@ -479,7 +479,6 @@ def _bad_route() -> GatewayRoute:
                         headers_to_add={"X-Trace": "a\r\nb"})
 
 
-@pytest.mark.xfail(strict=True, reason="validate_header_config is not called by the facades yet")
 @pytest.mark.parametrize("build", [
     _bad_route,
     lambda: ProxyMiddleware(None, targets=["http://127.0.0.1:9"],

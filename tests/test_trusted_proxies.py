@@ -356,14 +356,11 @@ def _facades_take_hop_count() -> bool:
     return True
 
 
-@pytest.mark.xfail(strict=True, reason="the facades do not take xff_num_trusted_hops yet")
 def test_facades_take_a_hop_count() -> None:
     assert _facades_take_hop_count()
 
 
 @FACADES
-@pytest.mark.skipif(not _facades_take_hop_count(),
-                    reason="the facades do not take xff_num_trusted_hops yet")
 @bounded(10)
 async def test_gateway_hop_count(facade: str) -> None:
     async with open_backend() as b:

@@ -37,6 +37,7 @@ from ._websockets import WebSocketState as WebSocketState
 
 # The load-balancing gateway (also importable from the seed's module paths:
 # velithon.gateway, velithon.middleware.proxy, velithon._velithon).
+from ._exceptions import ConfigError as ConfigError
 from ._exceptions import NoTargetAvailable as NoTargetAvailable
 from ._exceptions import VelithonError as VelithonError
 from ._gateway import Gateway as Gateway

@@ -56,6 +56,7 @@ from ._headers import (
     build_request_headers,
     build_response_headers,
     client_ip,
+    validate_header_config,
 )
 from ._paths import PathTemplate, upstream_target
 from ._retry import RetryPolicy
@@ -113,6 +114,9 @@ class ForwardConfig:
                 raise ValueError(f"failure_statuses must hold 5xx statuses, got {status!r}")
         if self.hash_on is not None:
             parse_hash_on(self.hash_on)
+        validate_header_config(self.headers_to_add, self.headers_to_remove, direction="request")
+        validate_header_config(self.response_headers_to_add, self.response_headers_to_remove,
+                               direction="response")
 
 
 def parse_hash_on(spec: str) -> tuple[str, str]:

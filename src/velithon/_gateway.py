@@ -171,7 +171,8 @@ def _forward_config(
     *, timeout_ms: int, max_retries: int, preserve_host: bool,
     headers_to_add: Mapping[str, str] | None, headers_to_remove: Iterable[str] | None,
     retry_on_statuses: Iterable[int], retry_non_idempotent: bool, trusted_proxies: Sequence[str],
-    hash_on: str | None, per_try_timeout_ms: int | None, client_body_timeout_ms: int,
+    xff_num_trusted_hops: int | None, hash_on: str | None, per_try_timeout_ms: int | None,
+    client_body_timeout_ms: int,
     buffer_chunked_uploads: int, failure_statuses: Iterable[int], **paths: Any,
 ) -> ForwardConfig:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -189,7 +190,8 @@ def _forward_config(
         preserve_host=preserve_host,
         headers_to_add=dict(headers_to_add or {}),
         headers_to_remove=tuple(h.lower() for h in (headers_to_remove or ())),
-        forwarded=ForwardedConfig(trusted_proxies=tuple(trusted_proxies)),
+        forwarded=ForwardedConfig(trusted_proxies=tuple(trusted_proxies),
+                                  xff_num_trusted_hops=xff_num_trusted_hops),
         hash_on=hash_on,
         **paths,
     )
@@ -237,6 +239,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         per_try_timeout_ms: int | None = None,
         hash_on: str | None = None,
         trusted_proxies: Sequence[str] = (),
+        xff_num_trusted_hops: int | None = None,
         include_in_schema: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         max_requests_per_target: int | None = None,
@@ -288,7 +291,8 @@ class GatewayRoute(BaseRoute, BalancedFacade):
             timeout_ms=timeout_ms, max_retries=max_retries, preserve_host=preserve_host,
             headers_to_add=headers_to_add, headers_to_remove=headers_to_remove,
             retry_on_statuses=retry_on_statuses, retry_non_idempotent=retry_non_idempotent,
-            trusted_proxies=trusted_proxies, hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
+            trusted_proxies=trusted_proxies, xff_num_trusted_hops=xff_num_trusted_hops,
+            hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
             client_body_timeout_ms=client_body_timeout_ms,
             buffer_chunked_uploads=buffer_chunked_uploads, failure_statuses=failure_statuses,
             template=template, strip_path=strip_path,
