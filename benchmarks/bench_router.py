@@ -16,8 +16,8 @@ import time
 
 import trio
 
-from velithon._balancer import BalancerConfig, open_balancer
-from velithon._strategies import create_strategy
+from velithon._lb.system import BalancerConfig, open_balancer
+from velithon._lb.strategies import create_strategy
 
 from _results import write_section
 

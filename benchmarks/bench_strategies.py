@@ -18,7 +18,7 @@ import argparse
 import random
 import time
 
-from velithon._strategies import STRATEGY_NAMES, create_strategy
+from velithon._lb.strategies import STRATEGY_NAMES, create_strategy
 
 from _results import write_section
 

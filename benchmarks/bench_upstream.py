@@ -75,7 +75,7 @@ async def _run_trio(make: Callable[[], Awaitable[object]], total: int, concurren
 
 
 async def bench_pool(port: int, total: int, concurrency: int) -> float:
-    from velithon._upstream import UpstreamPool
+    from velithon._proxy.pool import UpstreamPool
 
     headers = [(b"host", b"127.0.0.1:%d" % port), (b"user-agent", b"bench"),
                (b"accept", b"*/*")]

@@ -13,13 +13,13 @@ import pytest
 import trio
 import trio.testing
 
-from velithon._balancer import Balancer, BalancerConfig, open_balancer
-from velithon._breaker import BreakerConfig
+from velithon._lb.system import Balancer, BalancerConfig, open_balancer
+from velithon._lb.breaker import BreakerConfig
 from velithon._exceptions import NoTargetAvailable
-from velithon._health import HealthCheckConfig
-from velithon._messages import ProbeResult
-from velithon._outlier import OutlierConfig
-from velithon._supervisor import RestartIntensityExceeded, SupervisorConfig
+from velithon._lb.health import HealthCheckConfig
+from velithon._lb.messages import ProbeResult
+from velithon._lb.outlier import OutlierConfig
+from velithon._lb.supervisor import RestartIntensityExceeded, SupervisorConfig
 
 A, B, C = "http://a.test:8001", "http://b.test:8002", "http://c.test:8003"
 
@@ -296,8 +296,8 @@ def test_actor_statistics_and_reprs() -> None:
         probe = FakeProbe(A, B)
         async with balancer(probe) as b:
             await pick_urls(b, 3)
-            from velithon._router import RouterActor
-            from velithon._target import TargetActor, TargetState
+            from velithon._lb.router import RouterActor
+            from velithon._lb.target import TargetActor, TargetState
 
             send, receive = trio.open_memory_channel[object](8)
             router = RouterActor(b.state.router, receive, send)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from velithon._breaker import BreakerConfig, BreakerState, CircuitBreaker
+from velithon._lb.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 T0 = 1000.0
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from velithon import Velithon
-from velithon._proxy_client import ProxyRequestError, ProxyResult
+from velithon._facades.client import ProxyRequestError, ProxyResult
 from velithon._velithon import ProxyClient, ProxyLoadBalancer
 from velithon.gateway import Gateway, GatewayRoute, forward_to, gateway_route
 from velithon.middleware.proxy import ProxyMiddleware

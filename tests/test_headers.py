@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon._exceptions import ConfigError
-from velithon._headers import (
+from velithon._proxy.headers import (
     FORWARDING,
     HOP_BY_HOP,
     ForwardedConfig,

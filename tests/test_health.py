@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velithon._health import HealthCheckConfig, HealthState, parse_statuses
+from velithon._lb.health import HealthCheckConfig, HealthState, parse_statuses
 
 FAST = settings(max_examples=150, deadline=None)
 

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from velithon._outlier import FailureStreak, OutlierConfig, OutlierDetector
+from velithon._lb.outlier import FailureStreak, OutlierConfig, OutlierDetector
 
 # ---- FailureStreak ----------------------------------------------------------------
 

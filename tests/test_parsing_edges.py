@@ -31,9 +31,9 @@ from server_support import (
 )
 
 from velithon._exceptions import ConfigError, UpstreamBodyError, UpstreamProtocolError
-from velithon._headers import validate_header_config
-from velithon._server_policy import MAX_CHUNK_SIZE, ChunkedBodyError, ChunkedFraming
-from velithon._upstream import UpstreamPool
+from velithon._proxy.headers import validate_header_config
+from velithon.server._policy import MAX_CHUNK_SIZE, ChunkedBodyError, ChunkedFraming
+from velithon._proxy.pool import UpstreamPool
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import (

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon._exceptions import ConfigError, UnsafePathError
-from velithon._paths import (
+from velithon._proxy.paths import (
     check_path_safety,
     compile_rewrite,
     compile_template,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from velithon._reply import Reply
+from velithon._lb.reply import Reply
 
 
 async def test_value_sent_before_wait_is_returned() -> None:

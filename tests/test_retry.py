@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velithon._retry import ERROR_KINDS, RetryBudget, RetryPolicy, is_idempotent
+from velithon._lb.retry import ERROR_KINDS, RetryBudget, RetryPolicy, is_idempotent
 
 FAST = settings(max_examples=150, deadline=None)
 METHODS = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH", "CONNECT", "get"]

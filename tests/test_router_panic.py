@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from velithon._breaker import BreakerState
+from velithon._lb.breaker import BreakerState
 from velithon._exceptions import NoTargetAvailable
-from velithon._outlier import OutlierDetector
-from velithon._router import RouteEntry, RouterState
-from velithon._strategies import create_strategy
+from velithon._lb.outlier import OutlierDetector
+from velithon._lb.router import RouteEntry, RouterState
+from velithon._lb.strategies import create_strategy
 
 
 def _router(states: list[BreakerState], *, healthy: list[bool] | None = None,

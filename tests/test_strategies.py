@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velithon._strategies import STRATEGY_NAMES, LatencyEwma, create_strategy, validate_weights
+from velithon._lb.strategies import STRATEGY_NAMES, LatencyEwma, create_strategy, validate_weights
 
 FAST = settings(max_examples=100, deadline=None)
 NAMES = [f"http://t{i}:80" for i in range(12)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from velithon._supervisor import RestartIntensityExceeded, SupervisedStats, SupervisorConfig, supervise
+from velithon._lb.supervisor import RestartIntensityExceeded, SupervisedStats, SupervisorConfig, supervise
 
 
 async def test_crashing_actor_restarts_with_doubling_backoff(autojump_clock: trio.abc.Clock) -> None:

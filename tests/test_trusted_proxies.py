@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon._exceptions import ConfigError
-from velithon._headers import ForwardedConfig, build_request_headers, client_ip
+from velithon._proxy.headers import ForwardedConfig, build_request_headers, client_ip
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import open_backend

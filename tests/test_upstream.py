@@ -28,7 +28,7 @@ from velithon._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
-from velithon._upstream import Origin, PoolStatistics, UpstreamPool
+from velithon._proxy.pool import Origin, PoolStatistics, UpstreamPool
 
 from _raw_backend import CLOSE, THEN_CLOSE, Reader, Scripted, ok, serve
 

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._server_config import ServerConfig
-from ._server_run import ServerStartupError, configure_logging, run_server
+from .server._config import ServerConfig
+from .server._run import ServerStartupError, configure_logging, run_server
 
 __all__ = ["AppLoadError", "load_app", "main"]
 
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     try:
         if args.workers > 1:
-            from ._server_workers import run_workers
+            from .server._workers import run_workers
 
             return run_workers(load_app, args.app, config, args.workers, on_started=_announce)
         run_server(app, config, on_started=_announce)

@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 
-from ._app import Velithon
-from ._gateway import GatewayRoute
-from ._server_config import ServerConfig
-from ._server_run import serve_tcp
+from ._app.application import Velithon
+from ._facades.route import GatewayRoute
+from .server._config import ServerConfig
+from .server._run import serve_tcp
 
 
 def backend_app(name: str, health: dict[str, bool]) -> Velithon:
@@ -28,7 +28,7 @@ def backend_app(name: str, health: dict[str, bool]) -> Velithon:
 
     @app.get("/health")
     async def healthcheck() -> Any:
-        from ._responses import JSONResponse
+        from ._app.responses import JSONResponse
 
         ok = health[name]
         return JSONResponse({"status": "healthy" if ok else "failing", "backend": name},
@@ -64,7 +64,7 @@ def gateway_app(targets: list[str], health: dict[str, bool]) -> Velithon:
     @app.get("/backends/{name}/{state}")
     async def switch(name: str, state: str) -> Any:
         if name not in health or state not in ("up", "down"):
-            from ._responses import JSONResponse
+            from ._app.responses import JSONResponse
 
             return JSONResponse({"error": "Not Found", "status": 404,
                                  "detail": f"use /backends/<{'|'.join(health)}>/<up|down>"},

@@ -1,0 +1,1 @@
+"""The ASGI framework: application, routing, requests, responses, services."""

@@ -1,0 +1,119 @@
+"""Where a facade's balancer system runs: in a nursery, or just for one call.
+
+Every facade (``GatewayRoute``, ``ProxyMiddleware``, ``ProxyLoadBalancer``,
+``ProxyClient``) holds a :class:`BalancerHolder`. The system runs for real when
+
+* the app's lifespan starts it (the holder is a *service*: ``run_service``), or
+* the user enters ``async with facade:``.
+
+Otherwise, as in the seed's examples that build a ``ProxyLoadBalancer`` inside
+a handler and await it once, each call runs a *transient* system just for that
+call. The durable :class:`~velithon._lb.system.BalancerState` is kept by the
+holder, so health, breakers and the round-robin cursor carry over between
+calls either way. Transient calls are serialised with a lock, so there is
+never more than one writer of that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from .._lb.system import Balancer, BalancerConfig, BalancerState, open_balancer
+from .._lb.probe import ProbeFn
+
+_Self = TypeVar("_Self", bound="HolderBacked")
+
+
+class BalancerHolder:
+    """Owns a facade's durable balancer state and, while running, its system."""
+
+    def __init__(self, config: BalancerConfig, *, probe: ProbeFn | None = None) -> None:
+        self.config = config
+        self.state = BalancerState.create(config)
+        self._probe = probe
+        self._running: Balancer | None = None
+        self._lock: trio.Lock | None = None
+        self._stop: trio.Event | None = None
+
+    @property
+    def running(self) -> Balancer | None:
+        """The live system, or None when nothing runs it."""
+        return self._running
+
+    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the system until cancelled (the app's ServiceHost calls this)."""
+        if self._running is not None:
+            raise RuntimeError("this balancer is already running")
+        stop = trio.Event()
+        async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
+            self._running = balancer
+            self._stop = stop
+            try:
+                task_status.started()
+                await stop.wait()  # set by running_context for a graceful stop
+            finally:
+                self._running = None
+                self._stop = None
+
+    @asynccontextmanager
+    async def running_context(self) -> AsyncIterator[Balancer]:
+        """``async with facade:`` — the system runs for the block."""
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run_service)
+            assert self._running is not None
+            try:
+                yield self._running
+            except BaseException as exc:  # re-raised unwrapped, outside the nursery
+                body_error = exc
+            finally:
+                if self._stop is not None:
+                    self._stop.set()  # graceful: outcomes already reported are digested
+                nursery.cancel_scope.deadline = trio.current_time() + self.config.shutdown_timeout
+        if body_error is not None:
+            raise body_error
+
+    @asynccontextmanager
+    async def balancer(self) -> AsyncIterator[Balancer]:
+        """The running system, or a transient one for the duration of a call."""
+        running = self._running
+        if running is not None:
+            yield running
+            return
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            async with open_balancer(self.config, state=self.state, probe=self._probe) as balancer:
+                yield balancer
+
+
+class HolderBacked:
+    """The lifecycle every facade shares: ``async with facade:`` or the app's lifespan.
+
+    Subclasses set ``self._holder`` (a :class:`BalancerHolder`).
+    """
+
+    _holder: BalancerHolder
+    _context: Any = None
+
+    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run this facade's actors until cancelled (an app's lifespan calls this)."""
+        await self._holder.run_service(task_status=task_status)
+
+    async def __aenter__(self: _Self) -> _Self:
+        if self._context is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        context = self._holder.running_context()
+        await context.__aenter__()
+        self._context = context
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        context, self._context = self._context, None
+        return await context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]

@@ -1,0 +1,175 @@
+"""``ProxyLoadBalancer``: ask a balanced pool of targets which one to use next.
+
+A thin facade over the actor system in :mod:`velithon._lb.system`, for code
+that sends its own requests and only wants the choice (and the targets'
+health). It works two ways:
+
+* inside ``async with lb:`` the actors run for the whole block (and, with
+  ``health_check_interval``, probe on their own);
+* awaited directly, each call runs the system just for that call. Health and
+  the round-robin cursor persist between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._lb.system import BalancerConfig
+from .._lb.breaker import BreakerConfig
+from .._exceptions import NoTargetAvailable
+from .._lb.health import HealthCheckConfig
+from .base import BalancerHolder, HolderBacked
+from .._lb.probe import ProbeFn
+from .client import ProxyClient, ProxyRequestError, ProxyResult
+
+__all__ = ["ProxyClient", "ProxyLoadBalancer", "ProxyRequestError", "ProxyResult"]
+
+
+class ProxyLoadBalancer(HolderBacked):
+    """Pick targets and check their health.
+
+    Args:
+        targets: backend URLs (``http://host:port`` or ``https://...``).
+        strategy: ``round_robin`` (default), ``random``, ``weighted``,
+            ``least_request``, ``peak_ewma`` or ``hash``.
+        weights: one non-negative integer per target (required for
+            ``weighted``).
+        health_check_url: the path probed by :meth:`health_check`
+            (default ``/health``).
+        health_check_interval: seconds between automatic probes while the
+            balancer runs in ``async with`` (None: manual checks only).
+
+    Raises:
+        ValueError: empty targets, a bad URL, an unknown strategy, or weights
+            that do not match the targets.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        strategy: str = "round_robin",
+        weights: Sequence[int] | None = None,
+        health_check_url: str | None = None,
+        *,
+        health_check_interval: float | None = None,
+        health_check_timeout: float = 5.0,
+        healthy_threshold: int = 1,
+        unhealthy_threshold: int = 1,
+        max_failures: int = 5,
+        recovery_timeout_ms: int = 60000,
+        none_healthy: str = "fail",
+        panic_threshold: float = 50.0,
+        probe: ProbeFn | None = None,
+    ) -> None:
+        if isinstance(targets, str):
+            targets = [targets]
+        health = HealthCheckConfig(
+            path=health_check_url or "/health",
+            interval=health_check_interval or 30.0,
+            timeout=health_check_timeout,
+            healthy_threshold=healthy_threshold,
+            unhealthy_threshold=unhealthy_threshold,
+        )
+        config = BalancerConfig(
+            targets=tuple(targets),
+            strategy=strategy,
+            weights=weights,
+            health=health,
+            active_health_checks=health_check_interval is not None,
+            breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
+            none_healthy=none_healthy,
+            panic_threshold=panic_threshold,
+        )
+        self._holder = BalancerHolder(config, probe=probe)
+
+    def __repr__(self) -> str:
+        mode = "running" if self._holder.running is not None else "idle"
+        return f"<ProxyLoadBalancer {self.strategy} {list(self.targets)} {mode}>"
+
+    @property
+    def targets(self) -> list[str]:
+        """Target URLs in constructor order (runtime additions at the end)."""
+        return [e.url for e in self._holder.state.router.entries]
+
+    @property
+    def strategy(self) -> str:
+        return self._holder.config.strategy
+
+    @property
+    def weights(self) -> list[int]:
+        return [e.weight for e in self._holder.state.router.entries]
+
+    async def get_next_target(self) -> str:
+        """The next target by the strategy.
+
+        Raises:
+            NoTargetAvailable: (a ``RuntimeError``) "No healthy targets available".
+        """
+        async with self._holder.balancer() as balancer:
+            lease = await balancer.pick()
+            await lease.finish("neutral")
+            return lease.url
+
+    async def health_check(self) -> list[tuple[str, bool]]:
+        """Probe every target once, concurrently; returns ``(url, healthy)``."""
+        async with self._holder.balancer() as balancer:
+            return await balancer.health_check()
+
+    async def get_health_status(self) -> list[tuple[str, bool]]:
+        """``[(url, healthy), ...]`` in constructor order."""
+        async with self._holder.balancer() as balancer:
+            return await balancer.get_health_status()
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Per-target detail: health, breaker, ejection, in-flight, latency, counters."""
+        async with self._holder.balancer() as balancer:
+            return await target_details(balancer)
+
+    async def add_target(self, url: str, weight: int = 1) -> None:
+        async with self._holder.balancer() as balancer:
+            await balancer.add_target(url, weight)
+
+    async def remove_target(self, url: str) -> None:
+        async with self._holder.balancer() as balancer:
+            await balancer.remove_target(url)
+
+    async def set_weights(self, weights: Sequence[int]) -> None:
+        async with self._holder.balancer() as balancer:
+            await balancer.set_weights(weights)
+
+    def statistics(self) -> Any:
+        running = self._holder.running
+        return None if running is None else running.statistics()
+
+
+async def target_details(balancer: Any) -> list[dict[str, Any]]:
+    """Merge the router's view and each target actor's own status."""
+    view = await balancer.router_view()
+    statuses = {s.url: s for s in await balancer.target_statuses()}
+    rows = []
+    for v in view:
+        s = statuses.get(v.url)
+        rows.append(
+            {
+                "url": v.url,
+                "weight": v.weight,
+                "healthy": v.healthy,
+                "routable": v.healthy and v.breaker_state != "open" and not v.draining
+                and v.ejected_until is None,
+                "breaker_state": v.breaker_state,
+                "failure_count": s.failure_count if s else 0,
+                "draining": v.draining,
+                "ejected": v.ejected_until is not None,
+                "in_flight": v.in_flight,
+                "latency_ms": v.latency_ms,
+                "requests": s.requests if s else 0,
+                "failures": s.failures if s else 0,
+                "last_probe": s.last_probe_detail if s else None,
+                "restarts": s.restarts if s else 0,
+            }
+        )
+    return rows
+
+
+__all__ += ["NoTargetAvailable", "target_details"]

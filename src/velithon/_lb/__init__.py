@@ -1,0 +1,1 @@
+"""The load-balancing engine: pure cores and the actors around them; no HTTP, no ASGI."""

@@ -1,0 +1,555 @@
+"""The router actor: owns the strategy and its view of every target.
+
+Facades send :class:`~velithon._lb.messages.Pick` and get back a :class:`Lease`;
+when the request ends the lease sends :class:`~velithon._lb.messages.Done`, which
+the router uses for in-flight counts and latency, then forwards to the owning
+target actor. Targets publish :class:`~velithon._lb.messages.TargetReport` when
+their health or breaker changes. The router never does I/O; its decisions are
+the synchronous methods of :class:`RouterState`.
+
+A target is *routable* when it is healthy, not ejected, not draining, and its
+breaker is closed or half-open with an unused trial credit.
+
+**Panic mode.** Breakers and outlier ejection are passive guesses; when they
+leave fewer than ``panic_threshold`` percent of the (non-draining) targets
+routable, trusting them would fail most of the traffic, so the router spreads
+requests over every target whose health checks pass, breakers and ejections
+ignored (Envoy's panic threshold, 50 % by default; 0 disables it). Active
+health checks stay authoritative, and a pool of one target never panics: its
+open breaker keeps failing fast. When no target passes its health checks the
+``none_healthy`` policy decides: ``"fail"`` (503, the default) or ``"panic"``
+(spread over every target whose breaker is not open).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from .breaker import BreakerState
+from .._exceptions import NoTargetAvailable, Overloaded
+from .messages import (
+    AddTarget,
+    Close,
+    Crash,
+    Done,
+    Ejected,
+    EjectRequest,
+    Outcome,
+    Pick,
+    RemoveTarget,
+    RouterMsg,
+    RouterStatus,
+    SetDraining,
+    SetWeights,
+    TargetReport,
+)
+from .outlier import OutlierDetector
+from .retry import RetryBudget
+from .strategies import LatencyEwma, Strategy
+
+LOGGER = logging.getLogger("velithon.router")
+
+NONE_HEALTHY_POLICIES = ("fail", "panic")
+
+#: messages handled per wake-up before the router yields to other tasks
+_BATCH = 256
+
+
+@attrs.define(eq=False)
+class RouteEntry:
+    """The router's view of one target (the router is its only writer)."""
+
+    target_id: int
+    url: str
+    weight: int
+    pool: Any = None
+    inbox: trio.MemorySendChannel[Any] | None = None
+    healthy: bool = True
+    breaker: BreakerState = BreakerState.CLOSED
+    epoch: int = 0
+    trial_credits: int = 0
+    trials_used: int = 0
+    draining: bool = False
+    ejected_until: float | None = None
+    in_flight: int = 0
+    leased: int = 0
+    outcomes_dropped: int = 0
+    ewma: LatencyEwma = attrs.field(factory=LatencyEwma)
+    drained: Any = None  # a Reply waiting for in_flight to reach 0 (removal)
+    pending_successes: int = 0  # folded into one Outcome at the end of a batch
+    pending_epoch: int = 0
+
+    def routable(self, now: float) -> bool:
+        if not self.healthy or self.draining:
+            return False
+        if self.ejected_until is not None and now < self.ejected_until:
+            return False
+        if self.breaker is BreakerState.OPEN:
+            return False
+        if self.breaker is BreakerState.HALF_OPEN:
+            return self.trials_used < self.trial_credits
+        return True
+
+
+@attrs.frozen
+class RouterTargetView:
+    """One row of :meth:`RouterState.view`."""
+
+    target_id: int
+    url: str
+    weight: int
+    healthy: bool
+    breaker_state: str
+    draining: bool
+    ejected_until: float | None
+    in_flight: int
+    leased: int
+    latency_ms: float
+
+
+@attrs.define(eq=False)
+class Lease:
+    """The right to send one request to one target. Finish it exactly once."""
+
+    target_id: int
+    url: str
+    pool: Any
+    epoch: int
+    started_at: float
+    _router: trio.MemorySendChannel[Any]
+    _finished: bool = False
+
+    async def finish(self, kind: str, status: int | None = None, *,
+                     client_time: float = 0.0) -> None:
+        """Report the outcome (see :class:`~velithon._lb.messages.Done` kinds).
+
+        ``client_time`` is time spent waiting for the client during the lease; it
+        is left out of the latency the target is judged by.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        latency = trio.current_time() - self.started_at - client_time
+        done = Done(self.target_id, self.epoch, kind, max(latency, 0.0), status)
+        try:
+            self._router.send_nowait(done)
+        except trio.WouldBlock:
+            with trio.move_on_after(1.0, shield=True):
+                await self._router.send(done)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the balancer shut down: nobody is left to count
+
+
+@attrs.define(eq=False)
+class RouterState:
+    """Everything the router decides with; persists across router restarts."""
+
+    strategy: Strategy
+    outlier: OutlierDetector
+    none_healthy: str = "fail"
+    panic_threshold: float = 50.0
+    budget: RetryBudget | None = None
+    max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
+    entries: list[RouteEntry] = attrs.field(factory=list)
+    picks: int = 0
+    retries: int = 0
+    retries_denied: int = 0
+    overflows: int = 0
+    rejected: int = 0
+    panic_picks: int = 0
+    panicking: bool = False
+    _eligible: list[bool] | None = None
+    _in_flight: list[int] = attrs.field(factory=list)
+    _recheck_at: float = float("inf")
+
+    def invalidate(self) -> None:
+        self._eligible = None
+
+    def by_id(self, target_id: int) -> RouteEntry | None:
+        for entry in self.entries:
+            if entry.target_id == target_id:
+                return entry
+        return None
+
+    def eligible(self, now: float) -> list[bool]:
+        """Routability per entry, cached until something relevant changes."""
+        if self._eligible is None or now >= self._recheck_at:
+            self._recheck_at = float("inf")
+            for entry in self.entries:
+                until = entry.ejected_until
+                if until is not None:
+                    if now >= until or not self.outlier.is_ejected(self._index(entry), now):
+                        entry.ejected_until = None
+                    else:
+                        self._recheck_at = min(self._recheck_at, until)
+            eligible = [e.routable(now) for e in self.entries]
+            self._in_flight = [e.in_flight for e in self.entries]
+            panicking = self._below_panic_threshold(eligible)
+            if panicking:
+                eligible = [e.healthy and not e.draining for e in self.entries]
+            if panicking is not self.panicking:
+                self.panicking = panicking
+                LOGGER.warning("%s panic mode: %d of %d targets routable (threshold %g%%)",
+                               "entering" if panicking else "leaving",
+                               sum(e.routable(now) for e in self.entries),
+                               sum(not e.draining for e in self.entries), self.panic_threshold)
+            self._eligible = eligible
+        return self._eligible
+
+    def _below_panic_threshold(self, routable: list[bool]) -> bool:
+        threshold = self.panic_threshold
+        if threshold <= 0:
+            return False
+        live = sum(not e.draining for e in self.entries)
+        # a lone target has nothing to spread over: its breaker keeps failing fast
+        return live > 1 and sum(routable) * 100.0 < threshold * live
+
+    def _index(self, entry: RouteEntry) -> int:
+        return self.entries.index(entry)
+
+    def pick(self, now: float, key: bytes | None, exclude: frozenset[int],
+             retry: bool = False) -> RouteEntry:
+        """Choose a target or raise :class:`NoTargetAvailable`.
+
+        A retry must first withdraw from the retry budget, so retries cannot
+        multiply an outage.
+        """
+        if self.budget is not None:
+            if not retry:
+                self.budget.deposit(now)
+            elif not self.budget.try_withdraw(now):
+                self.retries_denied += 1
+                raise NoTargetAvailable("Retry budget exhausted")
+        if retry:
+            self.retries += 1
+        self.outlier.tick(now)
+        eligible = self.eligible(now)
+        cap = self.max_requests
+        if cap is not None:
+            capped = [ok and e.in_flight < cap for ok, e in zip(eligible, self.entries)]
+            if not any(capped) and any(eligible):
+                # overload, not failure: shed without touching any breaker or health state
+                self.overflows += 1
+                raise Overloaded("Every available target is at its max_requests limit")
+            eligible = capped
+        if exclude:
+            narrowed = [ok and e.target_id not in exclude for ok, e in zip(eligible, self.entries)]
+            if any(narrowed):
+                eligible = narrowed
+        latency = [e.ewma.value(now) for e in self.entries] if self.strategy.name == "peak_ewma" else ()
+        index = self.strategy.pick(eligible, self._in_flight, latency, key)
+        if index is None:
+            index = self._panic_pick(now, key)
+        elif self.panicking:
+            self.panic_picks += 1
+        entry = self.entries[index]
+        entry.in_flight += 1
+        entry.leased += 1
+        self._in_flight[index] = entry.in_flight
+        if entry.breaker is BreakerState.HALF_OPEN:
+            entry.trials_used += 1
+            self.invalidate()
+        self.picks += 1
+        return entry
+
+    def _panic_pick(self, now: float, key: bytes | None) -> int:
+        if self.none_healthy == "panic":
+            candidates = [not e.draining and e.breaker is not BreakerState.OPEN for e in self.entries]
+            index = self.strategy.pick(candidates, self._in_flight, (), key)
+            if index is not None:
+                self.panic_picks += 1
+                return index
+        self.rejected += 1
+        raise NoTargetAvailable(self.unavailable_reason(now))
+
+    def unavailable_reason(self, now: float) -> str:
+        entries = [e for e in self.entries if not e.draining]
+        if not entries:
+            return "No targets configured"
+        if all(e.breaker is BreakerState.OPEN for e in entries):
+            return "Circuit breaker is open for every target"
+        if all(not e.healthy for e in entries):
+            return "No healthy targets available"
+        return "No target available (unhealthy, ejected or circuit breaker open)"
+
+    def done(self, msg: Done, now: float) -> RouteEntry | None:
+        entry = self.by_id(msg.target_id)
+        if entry is None:
+            return None
+        entry.in_flight -= 1
+        if self._eligible is not None:
+            try:
+                self._in_flight[self.entries.index(entry)] = entry.in_flight
+            except (ValueError, IndexError):  # pragma: no cover - defensive
+                self.invalidate()
+        if msg.kind == "success":
+            entry.ewma.observe(msg.latency, now)
+        elif msg.kind != "neutral":
+            entry.ewma.penalise(now)
+        return entry
+
+    def report(self, msg: TargetReport) -> RouteEntry | None:
+        entry = self.by_id(msg.target_id)
+        if entry is None:
+            return None
+        if msg.epoch != entry.epoch:
+            entry.trials_used = 0
+        entry.healthy = msg.healthy
+        entry.breaker = msg.breaker
+        entry.epoch = msg.epoch
+        entry.trial_credits = msg.trial_credits
+        if msg.probe_ok and entry.ejected_until is not None:
+            self.outlier.uneject(self._index(entry))
+            entry.ejected_until = None
+        self.invalidate()
+        return entry
+
+    def eject(self, target_id: int, now: float) -> RouteEntry | None:
+        entry = self.by_id(target_id)
+        if entry is None:
+            return None
+        until = self.outlier.request_ejection(self._index(entry), now)
+        if until is None:
+            return None
+        entry.ejected_until = until
+        self.invalidate()
+        return entry
+
+    def add(self, entry: RouteEntry) -> None:
+        if any(e.url == entry.url for e in self.entries):
+            raise ValueError(f"Target already present: {entry.url}")
+        self.entries.append(entry)
+        self.outlier.add_target()
+        self._reconfigure()
+
+    def remove(self, url: str) -> RouteEntry:
+        for i, entry in enumerate(self.entries):
+            if entry.url == url:
+                del self.entries[i]
+                self.outlier.remove_target(i)
+                self._reconfigure()
+                return entry
+        raise ValueError(f"Unknown target: {url}")
+
+    def set_weights(self, weights: tuple[int, ...]) -> None:
+        if len(weights) != len(self.entries):
+            raise ValueError(
+                f"Weights length must match targets length "
+                f"(got {len(weights)} weights for {len(self.entries)} targets)"
+            )
+        self.strategy.reconfigure([e.url for e in self.entries], list(weights))
+        for entry, weight in zip(self.entries, weights):
+            entry.weight = weight
+        self.invalidate()
+
+    def _reconfigure(self) -> None:
+        self.strategy.reconfigure([e.url for e in self.entries], [e.weight for e in self.entries])
+        self.invalidate()
+
+    def view(self, now: float) -> list[RouterTargetView]:
+        return [
+            RouterTargetView(
+                target_id=e.target_id,
+                url=e.url,
+                weight=e.weight,
+                healthy=e.healthy,
+                breaker_state=e.breaker.value,
+                draining=e.draining,
+                ejected_until=e.ejected_until if e.ejected_until and e.ejected_until > now else None,
+                in_flight=e.in_flight,
+                leased=e.leased,
+                latency_ms=round(e.ewma.value(now) * 1000.0, 3),
+            )
+            for e in self.entries
+        ]
+
+
+@attrs.frozen
+class RouterStatistics:
+    strategy: str
+    targets: int
+    routable: int
+    picks: int
+    retries: int
+    retries_denied: int
+    rejected: int
+    overflows: int
+    panic_picks: int
+    inbox_used: int
+    inbox_size: int
+
+
+class RouterActor:
+    """The async shell: drains the inbox and calls :class:`RouterState`."""
+
+    def __init__(self, state: RouterState, inbox: trio.MemoryReceiveChannel[RouterMsg],
+                 self_send: trio.MemorySendChannel[RouterMsg]) -> None:
+        self.state = state
+        self._inbox = inbox
+        self._self_send = self_send
+        self._pending: list[RouteEntry] = []
+        self._closing = False
+
+    def __repr__(self) -> str:
+        entries = self.state.entries
+        healthy = sum(e.healthy for e in entries)
+        opened = sum(e.breaker is BreakerState.OPEN for e in entries)
+        stats = self._inbox.statistics()
+        return (
+            f"<RouterActor {self.state.strategy.name} [targets: {len(entries)}, {healthy} healthy, "
+            f"{opened} open] inbox: {stats.current_buffer_used}/{stats.max_buffer_size}>"
+        )
+
+    def statistics(self) -> RouterStatistics:
+        state = self.state
+        inbox = self._inbox.statistics()
+        return RouterStatistics(
+            strategy=state.strategy.name, targets=len(state.entries),
+            routable=sum(state.eligible(trio.current_time())), picks=state.picks,
+            retries=state.retries, retries_denied=state.retries_denied, rejected=state.rejected,
+            overflows=state.overflows,
+            panic_picks=state.panic_picks, inbox_used=inbox.current_buffer_used,
+            inbox_size=int(inbox.max_buffer_size),
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        receive = self._inbox.receive
+        receive_nowait = self._inbox.receive_nowait
+        handle = self._handle
+        while True:
+            try:
+                msg = await receive()
+            except trio.EndOfChannel:
+                return  # intake closed: the balancer is shutting down
+            now = trio.current_time()
+            handle(msg, now)
+            # Drain what is already queued without yielding: under load one wake-up
+            # serves a whole batch of picks instead of paying a task switch each.
+            for _ in range(_BATCH):
+                try:
+                    msg = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                handle(msg, now)
+            if self._pending:
+                self.flush_all()
+
+    def _handle(self, msg: RouterMsg, now: float) -> None:
+        state = self.state
+        match msg:
+            case Pick(reply=reply, key=key, exclude=exclude, retry=retry):
+                if reply.abandoned:
+                    return
+                if self._closing:
+                    reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
+                    return
+                try:
+                    entry = state.pick(now, key, exclude, retry)
+                except NoTargetAvailable as exc:
+                    reply.send_error(exc)
+                    return
+                lease = Lease(entry.target_id, entry.url, entry.pool, entry.epoch, now, self._self_send)
+                if not reply.send(lease):  # the requester left: undo the grant
+                    self._handle(Done(entry.target_id, entry.epoch, "neutral", 0.0), now)
+            case Done():
+                entry = state.done(msg, now)
+                if entry is not None:
+                    if msg.kind == "success" and (entry.pending_successes == 0
+                                                  or entry.pending_epoch == msg.epoch):
+                        if entry.pending_successes == 0:
+                            self._pending.append(entry)
+                        entry.pending_successes += 1
+                        entry.pending_epoch = msg.epoch
+                    else:
+                        self._flush_successes(entry)
+                        self._forward(entry, Outcome(msg.kind, msg.epoch, msg.latency, msg.status))
+                    if entry.drained is not None and entry.in_flight <= 0:
+                        entry.drained.send(None)
+                        entry.drained = None
+            case TargetReport():
+                state.report(msg)
+            case EjectRequest(target_id=target_id):
+                entry = state.eject(target_id, now)
+                if entry is not None:
+                    LOGGER.warning("ejected %s for %.1fs (passive outlier detection)", entry.url,
+                                   (entry.ejected_until or now) - now)
+                    self._forward(entry, Ejected(entry.ejected_until))
+            case RouterStatus(reply=reply):
+                self.flush_all()  # so target counters are current for the status that follows
+                reply.send(state.view(now))
+            case AddTarget(reply=reply, entry=entry):
+                try:
+                    state.add(entry)
+                except ValueError as exc:
+                    reply.send_error(exc)
+                else:
+                    reply.send(None)
+            case RemoveTarget(reply=reply, url=url):
+                try:
+                    entry = state.remove(url)
+                except ValueError as exc:
+                    reply.send_error(exc)
+                    return
+                if entry.in_flight <= 0:
+                    reply.send(entry)
+                else:
+                    entry.drained = _DrainWaiter(reply, entry)
+            case SetWeights(reply=reply, weights=weights):
+                try:
+                    state.set_weights(weights)
+                except ValueError as exc:
+                    reply.send_error(exc)
+                else:
+                    reply.send(None)
+            case SetDraining(reply=reply, url=url, draining=draining):
+                for entry in state.entries:
+                    if entry.url == url:
+                        entry.draining = draining
+                        state.invalidate()
+                        reply.send(None)
+                        break
+                else:
+                    reply.send_error(ValueError(f"Unknown target: {url}"))
+            case Close():
+                self._closing = True
+            case Crash(message=message):
+                raise RuntimeError(message)
+            case _:  # pragma: no cover
+                raise TypeError(f"unexpected message {msg!r}")
+
+    def flush_all(self) -> None:
+        """Send every target its folded successes (once per batch)."""
+        pending, self._pending = self._pending, []
+        for entry in pending:
+            self._flush_successes(entry)
+
+    def _flush_successes(self, entry: RouteEntry) -> None:
+        count = entry.pending_successes
+        if count:
+            entry.pending_successes = 0
+            self._forward(entry, Outcome("success", entry.pending_epoch, 0.0, 200, count))
+
+    def _forward(self, entry: RouteEntry, msg: Any) -> None:
+        """Never block the router on a slow target: drop and count instead."""
+        if entry.inbox is None:
+            return
+        try:
+            entry.inbox.send_nowait(msg)
+        except trio.WouldBlock:
+            entry.outcomes_dropped += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+@attrs.frozen
+class _DrainWaiter:
+    reply: Any
+    entry: RouteEntry
+
+    def send(self, _: object) -> None:
+        self.reply.send(self.entry)

@@ -1,0 +1,462 @@
+"""The balancer system: router actor + one target actor per backend.
+
+``async with open_balancer(config) as balancer:`` owns everything: a nursery
+with the supervised router and target actors, one upstream connection pool
+per target, and the httpx client used by health probes. Leaving the block
+stops intake (pending picks fail with :class:`NoTargetAvailable`), cancels the
+actors and closes the pools, within a bounded time. No task outlives it.
+
+State that must survive the system (health, breakers, strategy cursor) lives
+in a :class:`BalancerState`, which a facade may keep and hand to the next
+system: this is how ``ProxyLoadBalancer`` works without ``async with``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from .breaker import BreakerConfig
+from .._exceptions import NoTargetAvailable, Overloaded
+from .health import HealthCheckConfig
+from .messages import (
+    AddTarget,
+    Close,
+    Crash,
+    Pick,
+    ProbeNow,
+    RemoveTarget,
+    ResetBreaker,
+    RouterStatus,
+    SetDraining,
+    SetWeights,
+    Sync,
+    TargetStatusQuery,
+)
+from .outlier import OutlierConfig, OutlierDetector
+from .probe import ProbeFn, make_http_probe
+from .reply import Reply
+from .retry import RetryBudget
+from .router import NONE_HEALTHY_POLICIES, Lease, RouteEntry, RouterActor, RouterState, RouterTargetView
+from .strategies import create_strategy
+from .supervisor import SupervisedStats, SupervisorConfig, supervise
+from .target import TargetActor, TargetState, TargetStatus
+from .._proxy.pool import Origin, UpstreamPool
+
+LOGGER = logging.getLogger("velithon.balancer")
+
+
+def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if value is None else tuple(value)
+
+
+@attrs.frozen
+class PoolConfig:
+    """Upstream connection pool settings, one pool per target."""
+
+    max_idle: int = 32
+    idle_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    ssl_context: Any = None
+
+
+@attrs.frozen
+class BalancerConfig:
+    """Everything a balancer system needs; validated on construction."""
+
+    targets: tuple[str, ...] = attrs.field(converter=tuple)
+    strategy: str = "round_robin"
+    weights: tuple[int, ...] | None = attrs.field(default=None, converter=_tuple_or_none)
+    health: HealthCheckConfig = HealthCheckConfig()
+    active_health_checks: bool = False
+    breaker: BreakerConfig = BreakerConfig()
+    outlier: OutlierConfig = OutlierConfig()
+    none_healthy: str = "fail"
+    panic_threshold: float = 50.0
+    supervisor: SupervisorConfig = SupervisorConfig()
+    inbox_size: int = 1024
+    target_inbox_size: int = 256
+    pool: PoolConfig = PoolConfig()
+    shutdown_timeout: float = 5.0
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_second: float = 10.0
+    max_requests_per_target: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("At least one target is required")
+        if len(set(self.targets)) != len(self.targets):
+            dupes = sorted({t for t in self.targets if self.targets.count(t) > 1})
+            raise ValueError(f"Duplicate targets are not allowed: {', '.join(dupes)}")
+        for url in self.targets:
+            Origin.parse(url)
+        if self.none_healthy not in NONE_HEALTHY_POLICIES:
+            raise ValueError(
+                f"Invalid none_healthy policy {self.none_healthy!r}. Use 'fail' or 'panic'"
+            )
+        panic = self.panic_threshold
+        if isinstance(panic, bool) or not isinstance(panic, (int, float)) or not 0 <= panic <= 100:
+            raise ValueError(f"panic_threshold must be a percentage in 0..100, got {panic!r}")
+        cap = self.max_requests_per_target
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"max_requests_per_target must be a positive integer, got {cap!r}")
+        if self.inbox_size < 1 or self.target_inbox_size < 1:
+            raise ValueError("inbox sizes must be at least 1")
+        # strategy name and weights are validated by building one
+        create_strategy(self.strategy, self.targets, self.weights)
+
+
+@attrs.define(eq=False)
+class BalancerState:
+    """Durable state shared by successive systems of one facade."""
+
+    config: BalancerConfig
+    router: RouterState
+    targets: dict[str, TargetState]
+    _ids: Any = attrs.field(factory=itertools.count)
+
+    @classmethod
+    def create(cls, config: BalancerConfig, *, rng: random.Random | None = None) -> BalancerState:
+        strategy = create_strategy(config.strategy, config.targets, config.weights, rng=rng)
+        router = RouterState(
+            strategy=strategy,
+            outlier=OutlierDetector(config.outlier, len(config.targets)),
+            none_healthy=config.none_healthy,
+            panic_threshold=config.panic_threshold,
+            budget=RetryBudget(ratio=config.retry_budget_ratio,
+                               min_per_second=config.retry_budget_min_per_second),
+            max_requests=config.max_requests_per_target,
+        )
+        self = cls(config=config, router=router, targets={})
+        weights = config.weights or (1,) * len(config.targets)
+        for url, weight in zip(config.targets, weights):
+            tstate = self.new_target_state(url)
+            router.entries.append(RouteEntry(tstate.target_id, url, weight))
+        return self
+
+    def new_target_state(self, url: str) -> TargetState:
+        config = self.config
+        tstate = TargetState.new(
+            next(self._ids), url, health=config.health, breaker=config.breaker, outlier=config.outlier
+        )
+        tstate.health.healthy = config.health.initially_healthy
+        self.targets[url] = tstate
+        return tstate
+
+
+@asynccontextmanager
+async def open_balancer(
+    config: BalancerConfig,
+    *,
+    state: BalancerState | None = None,
+    probe: ProbeFn | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Balancer]:
+    """Run a balancer system for the duration of the block."""
+    if state is None:
+        state = BalancerState.create(config, rng=rng)
+    client: httpx.AsyncClient | None = None
+    if probe is None:
+        context = config.pool.ssl_context
+        client = httpx.AsyncClient(verify=context if context is not None else True)
+        probe = make_http_probe(client)
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            balancer = Balancer(state, nursery, probe, rng or random.Random())
+            await balancer._start()
+            try:
+                yield balancer
+            except BaseException as exc:  # re-raised below, outside the nursery,
+                body_error = exc          # so callers see it unwrapped (no ExceptionGroup)
+            finally:
+                await balancer._close()
+                nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+    finally:
+        with trio.move_on_after(config.shutdown_timeout, shield=True):
+            for entry in state.router.entries:
+                if entry.pool is not None:
+                    await entry.pool.aclose()
+                entry.pool = None
+                entry.inbox = None
+                entry.in_flight = 0
+            if client is not None:
+                await client.aclose()
+        state.router.invalidate()
+
+
+class Balancer:
+    """The handle facades use; every call is a message to an actor."""
+
+    def __init__(self, state: BalancerState, nursery: trio.Nursery, probe: ProbeFn,
+                 rng: random.Random) -> None:
+        self.state = state
+        self.config = state.config
+        self._nursery = nursery
+        self._probe = probe
+        self._rng = rng
+        send, receive = trio.open_memory_channel[Any](self.config.inbox_size)
+        self._router_send: trio.MemorySendChannel[Any] = send
+        self._router_receive: trio.MemoryReceiveChannel[Any] = receive
+        self._target_scopes: dict[str, trio.CancelScope] = {}
+        self._router_stats = SupervisedStats("router")
+        self._router_done = trio.Event()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        entries = self.state.router.entries
+        return (
+            f"<Balancer {self.config.strategy} [{len(entries)} targets, "
+            f"{sum(e.healthy for e in entries)} healthy]{' closed' if self._closed else ''}>"
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        return [e.url for e in self.state.router.entries]
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def _start(self) -> None:
+        for entry in self.state.router.entries:
+            await self._start_target(entry)
+        await self._nursery.start(self._run_router)
+
+    async def _run_router(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def incarnation(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            actor = RouterActor(self.state.router, self._router_receive, self._router_send)
+            await actor.run(task_status=task_status)
+
+        try:
+            await supervise(incarnation, name="router", config=self.config.supervisor,
+                            stats=self._router_stats, task_status=task_status)
+        finally:
+            self._router_done.set()
+
+    async def _start_target(self, entry: RouteEntry) -> None:
+        tstate = self.state.targets[entry.url]
+        if entry.pool is None:
+            entry.pool = UpstreamPool(Origin.parse(entry.url), **attrs.asdict(self.config.pool))
+        send, receive = trio.open_memory_channel[Any](self.config.target_inbox_size)
+        entry.inbox = send
+        scope = trio.CancelScope()
+        self._target_scopes[entry.url] = scope
+        await self._nursery.start(self._run_target, tstate, send, receive, scope)
+
+    async def _run_target(self, tstate: TargetState, send: trio.MemorySendChannel[Any],
+                          receive: trio.MemoryReceiveChannel[Any], scope: trio.CancelScope, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        stats = SupervisedStats(tstate.url)
+
+        async def incarnation(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            tstate.restarts = stats.restarts
+            actor = TargetActor(
+                tstate,
+                inbox=receive,
+                self_send=send,
+                router_send=self._router_send,
+                probe=self._probe,
+                health_config=config.health,
+                run_probe_loop=config.active_health_checks,
+                rng=self._rng,
+            )
+            await actor.run(task_status=task_status)
+
+        with scope:
+            async with receive:
+                await supervise(incarnation, name=f"target {tstate.url}", config=config.supervisor,
+                                stats=stats, task_status=task_status)
+
+    async def _close(self) -> None:
+        """Stop intake, then let the actors digest what is queued (bounded, shielded).
+
+        Outcomes reported just before shutdown still reach the breakers: this is
+        what lets a facade used without ``async with`` keep its state between calls.
+        """
+        self._closed = True
+        if trio.current_effective_deadline() == -math.inf:
+            self._stop()  # we are being cancelled, and so are the actors: nothing can drain
+            return
+        try:
+            self._router_send.send_nowait(Close())
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+        self._router_send.close()
+        with trio.move_on_after(self.config.shutdown_timeout, shield=True):
+            await self._router_done.wait()
+            for entry in self.state.router.entries:
+                if entry.inbox is not None:
+                    reply: Reply[Any] = Reply()
+                    try:
+                        await entry.inbox.send(Sync(reply))
+                    except (trio.ClosedResourceError, trio.BrokenResourceError):
+                        continue
+                    await reply.wait()
+        self._stop()
+
+    def _stop(self) -> None:
+        """Fail every request still queued (sync: safe when cancelled)."""
+        self._closed = True
+        self._router_send.close()
+        while True:
+            try:
+                msg = self._router_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(msg, Pick):
+                msg.reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
+            elif hasattr(msg, "reply"):
+                msg.reply.send_error(RuntimeError("The load balancer is shutting down"))
+
+    # ---- requests ----------------------------------------------------------------
+
+    async def _ask(self, msg_type: Any, *args: Any, **kwargs: Any) -> Any:
+        reply: Reply[Any] = Reply()
+        try:
+            self._router_send.send_nowait(msg_type(reply, *args, **kwargs))
+        except trio.WouldBlock:
+            raise Overloaded("The load balancer is overloaded") from None
+        except trio.ClosedResourceError:
+            raise NoTargetAvailable("The load balancer is shutting down") from None
+        return await reply.wait()
+
+    async def pick(self, key: bytes | None = None, exclude: frozenset[int] = frozenset(),
+                   retry: bool = False) -> Lease:
+        """Lease a target; raises :class:`NoTargetAvailable` (or ``Overloaded``)."""
+        return await self._ask(Pick, key, exclude, retry)  # type: ignore[no-any-return]
+
+    async def router_view(self) -> list[RouterTargetView]:
+        return await self._ask(RouterStatus)  # type: ignore[no-any-return]
+
+    async def _ask_target(self, url: str, msg_type: Any) -> Any:
+        entry = self._entry(url)
+        reply: Reply[Any] = Reply()
+        assert entry.inbox is not None
+        with trio.fail_after(self.config.shutdown_timeout + self.config.health.timeout):
+            await entry.inbox.send(msg_type(reply))
+            return await reply.wait()
+
+    def _entry(self, url: str) -> RouteEntry:
+        for entry in self.state.router.entries:
+            if entry.url == url:
+                return entry
+        raise ValueError(f"Unknown target: {url}")
+
+    async def target_statuses(self) -> list[TargetStatus]:
+        return await self._for_each_target(TargetStatusQuery)
+
+    async def _for_each_target(self, msg_type: Any) -> list[Any]:
+        urls = self.targets
+        results: list[Any] = [None] * len(urls)
+
+        async def one(i: int, url: str) -> None:
+            results[i] = await self._ask_target(url, msg_type)
+
+        async with trio.open_nursery() as nursery:
+            for i, url in enumerate(urls):
+                nursery.start_soon(one, i, url)
+        return results
+
+    async def health_check(self) -> list[tuple[str, bool]]:
+        """Probe every target now (concurrently); returns ``(url, healthy)``."""
+        healthy = await self._for_each_target(ProbeNow)
+        return list(zip(self.targets, healthy))
+
+    async def get_health_status(self) -> list[tuple[str, bool]]:
+        """``(url, healthy)`` in constructor order, as the router sees it."""
+        return [(v.url, v.healthy) for v in await self.router_view()]
+
+    async def reset_breakers(self) -> None:
+        await self._for_each_target(ResetBreaker)
+
+    async def reset_breaker(self, url: str) -> None:
+        await self._ask_target(url, ResetBreaker)
+
+    # ---- runtime reconfiguration -------------------------------------------------
+
+    async def add_target(self, url: str, weight: int = 1) -> None:
+        """Start an actor for ``url`` and begin routing to it."""
+        Origin.parse(url)
+        if url in self.state.targets and url in self.targets:
+            raise ValueError(f"Target already present: {url}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValueError(f"Invalid weight {weight!r}: weights must be non-negative integers")
+        tstate = self.state.new_target_state(url)
+        entry = RouteEntry(tstate.target_id, url, weight)
+        await self._start_target(entry)
+        try:
+            await self._ask(AddTarget, entry)
+        except BaseException:
+            self._target_scopes.pop(url).cancel()
+            raise
+
+    async def remove_target(self, url: str, *, drain_timeout: float = 30.0) -> None:
+        """Stop routing to ``url``; its in-flight requests finish first (bounded)."""
+        entry = self._entry(url)
+        with trio.move_on_after(drain_timeout):
+            await self._ask(RemoveTarget, url)
+        scope = self._target_scopes.pop(url, None)
+        if scope is not None:
+            scope.cancel()
+        self.state.targets.pop(url, None)
+        if entry.pool is not None:
+            with trio.move_on_after(self.config.shutdown_timeout, shield=True):
+                await entry.pool.aclose()
+
+    async def set_weights(self, weights: Sequence[int]) -> None:
+        await self._ask(SetWeights, tuple(weights))
+
+    async def drain(self, url: str, draining: bool = True) -> None:
+        """Draining targets get no new requests; in-flight ones finish."""
+        await self._ask(SetDraining, url, draining)
+
+    async def _inject_crash(self, url: str | None = None) -> None:
+        """Test hook: crash the router (``url=None``) or one target actor."""
+        if url is None:
+            self._router_send.send_nowait(Crash())
+        else:
+            entry = self._entry(url)
+            assert entry.inbox is not None
+            await entry.inbox.send(Crash())
+
+    def statistics(self) -> BalancerStatistics:
+        router = self.state.router
+        return BalancerStatistics(
+            strategy=self.config.strategy,
+            targets=len(router.entries),
+            healthy=sum(e.healthy for e in router.entries),
+            in_flight=sum(e.in_flight for e in router.entries),
+            picks=router.picks,
+            rejected=router.rejected,
+            overflows=router.overflows,
+            panic_picks=router.panic_picks,
+            router_restarts=self._router_stats.restarts,
+            target_restarts=sum(t.restarts for t in self.state.targets.values()),
+            inbox_used=self._router_send.statistics().current_buffer_used,
+        )
+
+
+@attrs.frozen
+class BalancerStatistics:
+    strategy: str
+    targets: int
+    healthy: int
+    in_flight: int
+    picks: int
+    rejected: int
+    overflows: int
+    panic_picks: int
+    router_restarts: int
+    target_restarts: int
+    inbox_used: int

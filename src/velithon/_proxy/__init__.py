@@ -1,0 +1,1 @@
+"""Forwarding one request upstream: headers, paths, uploads, the pool, WebSockets."""

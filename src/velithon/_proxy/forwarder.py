@@ -1,0 +1,432 @@
+"""Forwarding one request: the hot path shared by every facade.
+
+``Forwarder.handle_http(scope, receive, send)`` turns an ASGI request into an
+upstream request through a :class:`~velithon._lb.router.Lease`, streams the
+response back, and reports the outcome. Policies:
+
+* **Deadline.** ``timeout_ms`` bounds the time spent on the upstream side of
+  the exchange, every try and the response body included; ``per_try_timeout``
+  (default: the whole budget) bounds each try up to the response head. Time
+  spent waiting for the client's upload is not counted in either.
+* **Uploads** are read by :mod:`velithon._proxy.upload`: small bodies whole before
+  a target is picked, large ones streamed with their own framing; time spent
+  waiting for the client extends the deadlines instead of using them up, and a
+  stalled client gets 408 without any target being blamed.
+* **Outcomes.** Connect errors, resets, timeouts and the ``failure_statuses``
+  (502/503/504 by default) are gateway failures that breakers count; any
+  other 5xx is the application's answer and only feeds outlier detection.
+* **Retries** follow :class:`~velithon._lb.retry.RetryPolicy`: each retry goes to
+  a target not tried yet (when one is routable), after a jittered backoff, and
+  only if the router's retry budget allows it. Bodies up to
+  ``replay_buffer`` bytes are buffered so they can be replayed; larger ones
+  stream and are never retried once sent.
+* **Errors** are JSON and never carry a traceback: 502 (bad upstream), 503
+  with ``Retry-After`` (no target, breakers open, overloaded), 504 (timeout).
+  Once response bytes reached the client, an upstream failure aborts the
+  client connection instead, so a truncated body is never passed off as
+  complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .._exceptions import (
+    NoTargetAvailable,
+    Overloaded,
+    ResponseAborted,
+    UnsafePathError,
+    UpstreamBodyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRequestError,
+    UpstreamResetError,
+)
+from .headers import (
+    ForwardedConfig,
+    build_request_headers,
+    build_response_headers,
+    client_ip,
+    validate_header_config,
+)
+from .paths import PathTemplate, upstream_target
+from .._lb.retry import RetryPolicy
+from .upload import (
+    ClientBodyTimeout,
+    ClientDisconnected,
+    ClientWait,
+    read_request_body,
+)
+
+LOGGER = logging.getLogger("velithon.proxy")
+
+_NONE_TRIED: frozenset[int] = frozenset()
+
+
+class UpstreamAborted(ResponseAborted):
+    """The upstream failed after the response started; the client connection must be aborted."""
+
+
+@attrs.frozen
+class ForwardConfig:
+    """How a facade forwards: timeouts, retries, headers, paths, errors."""
+
+    timeout_ms: int = 30000
+    per_try_timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    replay_buffer: int = 64 * 1024
+    buffer_chunked_uploads: int = 0
+    client_body_timeout: float = 10.0
+    failure_statuses: frozenset[int] = frozenset({502, 503, 504})
+    preserve_host: bool = False
+    headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
+    headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
+    response_headers_to_remove: tuple[str, ...] = ()
+    forwarded: ForwardedConfig = ForwardedConfig()
+    template: PathTemplate | None = None
+    strip_path: bool = False
+    rewrite: Any = None
+    strip_prefix: str | None = None
+    upstream_prefix: str = ""
+    hash_on: str | None = None
+    retry_after: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout_ms <= 0:
+            raise ValueError(f"timeout_ms must be positive, got {self.timeout_ms}")
+        if not self.client_body_timeout > 0:
+            raise ValueError(f"client_body_timeout must be positive, got {self.client_body_timeout}")
+        if self.buffer_chunked_uploads < 0:
+            raise ValueError("buffer_chunked_uploads must be >= 0 bytes, "
+                             f"got {self.buffer_chunked_uploads}")
+        for status in self.failure_statuses:
+            if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
+                raise ValueError(f"failure_statuses must hold 5xx statuses, got {status!r}")
+        if self.hash_on is not None:
+            parse_hash_on(self.hash_on)
+        validate_header_config(self.headers_to_add, self.headers_to_remove, direction="request")
+        validate_header_config(self.response_headers_to_add, self.response_headers_to_remove,
+                               direction="response")
+
+
+def parse_hash_on(spec: str) -> tuple[str, str]:
+    """``"header:X-User"``, ``"cookie:session"`` or ``"client_ip"``."""
+    if spec == "client_ip":
+        return ("client_ip", "")
+    kind, _, name = spec.partition(":")
+    if kind in ("header", "cookie") and name:
+        return (kind, name.lower() if kind == "header" else name)
+    raise ValueError(f"Invalid hash_on {spec!r}. Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
+
+
+def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any],
+             forwarded: ForwardedConfig | None = None) -> bytes | None:
+    """Extract the consistent-hashing key from a request."""
+    if spec is None:
+        return None
+    kind, name = spec
+    if kind == "client_ip":
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if forwarded is not None and forwarded.trusted_proxies:
+            return client_ip(peer, scope["headers"], forwarded).encode()
+        return peer.encode() if peer else None
+    wanted = name.encode()
+    for key, value in scope["headers"]:
+        if kind == "header" and key == wanted:
+            return bytes(value)
+        if kind == "cookie" and key == b"cookie":
+            for part in value.split(b";"):
+                k, _, v = part.strip().partition(b"=")
+                if k == wanted:
+                    return v
+    return None
+
+
+def error_body(status: int, error: str, detail: str) -> bytes:
+    return json.dumps({"error": error, "detail": detail, "status": status},
+                      separators=(",", ":")).encode()
+
+
+_CONNECT_FAILED = (502, "Could not connect to the upstream service")
+_RESET = (502, "The upstream service closed the connection before responding")
+_INVALID = (502, "The upstream service sent an invalid response")
+_TIMED_OUT = (504, "The upstream service did not respond in time")
+
+_ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+           400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large"}
+
+
+async def send_error(send: Callable[..., Any], status: int, detail: str,
+                     *, retry_after: int | None = None, overloaded: bool = False) -> None:
+    """A complete, well-formed JSON error response."""
+    body = error_body(status, _ERRORS.get(status, "Error"), detail)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if overloaded:
+        headers.append((b"x-velithon-overloaded", b"true"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Forwarder:
+    """Forwards requests for one facade through its balancer."""
+
+    def __init__(self, config: ForwardConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._hash = parse_hash_on(config.hash_on) if config.hash_on else None
+        self._rng = rng or random.Random()
+        self.requests = 0
+        self.retries = 0
+        self.errors = 0
+
+    def target_for(self, scope: dict[str, Any]) -> bytes:
+        """The upstream request-target for ``scope`` (raises :class:`UnsafePathError`)."""
+        cfg = self.config
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        return upstream_target(  # checks the path's safety first
+            raw_path, scope.get("query_string", b""), template=cfg.template,
+            strip_path=cfg.strip_path, rewrite=cfg.rewrite, base_path=cfg.upstream_prefix,
+            strip_prefix=cfg.strip_prefix,
+        )
+
+    def key_for(self, scope: dict[str, Any]) -> bytes | None:
+        """The consistent-hashing key of ``scope`` (None unless ``hash_on`` is set)."""
+        return hash_key(self._hash, scope, self.config.forwarded)
+
+    # ---- HTTP ----------------------------------------------------------------------
+
+    async def handle_http(self, balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
+                          send: Callable[..., Any]) -> tuple[int, str] | None:
+        """Forward one request; returns ``(status, detail)`` when we answered with an error."""
+        cfg = self.config
+        self.requests += 1
+        try:
+            target = self.target_for(scope)
+        except UnsafePathError as exc:
+            self.errors += 1
+            await send_error(send, 400, str(exc))
+            return (400, str(exc))
+        method: bytes = scope["method"].encode()
+        wait = ClientWait(cfg.client_body_timeout)
+        try:
+            upload = await read_request_body(
+                scope["headers"], receive, method, wait, buffer_limit=cfg.replay_buffer,
+                chunked_buffer_limit=cfg.buffer_chunked_uploads)
+        except ClientDisconnected:
+            return None
+        except ClientBodyTimeout as exc:
+            return await self._client_timed_out(send, exc)
+        body = upload.body
+        replayable = upload.replayable
+        # the whole-exchange budget starts once the gateway can act; client waits extend it
+        base_deadline = trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total
+        key = self.key_for(scope)
+        response_started = False
+        tried: set[int] = set()
+        attempt = 0
+        last_error: tuple[int, str] = (502, "No attempt made")
+        while True:
+            attempt += 1
+            try:
+                lease = await balancer.pick(key, frozenset(tried) if tried else _NONE_TRIED,
+                                            retry=attempt > 1)
+            except NoTargetAvailable as exc:
+                if attempt > 1:  # budget exhausted or nobody left: report the last failure
+                    break
+                self.errors += 1
+                await send_error(send, 503, str(exc), retry_after=cfg.retry_after,
+                                 overloaded=isinstance(exc, Overloaded))
+                return (503, str(exc))
+            tried.add(lease.target_id)
+            origin = lease.pool.origin
+            headers = build_request_headers(
+                scope["headers"], peer=scope.get("client"), scheme=scope.get("scheme", "http"),
+                upstream_host=origin.authority, preserve_host=cfg.preserve_host,
+                add=cfg.headers_to_add, remove=cfg.headers_to_remove, cfg=cfg.forwarded,
+            )
+            if upload.length is not None:
+                headers.extend(upload.framing_headers())
+            upstream_path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
+                if origin.base_path else target
+            deadline = base_deadline + wait.total
+            try_deadline = deadline
+            if cfg.per_try_timeout is not None:
+                try_deadline = min(deadline, trio.current_time() + cfg.per_try_timeout)
+            error_kind: str | None = None
+            cause: Exception | None = None
+            response = None
+            waited_before = wait.total
+            try:
+                with trio.move_on_at(try_deadline) as try_scope:
+                    wait.attach(try_scope)
+                    try:
+                        response = await lease.pool.request(method, upstream_path, headers, body)
+                    except UpstreamRequestError as exc:
+                        # our own request could not be written (e.g. a configured header with CR/LF):
+                        # not the target's fault, and no other target would fare better
+                        await lease.finish("neutral")
+                        self.errors += 1
+                        LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
+                        detail = "The gateway could not build a valid upstream request"
+                        await send_error(send, 502, detail)
+                        return (502, detail)
+                    except ClientDisconnected:
+                        await lease.finish("neutral")  # the client left mid-upload
+                        return None
+                    except ClientBodyTimeout as exc:  # the client stalled mid-upload
+                        await lease.finish("neutral")
+                        return await self._client_timed_out(send, exc)
+                    except UpstreamConnectError as exc:
+                        error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
+                    except UpstreamResetError as exc:
+                        error_kind, last_error, cause = "reset", _RESET, exc
+                    except UpstreamProtocolError as exc:
+                        error_kind, last_error, cause = "protocol", _INVALID, exc
+                    except UpstreamError as exc:
+                        error_kind, last_error, cause = "reset", _RESET, exc
+                    finally:
+                        wait.attach(None)
+            except BaseException:  # cancelled from outside (not our per-try deadline):
+                with trio.CancelScope(shield=True):  # never leak the lease
+                    await lease.finish("neutral")
+                raise
+            client_time = wait.total - waited_before
+            deadline = base_deadline + wait.total
+            if response is None and error_kind is None:
+                error_kind, last_error, cause = "timeout", _TIMED_OUT, None
+            if response is None:
+                # the client gets a generic reason; the specifics (addresses, errno) go to the log
+                LOGGER.warning("%s %s via %s failed (try %d): %s", scope["method"], scope["path"],
+                               lease.url, attempt, cause if cause is not None else "timed out")
+                await lease.finish("local", client_time=client_time)
+                if self._may_retry(attempt, method, error_kind=error_kind, replayable=replayable,
+                                   deadline=deadline):
+                    await self._backoff(attempt, deadline)
+                    continue
+                break
+            status = response.status
+            kind = self.outcome_kind(status)
+            if (status in cfg.retry.retry_on_statuses
+                    and self._may_retry(attempt, method, status=status, replayable=replayable,
+                                        deadline=deadline)):
+                await lease.finish(kind, status, client_time=client_time)
+                await response.aclose()
+                last_error = (status, f"The upstream service answered {status}")
+                await self._backoff(attempt, deadline)
+                continue
+            try:
+                response_started = True
+                await self._relay(response, send, deadline, method)
+            except trio.TooSlowError:
+                await lease.finish("local", client_time=client_time)
+                await response.aclose()
+                raise UpstreamAborted("upstream response timed out mid-body") from None
+            except UpstreamBodyError as exc:
+                await lease.finish("local", client_time=client_time)
+                await response.aclose()
+                raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
+            except ClientDisconnected:
+                await lease.finish("neutral")
+                await response.aclose()
+                return None
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await lease.finish("neutral")
+                    await response.aclose()
+                raise
+            response.close()  # no checkpoint: the relay just did I/O
+            await lease.finish(kind, status, client_time=client_time)
+            return None
+        assert not response_started
+        self.errors += 1
+        status, detail = last_error
+        if last_error[1].startswith("The upstream service answered"):
+            detail = f"{detail} after {attempt} attempt(s)"
+        await send_error(send, status, detail, retry_after=cfg.retry_after if status == 503 else None)
+        return (status, detail)
+
+    def outcome_kind(self, status: int) -> str:
+        """How an upstream status counts: ``failure_statuses`` are gateway failures."""
+        if status in self.config.failure_statuses:
+            return "gateway"
+        if status >= 500:
+            return "5xx"
+        return "success"
+
+    async def _client_timed_out(self, send: Callable[..., Any],
+                                exc: ClientBodyTimeout) -> tuple[int, str]:
+        """A stalled upload: 408 for the client, no verdict on any target."""
+        self.errors += 1
+        detail = "The client did not send the request body in time"
+        LOGGER.info("request body stalled: %s", exc)
+        try:
+            await send_error(send, 408, detail)
+        except OSError:
+            pass  # the client is gone as well; nothing left to tell it
+        return (408, detail)
+
+    def _may_retry(self, attempt: int, method: bytes, *, status: int | None = None,
+                   error_kind: str | None = None, replayable: bool, deadline: float) -> bool:
+        if trio.current_time() >= deadline:
+            return False
+        ok = self.config.retry.should_retry(
+            attempt, method.decode("latin-1"), status=status, error=error_kind,
+            body_replayable=replayable,
+        )
+        if ok:
+            self.retries += 1
+        return ok
+
+    async def _backoff(self, attempt: int, deadline: float) -> None:
+        delay = self.config.retry.backoff(attempt, self._rng)
+        await trio.sleep_until(min(trio.current_time() + delay, deadline))
+
+    async def _relay(self, response: Any, send: Callable[..., Any], deadline: float,
+                     method: bytes) -> None:
+        cfg = self.config
+        headers = build_response_headers(
+            response.headers, add=cfg.response_headers_to_add,
+            remove=cfg.response_headers_to_remove,
+            content_length=response.content_length,
+        )
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        except OSError as exc:
+            raise ClientDisconnected() from exc
+        # Body bytes h11 already holds need no I/O, hence no deadline scope; the usual
+        # small response (head and body in one read) is sent in a single final message.
+        chunk = response.receive_buffered()
+        if chunk is not None and response.complete and response.content_length is not None:
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            except OSError as exc:
+                raise ClientDisconnected() from exc
+            return
+        finite = math.isfinite(deadline)
+        while True:
+            if chunk is None:
+                if finite:
+                    with trio.fail_at(deadline):
+                        chunk = await response.receive_some()
+                else:
+                    chunk = await response.receive_some()
+            if not chunk:
+                break
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except OSError as exc:
+                raise ClientDisconnected() from exc
+            chunk = response.receive_buffered()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

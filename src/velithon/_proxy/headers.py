@@ -1,0 +1,536 @@
+"""Header rules for forwarding, both directions. Pure functions, run once per request.
+
+Request side (reliability.md §2.1–2.3, catalogue 11–17):
+
+* Hop-by-hop fields are removed (:data:`HOP_BY_HOP`, ``TE`` except ``trailers``),
+  and so are fields the client nominates in ``Connection`` — but nominating
+  ``Host``, ``Content-Length``, ``Transfer-Encoding`` or a forwarding header we
+  generate is ignored, so a client cannot strip what we add (Davison 2019).
+* ``Content-Length``/``Transfer-Encoding`` from the client are dropped: the
+  upstream pool computes framing itself.
+* Names that only *look like* a sensitive field with ``_`` for ``-``
+  (``X_Forwarded_For``, ``Transfer_Encoding``) are dropped: some backends fold
+  ``_`` into ``-``.
+* ``X-Forwarded-For/-Proto/-Host``, ``X-Real-IP`` and ``Forwarded`` are ours.
+  From an untrusted peer the incoming ones are replaced (XFF is kept and
+  extended in ``append`` mode, as Envoy/HAProxy do); from a trusted peer they
+  are kept and extended.
+* ``remove`` then ``add`` (config) apply last; ``add`` overrides.
+
+Input header names must be lowercase bytes (as h11 and ASGI give them); output
+names are lowercase too. Multi-value fields keep their order.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .._exceptions import ConfigError
+
+__all__ = [
+    "FORWARDING",
+    "HOP_BY_HOP",
+    "ForwardedConfig",
+    "build_request_headers",
+    "build_response_headers",
+    "client_ip",
+    "strip_hop_by_hop",
+    "validate_header_config",
+]
+
+Headers = Iterable[tuple[bytes, bytes]]
+HeaderList = list[tuple[bytes, bytes]]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+#: The forwarding headers this module generates.
+FORWARDING = frozenset({
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded",
+})
+# A client may not nominate these in Connection (framing, routing, what we add).
+_PROTECTED = frozenset({b"host", b"content-length", b"transfer-encoding"}) | FORWARDING
+_LOOKALIKE_OF = HOP_BY_HOP | FORWARDING | {b"host", b"content-length"}
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# Per-name handling in build_request_headers; anything else is copied.
+_DROP, _CONNECTION, _TE, _UPGRADE, _HOST, _XFF, _PROTO, _XHOST, _REAL_IP, _FWD = range(10)
+_REQUEST_KIND = {
+    b"connection": _CONNECTION, b"proxy-connection": _DROP, b"keep-alive": _DROP,
+    b"proxy-authenticate": _DROP, b"proxy-authorization": _DROP, b"te": _TE,
+    b"trailer": _DROP, b"transfer-encoding": _DROP, b"upgrade": _UPGRADE,
+    b"content-length": _DROP, b"host": _HOST, b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _PROTO, b"x-forwarded-host": _XHOST, b"x-real-ip": _REAL_IP,
+    b"forwarded": _FWD,
+}
+
+
+def _to_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str | bytes):
+        return (value,)
+    return tuple(value)
+
+
+def _hop_count(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{name} must be an integer >= 0 or None, got {value!r}")
+    return check
+
+
+def _check_mode(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in ("append", "replace"):
+        raise ConfigError(f"xff_mode must be 'append' or 'replace', got {value!r}")
+
+
+@attrs.frozen
+class ForwardedConfig:
+    """Who we trust for forwarding headers, and which ones we emit.
+
+    Which address is the client (X-Real-IP, logs, ``hash_on="client_ip"``):
+
+    * a peer outside ``trusted_proxies`` is the client itself, and whatever it
+      wrote in ``X-Forwarded-For``/``X-Real-IP``/``Forwarded`` is not believed;
+    * from a trusted peer, with ``xff_num_trusted_hops`` unset (the default),
+      ``X-Forwarded-For`` is walked from the right over addresses inside
+      ``trusted_proxies``; the first one outside them is the client (nginx's
+      ``real_ip_recursive``, Envoy's ``xff_trusted_cidrs``). Every entry left
+      of it may have been forged by that client and is never read;
+    * from a trusted peer, with ``xff_num_trusted_hops=N``, the client is the
+      N-th entry from the right of the incoming ``X-Forwarded-For`` (Envoy's
+      ``xff_num_trusted_hops`` with ``use_remote_address``): the peer and the
+      N - 1 proxies behind it each appended one entry. ``N=0`` means the peer is
+      the client. Use this when the proxies in front have addresses you cannot
+      list, e.g. a cloud load balancer.
+
+    Attributes:
+        trusted_proxies: CIDRs (``"10.0.0.0/8"``, ``"127.0.0.1"``) of the proxies
+            in front of us; parsed into :attr:`networks` at construction. Only a
+            peer inside one of them is believed about the client; to trust every
+            peer (a hop count decided by the network layout alone) list
+            ``"0.0.0.0/0"`` and ``"::/0"`` explicitly.
+        xff_num_trusted_hops: ``None`` for the rightmost-untrusted rule above, or
+            the number of trusted proxy hops (Envoy's count; needs
+            ``trusted_proxies``).
+        trusted_hops: an older spelling of the hop count that did not count the
+            peer: ``trusted_hops=h`` is ``xff_num_trusted_hops=h + 1``. Kept for
+            existing callers; give one of the two, not both.
+        xff_mode: ``"append"`` keeps the incoming X-Forwarded-For chain and appends
+            the peer; ``"replace"`` sends only the peer (unless the peer is trusted,
+            then the chain is kept).
+        forwarded: emit RFC 7239 ``Forwarded``.
+        x_forwarded: emit ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP``.
+    """
+
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    xff_num_trusted_hops: int | None = attrs.field(
+        default=None, validator=_hop_count("xff_num_trusted_hops"))
+    trusted_hops: int | None = attrs.field(default=None, validator=_hop_count("trusted_hops"),
+                                           repr=False, eq=False)
+    xff_mode: str = attrs.field(default="append", validator=_check_mode)
+    forwarded: bool = True
+    x_forwarded: bool = True
+    networks: tuple[_Network, ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        networks = []
+        for cidr in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(cidr))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"Invalid trusted proxy {cidr!r}: {exc}") from None
+        object.__setattr__(self, "networks", tuple(networks))
+        if self.trusted_hops is not None:
+            if self.xff_num_trusted_hops is not None:
+                raise ConfigError("Give xff_num_trusted_hops or trusted_hops, not both "
+                                  "(trusted_hops=h is xff_num_trusted_hops=h + 1)")
+            object.__setattr__(self, "xff_num_trusted_hops", self.trusted_hops + 1)
+        elif self.xff_num_trusted_hops and not networks:
+            # A hop count with nobody trusted would be silently ignored.
+            raise ConfigError(
+                "xff_num_trusted_hops needs trusted_proxies: the peers allowed to report "
+                "the client address (use ['0.0.0.0/0', '::/0'] to trust every peer)")
+
+    def is_trusted(self, peer_ip: str | None) -> bool:
+        """True if ``peer_ip`` is inside one of :attr:`trusted_proxies`."""
+        if not self.networks or not peer_ip:
+            return False
+        ip = _parse_ip(peer_ip)
+        return ip is not None and self.covers(ip)
+
+    def covers(self, ip: _Address) -> bool:
+        """True if the parsed address ``ip`` is inside one of :attr:`networks`."""
+        return any(ip in net for net in self.networks)
+
+
+def _parse_ip(text: str | bytes) -> _Address | None:
+    try:
+        ip = ipaddress.ip_address(text.decode("ascii") if isinstance(text, bytes) else text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _tokens(values: Iterable[bytes]) -> set[bytes]:
+    return {t.strip().lower() for v in values for t in v.split(b",")}
+
+
+def _drop_names(headers: HeaderList, names: Iterable[bytes]) -> HeaderList:
+    names = set(names)
+    return [h for h in headers if h[0] not in names] if names else headers
+
+
+def strip_hop_by_hop(headers: Headers, *, keep_upgrade: bool = False) -> HeaderList:
+    """Remove hop-by-hop fields and those nominated in ``Connection``.
+
+    ``TE: trailers`` survives as ``te: trailers``. With ``keep_upgrade`` the
+    ``Upgrade`` field and ``Connection: upgrade`` are kept (protocol upgrades).
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    te_trailers = False
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            elif name == b"te":
+                te_trailers = te_trailers or b"trailers" in _tokens((value,))
+            elif name == b"upgrade" and keep_upgrade:
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    return _finish_hop(out, connection, te_trailers, keep_upgrade)
+
+
+def _finish_hop(out: HeaderList, connection: list[bytes], te_trailers: bool,
+                keep_upgrade: bool) -> HeaderList:
+    if connection:
+        nominated = _tokens(connection)
+        if keep_upgrade and b"upgrade" in nominated and any(n == b"upgrade" for n, _ in out):
+            out.append((b"connection", b"upgrade"))
+        out = _drop_names(out, nominated - _PROTECTED - HOP_BY_HOP)
+    elif keep_upgrade:
+        out = [h for h in out if h[0] != b"upgrade"]  # Upgrade without Connection: upgrade
+    if te_trailers:
+        out.append((b"te", b"trailers"))
+    return out
+
+
+def client_ip(peer_ip: str | None, headers: Headers, cfg: ForwardedConfig) -> str:
+    """The client address to log, rate-limit and hash on.
+
+    The TCP peer, unless the peer is a trusted proxy: then X-Forwarded-For
+    names the client, read by the rule :class:`ForwardedConfig` describes.
+    ``""`` when the peer is unknown.
+    """
+    if not peer_ip or not cfg.is_trusted(peer_ip):
+        return peer_ip or ""
+    return _walk_xff(peer_ip, [v for n, v in headers if n == b"x-forwarded-for"], cfg)
+
+
+def _walk_xff(peer_ip: str, lines: list[bytes], cfg: ForwardedConfig) -> str:
+    """The client named by the X-Forwarded-For ``lines`` sent by the trusted ``peer_ip``.
+
+    Several header lines form one list, in order (RFC 9110 §5.3). Each proxy
+    appends the address it received the request from, so only the entries
+    right of the client were written by proxies we trust; the walk therefore
+    never looks further left than it must, and an entry it cannot parse ends it
+    (everything left of a garbled entry is unverifiable).
+    """
+    chain = b",".join(line for line in (v.strip() for v in lines) if line)
+    if not chain:
+        return peer_ip
+    hops = cfg.xff_num_trusted_hops
+    if hops is not None:
+        if hops == 0:
+            return peer_ip
+        entries = chain.rsplit(b",", hops)
+        if len(entries) < hops:
+            return peer_ip  # fewer proxies than declared: the chain is not what we expect
+        walked = [_parse_ip(e.strip()) for e in entries[-hops:]]
+        client = walked[0]
+        if client is None or None in walked:
+            return peer_ip
+        return str(client)
+    # Rightmost entry outside the trusted ranges (nginx real_ip_recursive): stop at the
+    # first untrusted address; on a malformed entry keep the last good one, which a
+    # trusted proxy wrote; if every entry is trusted the leftmost one is the client.
+    found = peer_ip
+    for entry in reversed(chain.split(b",")):
+        ip = _parse_ip(entry.strip())
+        if ip is None:
+            break
+        found = str(ip)
+        if not cfg.covers(ip):
+            break
+    return found
+
+
+# Framing is computed for every message (the upstream pool for requests, the server for
+# responses); a configured value would contradict it and desynchronise the peer.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _config_bytes(item: Any) -> bytes | None:
+    if isinstance(item, str):
+        try:
+            return item.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+    if isinstance(item, bytes | bytearray):
+        return bytes(item)
+    return None
+
+
+def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] | None,
+                           *, direction: str) -> None:
+    """Refuse header edits that could never be sent, at construction rather than per request.
+
+    ``add``/``remove`` are a facade's ``headers_to_add``/``headers_to_remove`` (or the
+    response ones); ``direction`` (``"request"`` or ``"response"``) only words the
+    message. A name must be an HTTP token; a value may not contain CR, LF, NUL or another
+    control character (HTAB aside) nor start or end with whitespace, which is what the
+    HTTP/1.1 writers accept; ``Content-Length`` and ``Transfer-Encoding`` cannot be added
+    because the framing is computed for each message. Strings must be Latin-1.
+
+    Raises:
+        ConfigError: naming the offending header and what is wrong with it.
+    """
+    for name, value in (add or {}).items():
+        what = f"Invalid {direction} header to add {name!r}"
+        raw_name = _config_bytes(name)
+        if raw_name is None or _FIELD_NAME(raw_name) is None:
+            raise ConfigError(f"{what}: a header name must be a non-empty HTTP token "
+                              "(letters, digits and !#$%&'*+-.^_`|~), without ':' or spaces")
+        if raw_name.lower() in _FRAMING:
+            raise ConfigError(f"{what}: message framing is computed by the gateway and "
+                              "cannot be set")
+        raw_value = _config_bytes(value)
+        if raw_value is None:
+            raise ConfigError(f"{what}: the value must be a Latin-1 str or bytes, "
+                              f"got {value!r}")
+        if _CONTROL.search(raw_value):
+            raise ConfigError(f"{what}: the value contains CR, LF, NUL or another control "
+                              "character")
+        if _FIELD_VALUE(raw_value) is None:
+            raise ConfigError(f"{what}: the value starts or ends with whitespace")
+    for name in remove or ():
+        raw_name = _config_bytes(name)
+        if raw_name is None or _FIELD_NAME(raw_name) is None:
+            raise ConfigError(f"Invalid {direction} header to remove {name!r}: a header name "
+                              "must be a non-empty HTTP token, without ':' or spaces")
+
+
+def _forwarded_value(value: bytes) -> bytes:
+    if _TOKEN.fullmatch(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _encode_map(items: Mapping[str, str] | None) -> HeaderList:
+    if not items:
+        return []
+    return [(k.lower().encode("latin-1") if isinstance(k, str) else bytes(k).lower(),
+             v.encode("latin-1") if isinstance(v, str) else bytes(v)) for k, v in items.items()]
+
+
+def _apply_config(out: HeaderList, add: Mapping[str, str] | None,
+                  remove: Iterable[str] | None, *, protect: bytes | None) -> HeaderList:
+    if remove:
+        names = {r.lower().encode("latin-1") if isinstance(r, str) else bytes(r).lower()
+                 for r in remove}
+        names.discard(protect)
+        out = _drop_names(out, names)
+    extra = _encode_map(add)
+    if extra:
+        out = _drop_names(out, (n for n, _ in extra))
+        out.extend(extra)
+    return out
+
+
+def build_request_headers(
+    headers: Headers,
+    *,
+    peer: Sequence[Any] | None,
+    scheme: str,
+    upstream_host: bytes,
+    preserve_host: bool,
+    add: Mapping[str, str] | None,
+    remove: Iterable[str] | None,
+    cfg: ForwardedConfig,
+    keep_upgrade: bool = False,
+) -> HeaderList:
+    """The header list to send upstream (framing excluded: the pool adds it).
+
+    ``peer`` is ASGI's ``scope["client"]`` (``(host, port)`` or ``None``);
+    ``upstream_host`` is :attr:`Origin.authority`. See the module docstring for
+    the rules. ``Host`` always comes first.
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    xff: list[bytes] = []
+    proto: list[bytes] = []
+    xhost: list[bytes] = []
+    real_ip: list[bytes] = []
+    fwd: list[bytes] = []
+    client_host: bytes | None = None
+    te_trailers = False
+    kinds = _REQUEST_KIND
+    for name, value in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            if b"_" in name and name.replace(b"_", b"-") in _LOOKALIKE_OF:
+                continue
+            out.append((name, value))
+        elif kind == _XFF:
+            xff.append(value.strip())
+        elif kind == _HOST:
+            if client_host is None:
+                client_host = value
+        elif kind == _CONNECTION:
+            connection.append(value)
+        elif kind == _TE:
+            te_trailers = te_trailers or b"trailers" in _tokens((value,))
+        elif kind == _UPGRADE:
+            if keep_upgrade:
+                out.append((name, value))
+        elif kind == _PROTO:
+            proto.append(value)
+        elif kind == _XHOST:
+            xhost.append(value)
+        elif kind == _REAL_IP:
+            real_ip.append(value)
+        elif kind == _FWD:
+            fwd.append(value)
+    out = _finish_hop(out, connection, te_trailers, keep_upgrade)
+
+    peer_ip: str | None = str(peer[0]) if peer and peer[0] else None
+    trusted = cfg.is_trusted(peer_ip)
+    peer_b = peer_ip.encode("ascii") if peer_ip else None
+    scheme_b = scheme.encode("ascii")
+    host = client_host if preserve_host and client_host is not None else upstream_host
+    result: HeaderList = [(b"host", host)]
+    result.extend(out)
+    if cfg.x_forwarded:
+        chain = b", ".join(v for v in xff if v)
+        if chain and (trusted or cfg.xff_mode == "append"):
+            value = chain + b", " + peer_b if peer_b else chain
+        else:
+            value = peer_b or b""
+        if value:
+            result.append((b"x-forwarded-for", value))
+        result.append((b"x-forwarded-proto", proto[0] if trusted and proto else scheme_b))
+        forwarded_host = xhost[0] if trusted and xhost else client_host
+        if forwarded_host:
+            result.append((b"x-forwarded-host", forwarded_host))
+        real = _walk_xff(peer_ip, xff, cfg) if trusted and peer_ip else peer_ip
+        if real:
+            result.append((b"x-real-ip", real.encode("ascii")))
+    elif trusted:
+        result.extend((n, v) for n, vs in ((b"x-forwarded-for", xff), (b"x-forwarded-proto", proto),
+                                           (b"x-forwarded-host", xhost), (b"x-real-ip", real_ip))
+                      for v in vs)
+    if cfg.forwarded:
+        if peer_b is None:
+            node = b"unknown"
+        elif b":" in peer_b:
+            node = b'"[' + peer_b + b']"'
+        else:
+            node = peer_b
+        element = b"for=" + node + b";proto=" + scheme_b
+        if client_host:
+            element += b";host=" + _forwarded_value(client_host)
+        if trusted and fwd:
+            element = b", ".join(fwd) + b", " + element
+        result.append((b"forwarded", element))
+    elif trusted:
+        result.extend((b"forwarded", v) for v in fwd)
+    return _apply_config(result, add, remove, protect=b"host")
+
+
+def build_response_headers(
+    headers: Headers,
+    *,
+    add: Mapping[str, str] | None = None,
+    remove: Iterable[str] | None = None,
+    content_length: int | None = None,
+) -> HeaderList:
+    """The header list to send downstream from an upstream response.
+
+    Hop-by-hop fields (and those nominated in ``Connection``) and
+    ``Transfer-Encoding`` are removed: the server frames the response itself.
+    ``Content-Length`` is kept only when the caller relays a body framed by it:
+    pass ``content_length`` (the upstream's value) and exactly one
+    ``content-length`` header with that value is sent. Repeated fields such as
+    ``Set-Cookie`` stay separate lines, in order.
+    """
+    out: HeaderList = []
+    connection: list[bytes] = []
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if name == b"content-length":
+            continue
+        out.append((name, value))
+    if connection:
+        out = _drop_names(out, _tokens(connection) - _PROTECTED - HOP_BY_HOP)
+    if content_length is not None:
+        out.append((b"content-length", b"%d" % content_length))
+    return _apply_config(out, add, remove, protect=None)
+
+
+# ---- serialising heads next to h11 (hot path) -------------------------------------------
+# h11 validates every header of an event it sends (twice for a response: its framing
+# clean-up builds a second event), although most of them never influence its state
+# machine. Callers therefore give h11 only the fields it acts on, and serialise the others
+# themselves after checking them with these patterns, which are h11's own grammar
+# (``h11._abnf``: ``field_name = token``; ``field_value`` = optional runs of
+# ``[^\x00\s]`` joined by spaces/tabs: no CR, LF or NUL, no edge whitespace).
+_FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
+#: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).
+H11_REQUEST_FIELDS = frozenset({
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
+})
+#: Response fields h11's server state machine reads (framing and keep-alive).
+H11_RESPONSE_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def split_for_h11(headers: Iterable[tuple[Any, Any]], h11_fields: frozenset[bytes]
+                  ) -> tuple[HeaderList, bytes] | None:
+    """``(fields for h11, the other fields serialised)``, or ``None`` to let h11 do it all.
+
+    The other fields are checked exactly as h11 would check them and written as h11
+    writes them (``name: value\\r\\n``, name as given). ``None`` when any field is not
+    plain bytes or fails the check: the caller then passes every field to h11, which
+    raises the error it always raised.
+    """
+    own: HeaderList = []
+    lines: list[bytes] = []
+    name_ok = _FIELD_NAME
+    value_ok = _FIELD_VALUE
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes:
+            return None
+        if name.lower() in h11_fields:
+            own.append((name, value))
+        elif name_ok(name) is not None and value_ok(value) is not None:
+            lines.append(name + b": " + value + b"\r\n")
+        else:
+            return None
+    return own, b"".join(lines)

@@ -1,0 +1,395 @@
+"""The pooled keep-alive HTTP/1.1 client on the forwarding hot path.
+
+One :class:`UpstreamPool` per target. ``await pool.request(method, target, headers,
+body)`` returns an :class:`~velithon._proxy.connection.UpstreamResponse` whose body
+streams from the connection; the connection returns to the pool when the body
+ends cleanly (see ``_upstream_conn`` for the reuse rule).
+
+Why not httpx: on the hot path every microsecond is per request, and httpx
+costs 3-9x more per request here (``benchmarks/bench_upstream.py``). This pool
+is one h11 state machine per TCP connection (``TCP_NODELAY`` is trio's
+default), LIFO reuse, no per-request task for small bytes bodies, and no
+timeouts of its own besides ``connect_timeout``: callers wrap requests in
+``trio.fail_after``, and cancellation anywhere closes the connection, which is
+never returned half-used. Before an idle plain-TCP connection is reused, a
+zero-timeout poll drops it if the upstream already closed it.
+
+Error handling:
+    * connect failure or ``connect_timeout`` → ``UpstreamConnectError``
+      (``UpstreamConnectTimeout``); nothing was sent.
+    * closed/reset before any response byte → ``UpstreamResetError``. When that
+      happens on a *reused* connection (a stale keep-alive) and the request is
+      idempotent with a bytes/None body, it is retried **once** on a fresh
+      connection first.
+    * malformed, oversized or unsolicited (101) head → ``UpstreamProtocolError``.
+    * an unsendable request (CR/LF in a header value) → ``UpstreamRequestError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, Iterable
+
+import attrs
+import h11
+import trio
+
+from .._exceptions import (
+    ConfigError,
+    UnsafePathError,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamResetError,
+)
+from .headers import H11_REQUEST_FIELDS, split_for_h11
+from .paths import check_path_safety
+from .connection import Body, Connection, UpstreamResponse, local_error, send_request
+
+__all__ = ["Origin", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
+_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+# RFC 9110 §9.2.2: safe to repeat. Only these are replayed after a stale connection.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _config_error(url: object, why: str) -> ConfigError:
+    return ConfigError(f"Invalid target URL: {url!r}: {why}")
+
+
+@attrs.frozen
+class Origin:
+    """Where a target lives: scheme, host, port and an optional base path.
+
+    ``host`` is stored without brackets (``::1``); ``base_path`` has no trailing
+    slash (``""`` for none) and is raw (percent-encoded) path text.
+    """
+
+    scheme: str = attrs.field(validator=attrs.validators.in_(("http", "https")))
+    host: str
+    port: int = attrs.field(validator=[attrs.validators.instance_of(int),
+                                       attrs.validators.ge(1), attrs.validators.le(65535)])
+    base_path: str = ""
+    #: ``Host`` header value: the default port is omitted, IPv6 is bracketed.
+    authority: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port != _DEFAULT_PORTS[self.scheme]:
+            host = f"{host}:{self.port}"
+        object.__setattr__(self, "authority", host.encode("ascii"))
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority.decode('ascii')}{self.base_path}"
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        """Parse ``http[s]://host[:port][/base/path]``.
+
+        Raises:
+            ConfigError: missing scheme or host, unsupported scheme, userinfo,
+                query or fragment, bad port, or an unsafe base path.
+        """
+        if not isinstance(url, str):
+            raise _config_error(url, "expected a string such as 'http://127.0.0.1:8000'")
+        if _BAD_URL_CHARS.search(url):
+            raise _config_error(url, "contains whitespace or control characters")
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise _config_error(url, "missing scheme (expected 'http://host:port' or 'https://...')")
+        scheme = scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise _config_error(url, f"unsupported scheme {scheme!r} (use 'http' or 'https')")
+        if "?" in rest or "#" in rest:
+            raise _config_error(url, "a query string or fragment is not allowed")
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            raise _config_error(url, "userinfo ('user@') is not allowed")
+        if not authority:
+            raise _config_error(url, "missing host")
+        host, port_text = _split_authority(url, authority)
+        port = _DEFAULT_PORTS[scheme]
+        if port_text is not None:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise _config_error(url, f"invalid port {port_text!r} (expected 1-65535)")
+            port = int(port_text)
+        base_path = ("/" + path).rstrip("/") if slash else ""
+        if base_path:
+            try:
+                check_path_safety(base_path.encode("ascii"))
+            except (UnsafePathError, UnicodeEncodeError) as exc:
+                raise _config_error(url, f"unsafe base path: {exc}") from None
+        return cls(scheme, host, port, base_path)
+
+
+def _split_authority(url: str, authority: str) -> tuple[str, str | None]:
+    if authority.startswith("["):
+        end = authority.find("]")
+        literal = authority[1:end] if end > 0 else ""
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise _config_error(url, f"invalid IPv6 literal {authority!r}") from None
+        after = authority[end + 1 :]
+        if after and not after.startswith(":"):
+            raise _config_error(url, f"unexpected {after!r} after the IPv6 literal")
+        return literal.lower(), (after[1:] if after else None)
+    host, colon, port_text = authority.partition(":")
+    if ":" in port_text:
+        raise _config_error(url, "IPv6 addresses must be in brackets, e.g. 'http://[::1]:8000'")
+    if not _HOST_RE.fullmatch(host):
+        raise _config_error(url, f"invalid host {host!r} (ASCII letters, digits, '.', '-', '_')")
+    return host.lower(), (port_text if colon else None)
+
+
+@attrs.frozen
+class PoolStatistics:
+    """A snapshot of one pool. ``discarded_total`` counts connections closed instead of
+    reused (errors, early answers, expired or dropped idle ones), not those closed by
+    ``aclose()``."""
+
+    idle: int
+    active: int
+    opened_total: int
+    reused_total: int
+    discarded_total: int
+
+
+def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:
+    """h11 writes Host lines first: with exactly one, the others can follow it."""
+    if not fields or fields[0][0].lower() != b"host":
+        return False
+    return all(name.lower() != b"host" for name, _ in fields[1:])
+
+
+def _frame(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
+           ) -> list[tuple[bytes, bytes]]:
+    """The caller's headers plus our framing; caller framing is dropped (never copied).
+
+    Bytes bodies get their exact ``Content-Length``; streaming bodies keep a
+    caller-declared ``Content-Length`` (h11 then enforces it) or go chunked.
+    """
+    streaming = body is not None and not isinstance(body, _BYTES)
+    out: list[tuple[bytes, bytes]] = []
+    declared = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            if streaming and not declared:
+                declared = True
+                out.append((name, value))
+        elif lname != b"transfer-encoding":
+            out.append((name, value))
+    if streaming:
+        if not declared:
+            out.append((b"transfer-encoding", b"chunked"))
+    elif body is not None:
+        out.append((b"content-length", b"%d" % len(body)))  # type: ignore[arg-type]
+    elif method in _WANT_LENGTH:
+        out.append((b"content-length", b"0"))
+    return out
+
+
+class UpstreamPool:
+    """Keep-alive connections to one origin, reused LIFO.
+
+    Args:
+        origin: an :class:`Origin` or a URL string for :meth:`Origin.parse`.
+        max_idle: idle connections kept; beyond it the oldest is closed.
+        idle_timeout: seconds an idle connection may wait before it is discarded
+            (checked lazily when a connection is wanted).
+        connect_timeout: seconds for TCP connect plus TLS handshake.
+        ssl_context: for https; default ``ssl.create_default_context()``.
+        max_head_bytes, max_headers: response head limits (→ ``UpstreamProtocolError``).
+
+    Use it as an async context manager, or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        origin: Origin | str,
+        *,
+        max_idle: int = 32,
+        idle_timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_head_bytes: int = 64 * 1024,
+        max_headers: int = 100,
+    ) -> None:
+        self.origin = origin if isinstance(origin, Origin) else Origin.parse(origin)
+        if max_idle < 0 or idle_timeout < 0 or connect_timeout <= 0:
+            raise ConfigError(
+                "UpstreamPool needs max_idle >= 0, idle_timeout >= 0 and connect_timeout > 0, "
+                f"got {max_idle}, {idle_timeout}, {connect_timeout}")
+        if max_head_bytes < 1024 or max_headers < 1:
+            raise ConfigError("UpstreamPool needs max_head_bytes >= 1024 and max_headers >= 1")
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        self._max_head_bytes = max_head_bytes
+        self._max_headers = max_headers
+        self._url = self.origin.url
+        # Mutable state: the idle connections (oldest first) and four counters.
+        self._idle: deque[Connection] = deque()
+        self._active = 0
+        self._opened = 0
+        self._reused = 0
+        self._discarded = 0
+        self._closed = False
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context used for https (None until the first https connection)."""
+        return self._ssl_context
+
+    def __repr__(self) -> str:
+        return f"<UpstreamPool {self._url} [{self._active} active, {len(self._idle)} idle]>"
+
+    def statistics(self) -> PoolStatistics:
+        return PoolStatistics(len(self._idle), self._active, self._opened, self._reused,
+                              self._discarded)
+
+    async def __aenter__(self) -> UpstreamPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close idle connections now; active ones close when their response ends."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+        await trio.lowlevel.checkpoint()
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes] | None = None,
+    ) -> UpstreamResponse:
+        """Send one request and return the response once its head has arrived.
+
+        ``headers`` is the complete list (Host included); only framing is added.
+
+        Raises:
+            UpstreamConnectError, UpstreamResetError, UpstreamProtocolError,
+            UpstreamRequestError: see the module docstring.
+            trio.ClosedResourceError: the pool was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self!r} is closed")
+        try:
+            framed = _frame(method, headers, body)
+            # h11 validates every field it is given; it only needs the ones it acts on.
+            split = split_for_h11(framed, H11_REQUEST_FIELDS)
+            extra = b""
+            if split is not None and _one_host_first(split[0]):
+                framed, extra = split
+            request = h11.Request(method=method, target=target, headers=framed)
+        except h11.LocalProtocolError as exc:
+            raise local_error(exc, self._url) from None
+        conn = self._acquire()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, request, body, extra)
+            except UpstreamResetError:
+                if not (method in _IDEMPOTENT and (body is None or isinstance(body, _BYTES))):
+                    raise
+                # A stale keep-alive connection: replay once on a fresh one.
+        return await self._exchange(await self._connect(), request, body, extra)
+
+    # ---- internals -----------------------------------------------------------------
+
+    async def _exchange(self, conn: Connection, request: h11.Request, body: Body,
+                        extra: bytes = b"") -> UpstreamResponse:
+        try:
+            event = await send_request(conn, request, body, url=self._url,
+                                       max_head_bytes=self._max_head_bytes,
+                                       max_headers=self._max_headers, extra=extra)
+            return UpstreamResponse(event, conn, self._release, self._url)
+        except BaseException:
+            self._release(conn, False)
+            raise
+
+    def _acquire(self) -> Connection | None:
+        """Pop the most recently used live idle connection (LIFO), discarding dead ones."""
+        idle = self._idle
+        if not idle:
+            return None
+        oldest_allowed = trio.current_time() - self._idle_timeout
+        while idle and idle[0].idle_since < oldest_allowed:
+            idle.popleft().close()
+            self._discarded += 1
+        while idle:
+            conn = idle.pop()
+            if conn.looks_dropped():
+                conn.close()
+                self._discarded += 1
+                continue
+            self._active += 1
+            self._reused += 1
+            return conn
+        return None
+
+    def _release(self, conn: Connection, reuse: bool) -> None:
+        """Take a connection back from a finished exchange (sync: safe when cancelled)."""
+        self._active -= 1
+        if reuse and not self._closed and self._max_idle > 0:
+            conn.h11.start_next_cycle()
+            conn.idle_since = trio.current_time()
+            if len(self._idle) >= self._max_idle:
+                self._idle.popleft().close()
+                self._discarded += 1
+            self._idle.append(conn)
+        else:
+            conn.close()
+            if not self._closed or not reuse:
+                self._discarded += 1
+
+    async def _connect(self) -> Connection:
+        origin = self.origin
+        tcp: trio.SocketStream | None = None
+        try:
+            with trio.fail_after(self._connect_timeout):
+                tcp = await trio.open_tcp_stream(origin.host, origin.port)
+                stream: trio.abc.Stream = tcp
+                if origin.scheme == "https":
+                    if self._ssl_context is None:
+                        self._ssl_context = ssl.create_default_context()
+                    stream = trio.SSLStream(tcp, self._ssl_context, server_hostname=origin.host,
+                                            https_compatible=True)
+                    await stream.do_handshake()
+        except trio.TooSlowError:
+            _close_quietly(tcp)
+            raise UpstreamConnectTimeout(
+                f"Timed out connecting to {self._url} after {self._connect_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            _close_quietly(tcp)
+            raise UpstreamConnectError(f"Cannot connect to {self._url}: {exc}") from exc
+        except trio.BrokenResourceError as exc:
+            _close_quietly(tcp)
+            why = exc.__cause__ or exc
+            raise UpstreamConnectError(f"TLS handshake with {self._url} failed: {why}") from exc
+        except BaseException:
+            _close_quietly(tcp)
+            raise
+        self._opened += 1
+        self._active += 1
+        return Connection(stream, max_head_bytes=self._max_head_bytes)
+
+
+def _close_quietly(stream: trio.SocketStream | None) -> None:
+    if stream is not None:
+        stream.socket.close()
+

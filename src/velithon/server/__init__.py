@@ -1,0 +1,57 @@
+"""velithon's HTTP/1.1 + WebSocket server for ASGI 3 apps, on trio and h11.
+
+Two entry points:
+
+* :func:`serve` — blocking; runs until SIGINT/SIGTERM, then drains gracefully::
+
+      from velithon.server import serve
+      serve(app, host="127.0.0.1", port=8000, max_body_size=1_000_000)
+
+* :func:`serve_tcp` — in-process, for tests and embedding::
+
+      async with trio.open_nursery() as nursery:
+          [(host, port)] = await nursery.start(serve_tcp, app, ServerConfig(port=0))
+
+Options are the fields of :class:`ServerConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._exceptions import ResponseAborted as ResponseAborted
+from .._exports import fixup_module_metadata
+from ._config import ServerConfig as ServerConfig
+from ._run import ServerStartupError as ServerStartupError
+from ._run import run_server
+from ._run import serve_tcp as serve_tcp
+from ._state import ASGIApp
+from ._state import ClientDisconnected as ClientDisconnected
+from ._state import logger
+
+__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
+           "serve_tcp"]
+
+
+
+def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully and return.
+
+    ``options`` are :class:`ServerConfig` fields (``max_body_size=...``,
+    ``graceful_timeout=...``, ...).
+
+    Raises:
+        TypeError: an unknown option.
+        ValueError: an option value out of range.
+        ServerStartupError: lifespan startup failed or the address could not be bound.
+    """
+    config = ServerConfig(host=host, port=port, **options)
+
+    def announce(addresses: list[tuple[str, int]]) -> None:
+        for bound_host, bound_port in addresses:
+            logger.info("velithon serving on http://%s:%d", bound_host, bound_port)
+
+    run_server(app, config, on_started=announce)
+
+
+fixup_module_metadata(__name__, globals())

@@ -1,0 +1,391 @@
+"""Listeners, the accept loop, graceful shutdown, and the process entry point.
+
+Order of a server's life (the contract in docs/internals.md):
+
+1. lifespan startup (a failure stops here, before any socket is opened);
+2. listen and accept; ``task_status.started()`` reports the bound ``(host, port)`` list;
+3. on the shutdown trigger: close the listeners, close idle keep-alive connections, let
+   in-flight requests finish (answered ``Connection: close``) for ``graceful_timeout``,
+   then cancel the rest (503 where no response started);
+4. lifespan shutdown, so app-owned background services outlive every request.
+
+We do not use ``trio.serve_listeners``: it re-raises handler exceptions (one bad connection
+would stop the server) and has no way to stop accepting when ``limit_concurrency`` is reached.
+
+Stop signals follow one policy (:func:`stop_request`), shared with the ``--workers``
+supervisor: SIGTERM and a first SIGINT drain gracefully; SIGTERM again changes nothing,
+because service managers send it to a whole process group and a process may receive it
+more than once for one stop; a second SIGINT (an impatient Ctrl-C) or SIGQUIT stops at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import trio
+
+from ._config import ServerConfig
+from ._http import HTTPConnection
+from ._lifespan import Lifespan, LifespanFailure
+from ._state import ASGIApp, ServerState, logger
+
+__all__ = [
+    "STOP_SIGNALS",
+    "ServerStartupError",
+    "bind_sockets",
+    "configure_logging",
+    "open_listeners",
+    "run_server",
+    "serve_tcp",
+    "stop_request",
+]
+
+# accept() errors that mean "out of resources, try again shortly" (as trio.serve_listeners).
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY_DELAY = 0.1
+_FORCE_GRACE = 1.0
+# Watchdog period: a tenth of the shortest timeout, within these bounds.
+_MIN_TICK = 0.01
+_MAX_TICK = 0.5
+_SIGQUIT: int | None = getattr(signal, "SIGQUIT", None)  # absent on Windows
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGQUIT) if s is not None)
+# HTTP client libraries log every request at INFO: a gateway's health probes would flood the log.
+_CHATTY_LOGGERS = ("httpx", "httpcore")
+
+
+class ServerStartupError(Exception):
+    """The server could not start: lifespan startup failed or the address is unusable."""
+
+
+async def open_listeners(config: ServerConfig) -> list[trio.SocketListener]:
+    """Bind and listen on every address ``config.host`` resolves to.
+
+    Raises:
+        ServerStartupError: the host does not resolve or an address cannot be bound.
+    """
+    host = config.host or None
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServerStartupError(f"cannot resolve host {config.host!r}: {exc}") from None
+    return _wrap(_bind_all(config, infos))
+
+
+def bind_sockets(config: ServerConfig) -> list[socket.socket]:
+    """Blocking twin of :func:`open_listeners` returning plain listening sockets.
+
+    A supervising process binds once with it and hands the sockets to its workers, so a
+    second server on the same port fails to bind instead of silently sharing it.
+
+    Raises:
+        ServerStartupError: the host does not resolve or an address cannot be bound.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            config.host or None, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServerStartupError(f"cannot resolve host {config.host!r}: {exc}") from None
+    return _bind_all(config, infos)
+
+
+def _bind_all(config: ServerConfig, infos: Sequence[tuple[Any, ...]]) -> list[socket.socket]:
+    """Bind and listen on each distinct address of ``infos``; all or none stay open."""
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if config.reuse_port:  # explicit opt-in only: it lets other servers share the port
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(sockaddr)
+                sock.listen(config.backlog)
+            except OSError as exc:
+                sock.close()
+                raise ServerStartupError(
+                    f"cannot listen on {sockaddr[0]!s}:{sockaddr[1]}: {exc.strerror or exc}"
+                ) from None
+            sockets.append(sock)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _wrap(sockets: Sequence[socket.socket]) -> list[trio.SocketListener]:
+    """Trio listeners over listening stdlib sockets (bound here or inherited)."""
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+
+
+class _Server:
+    """Accepts connections on some listeners and serves them until drained."""
+
+    def __init__(self, state: ServerState, listeners: list[trio.SocketListener]) -> None:
+        self.state = state
+        self.listeners = listeners
+        limit = state.config.limit_concurrency
+        self._slots = trio.Semaphore(limit) if limit is not None else None
+
+    async def run(
+        self, shutdown_trigger: trio.Event, *, task_status: trio.TaskStatus[list[tuple[str, int]]]
+    ) -> None:
+        try:
+            async with trio.open_nursery() as outer:
+                await outer.start(self._watchdog)
+                await self._serve(shutdown_trigger, task_status)
+                outer.cancel_scope.cancel()
+        finally:
+            for listener in self.listeners:
+                listener.socket.close()
+
+    async def _watchdog(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Enforce every connection's current deadline (see ``_server_http``)."""
+        config = self.state.config
+        shortest = min(
+            config.header_timeout, config.keepalive_timeout, config.body_timeout,
+            config.send_timeout,
+        )
+        tick = max(_MIN_TICK, min(_MAX_TICK, shortest / 10))
+        task_status.started()
+        while True:
+            await trio.sleep(tick)
+            self.state.check_deadlines()
+
+    async def _serve(
+        self, shutdown_trigger: trio.Event, task_status: trio.TaskStatus[list[tuple[str, int]]]
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                for listener in self.listeners:
+                    await accepting.start(self._accept_loop, listener, connections)
+                task_status.started(
+                    [tuple(lst.socket.getsockname()[:2]) for lst in self.listeners]
+                )
+                await shutdown_trigger.wait()
+                accepting.cancel_scope.cancel()
+            await self._drain(connections)
+
+    async def _drain(self, connections: trio.Nursery) -> None:
+        for listener in self.listeners:
+            listener.socket.close()  # new connects are refused from here on
+        state = self.state
+        state.begin_drain()
+        with trio.move_on_after(state.config.graceful_timeout):
+            await state.wait_drained()
+            return
+        logger.warning(
+            "graceful timeout: cancelling %d unfinished connection(s)", len(state.connections)
+        )
+        state.force_close_all()
+        with trio.move_on_after(_FORCE_GRACE):
+            await state.wait_drained()
+            return
+        connections.cancel_scope.cancel()
+
+    async def _accept_loop(
+        self,
+        listener: trio.SocketListener,
+        connections: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled; ``connections`` is the handler nursery (as in
+        ``trio.serve_listeners``)."""
+        slots = self._slots
+        task_status.started()
+        while True:
+            if slots is not None:
+                await slots.acquire()  # at the limit: stop accepting, the backlog queues
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if slots is not None:
+                    slots.release()
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    logger.error("accept failed (%s); retrying shortly", exc)
+                    await trio.sleep(_ACCEPT_RETRY_DELAY)
+                    continue
+                raise
+            except BaseException:
+                if slots is not None:
+                    slots.release()
+                raise
+            connections.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        """Serve one connection; nothing it does may stop the server."""
+        try:
+            conn = HTTPConnection(stream, self.state)
+            self.state.register(conn)
+            try:
+                await conn.run()
+            finally:
+                self.state.unregister(conn)
+        except Exception:  # noqa: BLE001 - one connection's bug must not stop the server
+            logger.exception("connection handler crashed")
+            await trio.aclose_forcefully(stream)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+
+async def serve_tcp(
+    app: ASGIApp,
+    config: ServerConfig | None = None,
+    *,
+    shutdown_trigger: trio.Event | None = None,
+    sockets: Sequence[socket.socket] | None = None,
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown_trigger`` is set, then shut down gracefully.
+
+    ``await nursery.start(serve_tcp, app, config)`` returns the bound ``(host, port)``
+    list once the server accepts connections. Without a trigger it serves until cancelled
+    (cancellation is abrupt: no drain, no lifespan shutdown).
+
+    ``sockets``, when given, are already listening (a supervisor bound them once for all
+    its worker processes); they are served instead of binding ``config.host:config.port``,
+    and this function owns them: it closes them when it returns.
+
+    Raises:
+        ServerStartupError: lifespan startup failed or the address could not be bound.
+    """
+    config = config if config is not None else ServerConfig()
+    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
+    failure: str | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(app, config.lifespan_timeout)
+            await nursery.start(lifespan.run)
+            try:
+                await lifespan.startup()
+            except LifespanFailure as exc:
+                failure = f"lifespan startup failed: {exc}"
+            else:
+                try:
+                    if sockets is None:
+                        listeners = await open_listeners(config)
+                    else:
+                        listeners = _wrap(sockets)
+                except ServerStartupError as exc:
+                    failure = str(exc)
+                else:
+                    state = ServerState(app, config, lifespan.state)
+                    await _Server(state, listeners).run(trigger, task_status=task_status)
+                await lifespan.shutdown()  # only after every connection has drained
+            nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
+    finally:
+        for sock in sockets or ():
+            sock.close()  # no-op once a listener closed it
+    if failure is not None:
+        # raised outside the nursery so callers get it unwrapped (no ExceptionGroup)
+        raise ServerStartupError(failure)
+
+
+def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:
+    """What a stop signal asks of a server that is (or is not yet) ``stopping``.
+
+    ``"drain"``: begin the graceful shutdown. ``"now"``: stop at once, dropping what is in
+    flight. ``None``: nothing new, the drain already under way continues. SIGTERM never
+    forces: one ``systemctl stop`` or ``kill -- -PGID`` can deliver it twice to the same
+    process (directly, and forwarded by a supervisor), and neither copy means "hurry".
+    """
+    if signum == _SIGQUIT or (stopping and signum == signal.SIGINT):
+        return "now"
+    return None if stopping else "drain"
+
+
+def configure_logging(level: int | str) -> None:
+    """Log to stderr at ``level``, keeping HTTP client libraries at WARNING unless debugging.
+
+    Every server process (the single one, a supervisor, each worker) calls this, so all of
+    them log alike; a worker starts with a fresh interpreter and inherits no configuration.
+    """
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_server(
+    app: ASGIApp,
+    config: ServerConfig,
+    *,
+    on_started: Callable[[list[tuple[str, int]]], None] | None = None,
+    sockets: Sequence[socket.socket] | None = None,
+    signals: tuple[int, ...] = STOP_SIGNALS,
+) -> None:
+    """Run a server in this thread until one of ``signals`` stops it (see :func:`stop_request`).
+
+    ``sockets`` are already-listening sockets to serve, as in :func:`serve_tcp`.
+
+    Raises:
+        ServerStartupError: see :func:`serve_tcp`.
+    """
+    try:
+        trio.run(_run_until_signal, app, config, on_started, sockets, signals)
+    except BaseExceptionGroup as group:
+        startup, rest = group.split(ServerStartupError)
+        if startup is not None and rest is None:
+            raise _first_leaf(startup) from None
+        raise
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _run_until_signal(
+    app: ASGIApp,
+    config: ServerConfig,
+    on_started: Callable[[list[tuple[str, int]]], None] | None,
+    sockets: Sequence[socket.socket] | None,
+    signals: tuple[int, ...],
+) -> None:
+    trigger = trio.Event()
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def watch(*, task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
+                async for signum in received:
+                    name = signal.Signals(signum).name
+                    action = stop_request(signum, trigger.is_set())
+                    if action == "now":
+                        logger.warning("%s received: stopping now", name)
+                        nursery.cancel_scope.cancel()
+                    elif action == "drain":
+                        logger.info("%s received: shutting down gracefully", name)
+                        trigger.set()
+                    else:
+                        logger.info("%s received: already shutting down gracefully", name)
+
+            async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                await serve_tcp(
+                    app, config, shutdown_trigger=trigger, sockets=sockets,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals
+
+            await nursery.start(watch)
+            addresses = await nursery.start(serve)
+            if on_started is not None:
+                on_started(addresses)

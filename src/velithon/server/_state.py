@@ -1,0 +1,107 @@
+"""What every connection of one server shares: the app, the config, the drain registry.
+
+Timeouts and graceful shutdown need to reach live connections (close the idle ones, mark
+the busy ones ``Connection: close``, send WebSockets a 1001, cancel what is left at the
+deadline), so each
+connection registers itself here for its lifetime. Only the connection's own task adds or
+removes it; the server's watchdog and drain tasks only call the hooks of
+:class:`Drainable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import trio
+
+from ._config import ServerConfig
+
+__all__ = ["ASGIApp", "ClientDisconnected", "Drainable", "ServerState"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+logger = logging.getLogger("velithon.server")
+access_logger = logging.getLogger("velithon.access")
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` once the client is gone (ASGI: an ``OSError`` subclass)."""
+
+
+class Drainable(Protocol):
+    deadline: float
+
+    def check_deadline(self, now: float) -> None:
+        """Watchdog tick: act on a passed deadline."""
+
+    def begin_drain(self) -> None:
+        """Shutdown started: close now if idle, else finish the current exchange and close."""
+
+    def force_close(self) -> None:
+        """The grace period is over: cancel the app (503 if nothing was sent yet)."""
+
+
+class ServerState:
+    """Per-server shared context, owned by the server task."""
+
+    def __init__(self, app: ASGIApp, config: ServerConfig, lifespan_state: dict[str, Any]) -> None:
+        self.app = app
+        self.config = config
+        self.lifespan_state = lifespan_state
+        self.draining = False
+        self.connections: set[Drainable] = set()
+        self._drained: trio.Event | None = None
+        self._date_second = -1
+        self._date = b""
+
+    def register(self, conn: Drainable) -> None:
+        self.connections.add(conn)
+        if self.draining:
+            conn.begin_drain()
+
+    def unregister(self, conn: Drainable) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._drained is not None:
+            self._drained.set()
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self._drained = trio.Event()
+        if not self.connections:
+            self._drained.set()
+        for conn in list(self.connections):
+            conn.begin_drain()
+
+    async def wait_drained(self) -> None:
+        assert self._drained is not None, "begin_drain() first"
+        await self._drained.wait()
+
+    def check_deadlines(self) -> None:
+        now = trio.current_time()
+        for conn in list(self.connections):
+            if now >= conn.deadline:
+                conn.check_deadline(now)
+
+    def force_close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.force_close()
+
+    def date_header(self) -> bytes:
+        """The ``Date`` value, formatted once per second.
+
+        This is the only wall-clock read in the server: ``Date`` is calendar time by
+        definition; every timeout uses trio's clock.
+        """
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+        return self._date
