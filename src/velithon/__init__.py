@@ -38,19 +38,19 @@ from ._app.websockets import WebSocketState as WebSocketState
 # The load-balancing gateway (also importable from the seed's module paths:
 # velithon.gateway, velithon.middleware.proxy, velithon._facades.load_balancer).
 from ._exceptions import ConfigError as ConfigError
-from ._exports import fixup_module_metadata
 from ._exceptions import NoTargetAvailable as NoTargetAvailable
 from ._exceptions import VelithonError as VelithonError
+from ._exports import fixup_module_metadata
+from ._facades.client import ProxyClient as ProxyClient
+from ._facades.client import ProxyRequestError as ProxyRequestError
+from ._facades.client import ProxyResult as ProxyResult
+from ._facades.load_balancer import ProxyLoadBalancer as ProxyLoadBalancer
+from ._facades.middleware import ProxyMiddleware as ProxyMiddleware
 from ._facades.route import Gateway as Gateway
 from ._facades.route import GatewayRoute as GatewayRoute
 from ._facades.route import forward_to as forward_to
 from ._facades.route import gateway_route as gateway_route
 from ._lb.outlier import OutlierConfig as OutlierConfig
-from ._facades.client import ProxyClient as ProxyClient
-from ._facades.client import ProxyRequestError as ProxyRequestError
-from ._facades.client import ProxyResult as ProxyResult
-from ._facades.middleware import ProxyMiddleware as ProxyMiddleware
-from ._facades.load_balancer import ProxyLoadBalancer as ProxyLoadBalancer
 
 __version__ = "0.1.0"
 

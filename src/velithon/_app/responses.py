@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .._http11 import error_body
 from .datastructures import MutableHeaders, RawHeaders, encode_headers
 
 Scope = dict[str, Any]
@@ -168,18 +169,17 @@ def json_response(content: Any) -> JSONResponse:
 
 def error_response(status_code: int, detail: str | None = None,
                    headers: HeadersArg = None) -> JSONResponse:
-    """The JSON error shape used everywhere: ``{"error": phrase, "status": code[, "detail"]}``."""
-    content: dict[str, Any] = {"error": _phrase(status_code), "status": status_code}
-    if detail is not None:
-        content["detail"] = detail
-    return JSONResponse(content, status_code, headers)
+    """The JSON error shape used everywhere: ``{"error": phrase, "status": code, "detail": ...}``."""
+    response = Response(error_body(status_code, detail), status_code, headers,
+                        media_type="application/json")
+    return response
 
 
 class HTTPException(Exception):
     """Raise from a handler to answer with a JSON error instead of a 500.
 
-    ``HTTPException(404)`` gives ``{"error": "Not Found", "status": 404}``; a ``detail``
-    string is added as ``"detail"``.
+    ``HTTPException(404)`` gives ``{"error": "Not Found", "status": 404, "detail": ...}``
+    with a standard sentence as the detail unless one is given.
     """
 
     def __init__(self, status_code: int, detail: str | None = None,

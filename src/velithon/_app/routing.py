@@ -45,8 +45,15 @@ from types import MappingProxyType
 from typing import Any
 
 from .requests import Request
-from .responses import (LOGGER, HTTPException, PlainTextResponse, Response,
-                         StreamingResponse, error_response, json_response)
+from .responses import (
+    LOGGER,
+    HTTPException,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+    error_response,
+    json_response,
+)
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 Scope = dict[str, Any]

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from .._lb.system import Balancer, BalancerConfig, BalancerState, open_balancer
 from .._lb.probe import ProbeFn
+from .._lb.system import Balancer, BalancerConfig, BalancerState, open_balancer
 
 _Self = TypeVar("_Self", bound="HolderBacked")
 

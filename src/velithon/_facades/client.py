@@ -16,11 +16,12 @@ from urllib.parse import quote, urlencode
 
 import attrs
 
-from .._lb.system import BalancerConfig
 from .._lb.breaker import BreakerConfig
-from .._proxy.forwarder import ForwardConfig, Forwarder
-from .base import BalancerHolder, HolderBacked
 from .._lb.retry import RetryPolicy
+from .._lb.system import BalancerConfig
+from .._proxy.forwarder import ForwardConfig, Forwarder
+from .._proxy.pool import PoolConfig
+from .base import BalancerHolder, HolderBacked
 
 
 class ProxyRequestError(RuntimeError):
@@ -76,6 +77,7 @@ class ProxyClient(HolderBacked):
             targets=(target_url,),
             breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
             panic_threshold=0,  # one target: its open breaker must fail fast, not be ignored
+            pools=PoolConfig(),
         )
         self._holder = BalancerHolder(config)
         self._forwarder = Forwarder(

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._lb.system import BalancerConfig
-from .._lb.breaker import BreakerConfig
 from .._exceptions import NoTargetAvailable
+from .._lb.breaker import BreakerConfig
 from .._lb.health import HealthCheckConfig
-from .base import BalancerHolder, HolderBacked
 from .._lb.probe import ProbeFn
+from .._lb.system import BalancerConfig
+from .._proxy.pool import PoolConfig
+from .base import BalancerHolder, HolderBacked
 from .client import ProxyClient, ProxyRequestError, ProxyResult
 
 __all__ = ["ProxyClient", "ProxyLoadBalancer", "ProxyRequestError", "ProxyResult"]
@@ -80,6 +81,7 @@ class ProxyLoadBalancer(HolderBacked):
             breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
             none_healthy=none_healthy,
             panic_threshold=panic_threshold,
+            pools=PoolConfig(),
         )
         self._holder = BalancerHolder(config, probe=probe)
 

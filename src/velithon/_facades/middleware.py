@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._exceptions import ConfigError
-from .route import BalancedFacade, _forward_config, build_balancer_config
-from .base import BalancerHolder
 from .._lb.outlier import OutlierConfig
-from .._proxy.paths import prefix_match
 from .._lb.probe import ProbeFn
-from .._proxy.pool import Origin
 from .._proxy.forwarder import Forwarder
+from .._proxy.origin import Origin
+from .._proxy.paths import prefix_match
+from .base import BalancerHolder
 from .load_balancer import target_details
+from .route import BalancedFacade, _forward_config, build_balancer_config
 
 #: always stripped from responses in addition to the user's list (the original's defaults)
 _DEFAULT_STRIP_RESPONSE = ("transfer-encoding", "connection", "upgrade")

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import logging
 import ssl
-from urllib.parse import unquote
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
-
-from .._lb.system import BalancerConfig, PoolConfig
-from .._lb.breaker import BreakerConfig
+from .._app.responses import Response
+from .._app.routing import BaseRoute, Match, compile_path
 from .._exceptions import ConfigError, UnsafePathError
+from .._lb.breaker import BreakerConfig
+from .._lb.health import HealthCheckConfig
+from .._lb.outlier import OutlierConfig
+from .._lb.probe import ProbeFn
+from .._lb.retry import RetryPolicy
+from .._lb.system import BalancerConfig
 from .._proxy.forwarder import ForwardConfig, Forwarder, send_error
 from .._proxy.headers import ForwardedConfig, build_request_headers
-from .._lb.health import HealthCheckConfig
-from .base import BalancerHolder, HolderBacked
-from .._lb.outlier import OutlierConfig
 from .._proxy.paths import compile_rewrite, compile_template
-from .._lb.probe import ProbeFn
-from .._app.responses import Response
-from .._lb.retry import RetryPolicy
-from .._app.routing import BaseRoute, Match, compile_path
-from .load_balancer import target_details
+from .._proxy.pool import PoolConfig
 from .._proxy.websocket import proxy_websocket
+from .base import BalancerHolder, HolderBacked
+from .load_balancer import target_details
 
 LOGGER = logging.getLogger("velithon.gateway")
 
@@ -93,7 +93,7 @@ def build_balancer_config(
         breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
         outlier=outlier or OutlierConfig(),
         none_healthy=none_healthy,
-        pool=PoolConfig(ssl_context=ssl_context),
+        pools=PoolConfig(ssl_context=ssl_context),
         max_requests_per_target=max_requests_per_target,
         panic_threshold=panic_threshold,
     )

@@ -29,8 +29,8 @@ from typing import Any
 import attrs
 import trio
 
-from .breaker import BreakerState
 from .._exceptions import NoTargetAvailable, Overloaded
+from .breaker import BreakerState
 from .messages import (
     AddTarget,
     Close,

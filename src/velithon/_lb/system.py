@@ -2,7 +2,8 @@
 
 ``async with open_balancer(config) as balancer:`` owns everything: a nursery
 with the supervised router and target actors, one upstream connection pool
-per target, and the httpx client used by health probes. Leaving the block
+per target (opened by the :class:`TargetPools` the facade supplies), and the
+httpx client used by health probes. Leaving the block
 stops intake (pending picks fail with :class:`NoTargetAvailable`), cancels the
 actors and closes the pools, within a bounded time. No task outlives it.
 
@@ -17,16 +18,17 @@ import itertools
 import logging
 import math
 import random
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
 import trio
 
-from .breaker import BreakerConfig
 from .._exceptions import NoTargetAvailable, Overloaded
+from .breaker import BreakerConfig
 from .health import HealthCheckConfig
 from .messages import (
     AddTarget,
@@ -46,11 +48,17 @@ from .outlier import OutlierConfig, OutlierDetector
 from .probe import ProbeFn, make_http_probe
 from .reply import Reply
 from .retry import RetryBudget
-from .router import NONE_HEALTHY_POLICIES, Lease, RouteEntry, RouterActor, RouterState, RouterTargetView
+from .router import (
+    NONE_HEALTHY_POLICIES,
+    Lease,
+    RouteEntry,
+    RouterActor,
+    RouterState,
+    RouterTargetView,
+)
 from .strategies import create_strategy
 from .supervisor import SupervisedStats, SupervisorConfig, supervise
 from .target import TargetActor, TargetState, TargetStatus
-from .._proxy.pool import Origin, UpstreamPool
 
 LOGGER = logging.getLogger("velithon.balancer")
 
@@ -59,14 +67,27 @@ def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(value)
 
 
-@attrs.frozen
-class PoolConfig:
-    """Upstream connection pool settings, one pool per target."""
+class TargetPool(Protocol):
+    """What the engine needs of a target's connection pool: a way to close it."""
 
-    max_idle: int = 32
-    idle_timeout: float = 60.0
-    connect_timeout: float = 5.0
-    ssl_context: Any = None
+    async def aclose(self) -> None: ...
+
+
+class TargetPools(Protocol):
+    """How targets are reached, supplied by the layer that speaks HTTP.
+
+    The engine balances targets it knows only by name; this object checks those
+    names, opens one pool per target (handed out with every lease), and says which
+    TLS context health probes use.
+    """
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+    def check(self, url: str) -> None:
+        """Raise ``ValueError`` (a ``ConfigError``) when ``url`` cannot be a target."""
+
+    def open(self, url: str) -> TargetPool: ...
 
 
 @attrs.frozen
@@ -85,7 +106,7 @@ class BalancerConfig:
     supervisor: SupervisorConfig = SupervisorConfig()
     inbox_size: int = 1024
     target_inbox_size: int = 256
-    pool: PoolConfig = PoolConfig()
+    pools: TargetPools | None = attrs.field(default=None, eq=False)
     shutdown_timeout: float = 5.0
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_second: float = 10.0
@@ -98,7 +119,7 @@ class BalancerConfig:
             dupes = sorted({t for t in self.targets if self.targets.count(t) > 1})
             raise ValueError(f"Duplicate targets are not allowed: {', '.join(dupes)}")
         for url in self.targets:
-            Origin.parse(url)
+            self.check_target(url)
         if self.none_healthy not in NONE_HEALTHY_POLICIES:
             raise ValueError(
                 f"Invalid none_healthy policy {self.none_healthy!r}. Use 'fail' or 'panic'"
@@ -113,6 +134,13 @@ class BalancerConfig:
             raise ValueError("inbox sizes must be at least 1")
         # strategy name and weights are validated by building one
         create_strategy(self.strategy, self.targets, self.weights)
+
+    def check_target(self, url: str) -> None:
+        """A target must be a non-empty name, and one the pools accept."""
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"A target must be a non-empty string, got {url!r}")
+        if self.pools is not None:
+            self.pools.check(url)
 
 
 @attrs.define(eq=False)
@@ -166,7 +194,7 @@ async def open_balancer(
         state = BalancerState.create(config, rng=rng)
     client: httpx.AsyncClient | None = None
     if probe is None:
-        context = config.pool.ssl_context
+        context = config.pools.ssl_context if config.pools is not None else None
         client = httpx.AsyncClient(verify=context if context is not None else True)
         probe = make_http_probe(client)
     body_error: BaseException | None = None
@@ -245,8 +273,8 @@ class Balancer:
 
     async def _start_target(self, entry: RouteEntry) -> None:
         tstate = self.state.targets[entry.url]
-        if entry.pool is None:
-            entry.pool = UpstreamPool(Origin.parse(entry.url), **attrs.asdict(self.config.pool))
+        if entry.pool is None and self.config.pools is not None:
+            entry.pool = self.config.pools.open(entry.url)
         send, receive = trio.open_memory_channel[Any](self.config.target_inbox_size)
         entry.inbox = send
         scope = trio.CancelScope()
@@ -387,7 +415,7 @@ class Balancer:
 
     async def add_target(self, url: str, weight: int = 1) -> None:
         """Start an actor for ``url`` and begin routing to it."""
-        Origin.parse(url)
+        self.config.check_target(url)
         if url in self.state.targets and url in self.targets:
             raise ValueError(f"Target already present: {url}")
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:

@@ -32,7 +32,7 @@ from .._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
-from ..server._policy import HEAD_CTL, ChunkedBodyError, ChunkedFraming
+from .._http11 import HEAD_CTL, ChunkedBodyError, ChunkedFraming
 
 __all__ = ["Connection", "UpstreamResponse", "receive_head", "send_request"]
 

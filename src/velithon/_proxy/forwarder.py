@@ -29,7 +29,6 @@ response back, and reports the outcome. Policies:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -51,6 +50,8 @@ from .._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
+from .._http11 import error_body
+from .._lb.retry import RetryPolicy
 from .headers import (
     ForwardedConfig,
     build_request_headers,
@@ -59,7 +60,6 @@ from .headers import (
     validate_header_config,
 )
 from .paths import PathTemplate, upstream_target
-from .._lb.retry import RetryPolicy
 from .upload import (
     ClientBodyTimeout,
     ClientDisconnected,
@@ -153,24 +153,15 @@ def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any],
     return None
 
 
-def error_body(status: int, error: str, detail: str) -> bytes:
-    return json.dumps({"error": error, "detail": detail, "status": status},
-                      separators=(",", ":")).encode()
-
-
 _CONNECT_FAILED = (502, "Could not connect to the upstream service")
 _RESET = (502, "The upstream service closed the connection before responding")
 _INVALID = (502, "The upstream service sent an invalid response")
 _TIMED_OUT = (504, "The upstream service did not respond in time")
 
-_ERRORS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-           400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large"}
-
-
 async def send_error(send: Callable[..., Any], status: int, detail: str,
                      *, retry_after: int | None = None, overloaded: bool = False) -> None:
     """A complete, well-formed JSON error response."""
-    body = error_body(status, _ERRORS.get(status, "Error"), detail)
+    body = error_body(status, detail)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))

@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 from .._exceptions import ConfigError
+from .._http11 import FIELD_NAME, FIELD_VALUE
 
 __all__ = [
     "FORWARDING",
@@ -312,7 +313,7 @@ def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] 
     for name, value in (add or {}).items():
         what = f"Invalid {direction} header to add {name!r}"
         raw_name = _config_bytes(name)
-        if raw_name is None or _FIELD_NAME(raw_name) is None:
+        if raw_name is None or FIELD_NAME(raw_name) is None:
             raise ConfigError(f"{what}: a header name must be a non-empty HTTP token "
                               "(letters, digits and !#$%&'*+-.^_`|~), without ':' or spaces")
         if raw_name.lower() in _FRAMING:
@@ -325,11 +326,11 @@ def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] 
         if _CONTROL.search(raw_value):
             raise ConfigError(f"{what}: the value contains CR, LF, NUL or another control "
                               "character")
-        if _FIELD_VALUE(raw_value) is None:
+        if FIELD_VALUE(raw_value) is None:
             raise ConfigError(f"{what}: the value starts or ends with whitespace")
     for name in remove or ():
         raw_name = _config_bytes(name)
-        if raw_name is None or _FIELD_NAME(raw_name) is None:
+        if raw_name is None or FIELD_NAME(raw_name) is None:
             raise ConfigError(f"Invalid {direction} header to remove {name!r}: a header name "
                               "must be a non-empty HTTP token, without ':' or spaces")
 
@@ -492,45 +493,3 @@ def build_response_headers(
     if content_length is not None:
         out.append((b"content-length", b"%d" % content_length))
     return _apply_config(out, add, remove, protect=None)
-
-
-# ---- serialising heads next to h11 (hot path) -------------------------------------------
-# h11 validates every header of an event it sends (twice for a response: its framing
-# clean-up builds a second event), although most of them never influence its state
-# machine. Callers therefore give h11 only the fields it acts on, and serialise the others
-# themselves after checking them with these patterns, which are h11's own grammar
-# (``h11._abnf``: ``field_name = token``; ``field_value`` = optional runs of
-# ``[^\x00\s]`` joined by spaces/tabs: no CR, LF or NUL, no edge whitespace).
-_FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
-#: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).
-H11_REQUEST_FIELDS = frozenset({
-    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
-})
-#: Response fields h11's server state machine reads (framing and keep-alive).
-H11_RESPONSE_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def split_for_h11(headers: Iterable[tuple[Any, Any]], h11_fields: frozenset[bytes]
-                  ) -> tuple[HeaderList, bytes] | None:
-    """``(fields for h11, the other fields serialised)``, or ``None`` to let h11 do it all.
-
-    The other fields are checked exactly as h11 would check them and written as h11
-    writes them (``name: value\\r\\n``, name as given). ``None`` when any field is not
-    plain bytes or fails the check: the caller then passes every field to h11, which
-    raises the error it always raised.
-    """
-    own: HeaderList = []
-    lines: list[bytes] = []
-    name_ok = _FIELD_NAME
-    value_ok = _FIELD_VALUE
-    for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes:
-            return None
-        if name.lower() in h11_fields:
-            own.append((name, value))
-        elif name_ok(name) is not None and value_ok(value) is not None:
-            lines.append(name + b": " + value + b"\r\n")
-        else:
-            return None
-    return own, b"".join(lines)

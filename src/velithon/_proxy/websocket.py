@@ -44,10 +44,10 @@ def _upstream_ws_url(origin: Any, target: bytes) -> str:
 
 async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, detail: str) -> None:
     """Refuse the handshake: an HTTP error if the server can send one, else a close."""
-    from .forwarder import error_body
+    from .._http11 import error_body
 
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = error_body(status, "Bad Gateway" if status == 502 else "Service Unavailable", detail)
+        body = error_body(status, detail)
         await send({"type": "websocket.http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})

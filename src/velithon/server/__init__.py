@@ -25,9 +25,8 @@ from ._config import ServerConfig as ServerConfig
 from ._run import ServerStartupError as ServerStartupError
 from ._run import run_server
 from ._run import serve_tcp as serve_tcp
-from ._state import ASGIApp
+from ._state import ASGIApp, logger
 from ._state import ClientDisconnected as ClientDisconnected
-from ._state import logger
 
 __all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
            "serve_tcp"]

@@ -30,10 +30,13 @@ import h11
 import trio
 
 from .._exceptions import ResponseAborted
-from .._proxy.headers import H11_RESPONSE_FIELDS, split_for_h11
-from ._policy import (
+from .._http11 import (
+    H11_RESPONSE_FIELDS,
     ChunkedBodyError,
     ChunkedFraming,
+    split_for_h11,
+)
+from ._policy import (
     RequestHead,
     RequestRejected,
     error_response,

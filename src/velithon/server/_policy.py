@@ -22,26 +22,21 @@ page cannot be used to reflect markup or probe what the parser saw.
 
 from __future__ import annotations
 
-import http
-import json
 import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
 import h11
 
+from .._http11 import HEAD_CTL, error_body, reason
 from ._config import ServerConfig
 
 __all__ = [
-    "ChunkedBodyError",
-    "ChunkedFraming",
     "RequestHead",
     "RequestRejected",
-    "error_body",
     "error_response",
     "inspect_request",
     "protocol_error_message",
-    "reason",
     "scan_head",
 ]
 
@@ -52,10 +47,6 @@ _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([
 _ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
 # Slack for "METHOD " and " HTTP/1.1\r" around the target when the line is incomplete.
 _LINE_SLACK = 32
-# Control characters that may not appear anywhere in a message head (RFC 9110 §5.5: field
-# values are VCHAR, SP, HTAB and obs-text; RFC 9112 §3/§4: so are the start lines). CR and
-# LF are left to the line splitter, which refuses a bare CR itself.
-HEAD_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # h11's messages quote the offending bytes; a client gets only the status's own words.
 _PROTOCOL_ERRORS = {
     400: "malformed request",
@@ -91,19 +82,6 @@ def protocol_error_message(status: int) -> str:
     h11's own messages quote the bytes it refused; those go to the debug log only.
     """
     return _PROTOCOL_ERRORS.get(status) or reason(status).decode() or "bad request"
-
-
-def error_body(status: int, message: str) -> bytes:
-    """The JSON body of every server-generated error."""
-    return json.dumps({"error": message, "status": status}).encode()
-
-
-def reason(status: int) -> bytes:
-    """The standard reason phrase (empty for unknown codes, which HTTP allows)."""
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 def error_response(status: int, message: str, extra: bytes = b"") -> bytes:
@@ -254,100 +232,3 @@ def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
         and b"upgrade" in connection.lower()
     )
     return RequestHead(raw_path, query, path, headers, content_length, te, websocket)
-
-
-# ---- chunked framing ahead of h11 -------------------------------------------------------
-#: Largest chunk size accepted: below 2^63, so it fits a signed 64-bit length, as nginx
-#: and HAProxy require (both answer 400 beyond). 16 hex digits at most, which also bounds
-#: leading zeros.
-MAX_CHUNK_SIZE = 2**63 - 1
-# chunk-size, then an optional extension (h11's order: ";..." then optional whitespace).
-# The extension is discarded, never forwarded, so its bytes matter only where they could
-# move the end of the line: a bare CR there ends the line for some parsers and not for
-# others (nginx and HAProxy refuse it, as here; like them, other bytes are let through).
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:;[^\r\n]*)?[ \t]*")
-_MAX_SIZE_DIGITS = 16
-_SIZE, _DATA, _DATA_END, _DONE = range(4)
-
-
-class ChunkedBodyError(ValueError):
-    """The raw bytes of a chunked body break its framing; the message is a fixed string."""
-
-
-class ChunkedFraming:
-    """Checks each chunk-size line of a chunked body before h11 parses it.
-
-    Feed it exactly the body bytes h11 is about to receive, in order, starting at the
-    first byte after the head; :meth:`feed` raises :class:`ChunkedBodyError` before any
-    of a bad line's data could reach h11. It tracks only where size lines are (skipping
-    chunk data by count), so it costs one step per chunk, and it stops at the last
-    (zero-size) chunk: trailers and any pipelined bytes after them are h11's concern.
-    """
-
-    __slots__ = ("_line", "_remaining", "_state", "max_line")
-
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line  # longest size line, extension and CRLF included
-        self._state = _SIZE
-        self._remaining = 0
-        self._line = b""
-
-    @property
-    def done(self) -> bool:
-        """True once the last chunk's size line was seen."""
-        return self._state == _DONE
-
-    def feed(self, data: bytes) -> None:
-        """Advance over ``data``. Raises :class:`ChunkedBodyError` on bad framing."""
-        pos = 0
-        end = len(data)
-        while pos < end:
-            state = self._state
-            if state == _DATA:
-                step = min(self._remaining, end - pos)
-                pos += step
-                self._remaining -= step
-                if not self._remaining:
-                    self._state = _DATA_END
-            elif state == _SIZE:
-                newline = data.find(b"\n", pos)
-                if newline < 0:
-                    self._line += data[pos:]
-                    if len(self._line) > self.max_line:
-                        raise ChunkedBodyError("chunk size line too long")
-                    return
-                line = self._line + data[pos : newline + 1]
-                self._line = b""
-                pos = newline + 1
-                self._size_line(line)
-            elif state == _DATA_END:
-                taken = data[pos : pos + 2 - len(self._line)]
-                self._line += taken
-                pos += len(taken)
-                if len(self._line) == 2:
-                    if self._line != b"\r\n":
-                        raise ChunkedBodyError("chunk data not followed by CRLF")
-                    self._line = b""
-                    self._state = _SIZE
-            else:
-                return
-
-    def _size_line(self, line: bytes) -> None:
-        if len(line) > self.max_line:
-            raise ChunkedBodyError("chunk size line too long")
-        if line[-2:] != b"\r\n":
-            raise ChunkedBodyError("chunk size line not ended by CRLF")
-        match = _CHUNK_LINE.fullmatch(line, 0, len(line) - 2)
-        if match is None:
-            raise ChunkedBodyError("invalid chunk size line")
-        digits = match.group(1)
-        if len(digits) > _MAX_SIZE_DIGITS:
-            raise ChunkedBodyError("chunk size has too many digits")
-        size = int(digits, 16)
-        if size > MAX_CHUNK_SIZE:
-            raise ChunkedBodyError("chunk size too large")
-        if size:
-            self._remaining = size
-            self._state = _DATA
-        else:
-            self._state = _DONE

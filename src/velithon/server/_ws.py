@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Any
 import h11
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    TextMessage,
+)
 from wsproto.utilities import generate_accept_token
 
-from ._policy import reason
+from .._http11 import reason
 from ._state import ClientDisconnected, logger
 
 if TYPE_CHECKING:
