@@ -20,12 +20,15 @@ ALLOWED: dict[str, set[str]] = {
     "_exceptions": set(),
     "_exports": set(),
     "_http11": {"_types", "_exceptions"},
-    "_lb": {"_types", "_exceptions"},
-    "_proxy": {"_lb", "_http11", "_types", "_exceptions"},
-    "server": {"_http11", "_types", "_exceptions", "_exports"},
-    "_app": {"_http11", "_types", "_exceptions"},
-    "_facades": {"_lb", "_proxy", "_app", "_http11", "_types", "_exceptions"},
-    "testing": {"_types", "_exports"},
+    "_templates": {"_exceptions"},
+    "_structured": set(),
+    "_lb": {"_types", "_exceptions", "_structured"},
+    "_proxy": {"_lb", "_http11", "_templates", "_types", "_exceptions", "_structured"},
+    "server": {"_http11", "_types", "_exceptions", "_exports", "_structured"},
+    "_app": {"_http11", "_templates", "_types", "_exceptions", "_structured"},
+    "_facades": {"_lb", "_proxy", "_app", "_http11", "_templates", "_types", "_exceptions",
+                 "_structured"},
+    "testing": {"_types", "_exports", "_structured"},
 }
 
 

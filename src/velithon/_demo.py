@@ -18,6 +18,7 @@ import trio
 
 from ._app.application import Velithon
 from ._facades.route import GatewayRoute
+from ._structured import first_leaf
 from .server._config import ServerConfig
 from .server._run import serve_tcp
 
@@ -124,7 +125,5 @@ def main_demo(host: str = "127.0.0.1", port: int = 8000) -> int:
         startup = group.subgroup(lambda e: type(e).__name__ == "ServerStartupError")
         if startup is None:
             raise
-        while isinstance(startup, BaseExceptionGroup):
-            startup = startup.exceptions[0]
-        raise startup from None
+        raise first_leaf(startup) from None
     return 0

@@ -64,6 +64,15 @@ class Overloaded(NoTargetAvailable):
     """Load was shed (not a failure of any target): 503 with ``x-velithon-overloaded``."""
 
 
+class ClientDisconnected(VelithonError, OSError):
+    """The downstream client went away mid-request.
+
+    The server's ``send()`` raises it once the client is gone (an ``OSError``, as ASGI
+    expects), and the gateway raises it when a client abandons its upload. Either way it
+    is a normal event: the server logs it at DEBUG level, never as an application error.
+    """
+
+
 class ResponseAborted(VelithonError):
     """Raised by an app to abort a response it already started.
 

@@ -22,7 +22,6 @@ __all__ = [
     "H11_REQUEST_FIELDS",
     "H11_RESPONSE_FIELDS",
     "HEAD_CTL",
-    "IDEMPOTENT_METHODS",
     "MAX_CHUNK_SIZE",
     "ChunkedBodyError",
     "ChunkedFraming",
@@ -32,10 +31,6 @@ __all__ = [
     "reason",
     "split_for_h11",
 ]
-
-#: Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2): the
-#: only ones a gateway may retry on its own.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # Control characters that may not appear anywhere in a message head (RFC 9110 §5.5: field
 # values are VCHAR, SP, HTAB and obs-text; RFC 9112 §3/§4: so are the start lines). CR and

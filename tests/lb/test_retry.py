@@ -202,7 +202,7 @@ def test_budget_never_lends_more_than_ratio_plus_floor(
             elif budget.try_withdraw(now):
                 withdrawals.append(now)
                 # the slack is one time slice: the budget counts in ttl/10 slices
-                recent = sum(now - (ttl - budget.slice_width) <= t <= now for t in withdrawals)
+                recent = sum(now - (ttl - ttl / 10) <= t <= now for t in withdrawals)
                 funded = sum(now - ttl < t <= now for t in deposits)
                 assert recent <= ratio * funded + floor * ttl + 1e-9
     if not ops:

@@ -170,8 +170,8 @@ def test_static_prefix(template: str, prefix: str) -> None:
 
 @pytest.mark.parametrize(
     ("template", "message"),
-    [("api/{x}", "must start with '/'"), ("/a/{x}/{x}", "duplicate parameter 'x'"),
-     ("/a/{x:slug}", "unknown converter 'slug'"), ("/a/{1x}", "bad parameter name"),
+    [("api/{x}", "starting with '/'"), ("/a/{x}/{x}", "duplicate path parameter 'x'"),
+     ("/a/{x:slug}", "unknown path converter 'slug'"), ("/a/{1x}", "invalid path parameter name"),
      ("/a/{x", "unbalanced"), ("/a/x}", "unbalanced")],
 )
 def test_bad_templates_are_config_errors(template: str, message: str) -> None:

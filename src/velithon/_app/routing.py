@@ -44,6 +44,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from .._templates import CONVERTER_PATTERNS, Param, parse_template
 from .requests import Request
 from .responses import (
     LOGGER,
@@ -121,17 +122,12 @@ def _float_to_string(value: Any) -> str:
 
 
 CONVERTORS: typing.Final[typing.Mapping[str, Convertor]] = MappingProxyType({
-    "str": Convertor(r"[^/]+", str, _segment_to_string),
-    "path": Convertor(r".*", str),
-    "int": Convertor(r"[0-9]+", int, _int_to_string),
-    "float": Convertor(r"[0-9]+(?:\.[0-9]+)?", float, _float_to_string),
-    "uuid": Convertor(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                      r"[0-9a-fA-F]{12}", uuid.UUID),
+    "str": Convertor(CONVERTER_PATTERNS["str"], str, _segment_to_string),
+    "path": Convertor(CONVERTER_PATTERNS["path"], str),
+    "int": Convertor(CONVERTER_PATTERNS["int"], int, _int_to_string),
+    "float": Convertor(CONVERTER_PATTERNS["float"], float, _float_to_string),
+    "uuid": Convertor(CONVERTER_PATTERNS["uuid"], uuid.UUID),
 })
-
-_PARAM = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
 
 def compile_path(template: str) -> tuple[re.Pattern[str], str, dict[str, Convertor]]:
     """Compile a path template into ``(anchored regex, format string, converters)``.
@@ -139,35 +135,21 @@ def compile_path(template: str) -> tuple[re.Pattern[str], str, dict[str, Convert
     Use ``regex.match(scope["path"])``: the regex is anchored at both ends.
 
     Raises:
-        ValueError: the template does not start with ``/``, has a malformed or
-            duplicate parameter, or names an unknown converter.
+        ConfigError: (a ``ValueError``) the template does not start with ``/``, has a
+            malformed or duplicate parameter, or names an unknown converter.
     """
-    if not isinstance(template, str) or not template.startswith("/"):
-        raise ValueError(f"route path must be a string starting with '/', got {template!r}")
     regex, fmt, convertors = "^", "", {}
-    pos = 0
-    for m in _PARAM.finditer(template):
-        name, kind = m.group(1), m.group(2) or "str"
-        static = template[pos:m.start()]
-        if "{" in static or "}" in static:
-            raise ValueError(f"malformed path parameter in {template!r}")
-        if not _IDENTIFIER.match(name):
-            raise ValueError(f"invalid path parameter name {name!r} in {template!r}")
-        if name in convertors:
-            raise ValueError(f"duplicate path parameter {name!r} in {template!r}")
-        if kind not in CONVERTORS:
-            raise ValueError(f"unknown path converter {kind!r} in {template!r}; "
-                             f"expected one of {', '.join(sorted(CONVERTORS))}")
-        convertors[name] = CONVERTORS[kind]
-        regex += re.escape(static) + f"(?P<{name}>{CONVERTORS[kind].regex})"
-        fmt += static + "{" + name + "}"
-        pos = m.end()
-    rest = template[pos:]
-    if "{" in rest or "}" in rest:
-        raise ValueError(f"malformed path parameter in {template!r}")
+    for piece in parse_template(template).pieces:
+        if isinstance(piece, Param):
+            convertors[piece.name] = CONVERTORS[piece.converter]
+            regex += f"(?P<{piece.name}>{CONVERTER_PATTERNS[piece.converter]})"
+            fmt += "{" + piece.name + "}"
+        else:
+            regex += re.escape(piece)
+            fmt += piece
     # DOTALL and \Z: a decoded path may hold "\n" (from %0A); "$" would also accept
     # a trailing newline the path does not match.
-    return re.compile(regex + re.escape(rest) + r"\Z", re.DOTALL), fmt + rest, convertors
+    return re.compile(regex + r"\Z", re.DOTALL), fmt, convertors
 
 
 _CONNECTION = object()  # plan marker: "pass the Request/WebSocket here"

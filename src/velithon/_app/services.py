@@ -35,6 +35,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from .._structured import StartedFlag
+
 LOGGER = logging.getLogger("velithon.services")
 
 
@@ -65,20 +67,6 @@ class _Entry:
     done: trio.Event = attrs.field(factory=trio.Event)
     started: bool = False
     error: BaseException | None = None
-
-
-class _StatusProxy:
-    """Forwards ``started()`` and remembers that it was called."""
-
-    __slots__ = ("_inner", "called")
-
-    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
-        self._inner = inner
-        self.called = False
-
-    def started(self, value: Any = None) -> None:
-        self.called = True
-        self._inner.started(value)
 
 
 class ServiceHost:
@@ -154,7 +142,7 @@ class ServiceHost:
 
     async def _run(self, entry: _Entry, *,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        status = _StatusProxy(task_status)
+        status = StartedFlag(task_status)
         try:
             await entry.service.run_service(task_status=status)
         except Exception:

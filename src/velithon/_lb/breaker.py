@@ -46,6 +46,8 @@ from typing import Any
 
 import attrs
 
+from .window import SlidingCounts
+
 __all__ = ["BreakerConfig", "BreakerState", "BreakerStatistics", "CircuitBreaker"]
 
 
@@ -149,7 +151,6 @@ class CircuitBreaker:
 
     def __init__(self, config: BreakerConfig | None = None) -> None:
         self.config = config if config is not None else BreakerConfig()
-        self._width = self.config.window_s / _BUCKETS
         self._recovery = self.config.recovery_timeout
         self.epoch = 0
         self.times_opened = 0
@@ -160,9 +161,7 @@ class CircuitBreaker:
     def _clear(self) -> None:
         self._state = CLOSED
         self._streak = 0
-        self._ok = [0] * _BUCKETS
-        self._fail = [0] * _BUCKETS
-        self._bucket_ids = [-1] * _BUCKETS
+        self._counts = SlidingCounts(self.config.window_s, _BUCKETS)  # (successes, failures)
         self._trials = 0
         self._trial_successes = 0
         self._opened_at: float | None = None
@@ -209,25 +208,13 @@ class CircuitBreaker:
 
     # ---- the ratio window -------------------------------------------------------
 
-    def _bucket(self, now: float) -> int:
-        bucket_id = math.floor(now / self._width)
-        slot = bucket_id % _BUCKETS
-        if self._bucket_ids[slot] != bucket_id:
-            self._bucket_ids[slot] = bucket_id
-            self._ok[slot] = self._fail[slot] = 0
-        return slot
-
     def _window(self) -> tuple[int, int]:
-        """(requests, failures) over the buckets still inside the window."""
+        """(requests, failures) inside the window."""
         if self._now == -math.inf:
             return 0, 0
-        oldest = math.floor(self._now / self._width) - _BUCKETS + 1
-        requests = failures = 0
-        for slot in range(_BUCKETS):
-            if self._bucket_ids[slot] >= oldest:
-                requests += self._ok[slot] + self._fail[slot]
-                failures += self._fail[slot]
-        return requests, failures
+        self._counts.advance(self._now)
+        successes, failures = self._counts.totals()
+        return successes + failures, failures
 
     # ---- public API ---------------------------------------------------------------
 
@@ -248,7 +235,7 @@ class CircuitBreaker:
         if self._state is CLOSED:
             self._streak = 0
             if self.config.mode == "ratio":
-                self._ok[self._bucket(now)] += 1
+                self._counts.add(now, first=1)
             return
         self._trials -= 1
         self._trial_successes += 1
@@ -269,7 +256,7 @@ class CircuitBreaker:
             if self._streak >= config.max_failures:
                 self._fire(_Event.TRIP, now)
             return
-        self._fail[self._bucket(now)] += 1
+        self._counts.add(now, second=1)
         requests, failures = self._window()
         if requests >= config.min_requests and failures >= config.failure_ratio * requests:
             self._fire(_Event.TRIP, now)

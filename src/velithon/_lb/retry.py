@@ -30,6 +30,8 @@ from typing import Any
 
 import attrs
 
+from .window import SlidingCounts
+
 __all__ = [
     "ERROR_KINDS",
     "IDEMPOTENT_METHODS",
@@ -156,61 +158,35 @@ class RetryBudget:
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
         self.ttl = float(ttl)
-        self.slice_width = self.ttl / _SLICES
         self._reserve = self.min_per_second * self.ttl
-        self._deposits = [0] * _SLICES
-        self._withdrawals = [0] * _SLICES
-        self._ids = [-1] * _SLICES
-        self._now = -math.inf
+        self._counts = SlidingCounts(self.ttl, _SLICES)  # (deposits, withdrawals)
         self.refused = 0
 
-    def _slot(self, now: float) -> int:
-        if now < self._now:
-            now = self._now
-        self._now = now
-        slice_id = math.floor(now / self.slice_width)
-        slot = slice_id % _SLICES
-        if self._ids[slot] != slice_id:
-            self._ids[slot] = slice_id
-            self._deposits[slot] = self._withdrawals[slot] = 0
-        return slot
-
-    def _totals(self) -> tuple[int, int]:
-        if self._now == -math.inf:
-            return 0, 0
-        oldest = math.floor(self._now / self.slice_width) - _SLICES + 1
-        deposits = withdrawals = 0
-        for slot in range(_SLICES):
-            if self._ids[slot] >= oldest:
-                deposits += self._deposits[slot]
-                withdrawals += self._withdrawals[slot]
-        return deposits, withdrawals
-
     def _balance(self) -> float:
-        deposits, withdrawals = self._totals()
+        deposits, withdrawals = self._counts.totals()
         return self.ratio * deposits + self._reserve - withdrawals
 
     def deposit(self, now: float) -> None:
         """Count one original request."""
-        self._deposits[self._slot(now)] += 1
+        self._counts.add(now, first=1)
 
     def try_withdraw(self, now: float) -> bool:
         """Take one retry from the budget; False when it is spent."""
-        slot = self._slot(now)
+        self._counts.advance(now)
         if self._balance() >= 1.0 - 1e-9:
-            self._withdrawals[slot] += 1
+            self._counts.add(now, second=1)
             return True
         self.refused += 1
         return False
 
     def statistics(self, now: float | None = None) -> BudgetStatistics:
         if now is not None:
-            self._slot(now)
-        deposits, withdrawals = self._totals()
+            self._counts.advance(now)
+        deposits, withdrawals = self._counts.totals()
         return BudgetStatistics(deposits, withdrawals, self.refused, self._balance())
 
     def __repr__(self) -> str:
-        deposits, withdrawals = self._totals()
+        deposits, withdrawals = self._counts.totals()
         return (
             f"<RetryBudget {self.ratio:.0%} + {self.min_per_second:g}/s over {self.ttl:g}s "
             f"[{withdrawals} retries / {deposits} requests, refused {self.refused}]>"

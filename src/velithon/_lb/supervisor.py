@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 import trio
 
+from .._structured import StartedFlag
+
 LOGGER = logging.getLogger("velithon.supervisor")
 
 
@@ -63,7 +65,7 @@ async def supervise(
     """
     recent: deque[float] = deque()
     first = True
-    start = _StartFlag(task_status)
+    start = StartedFlag(task_status)
     while True:
         try:
             if first:
@@ -91,16 +93,3 @@ async def supervise(
             first = False
             await trio.sleep(delay)
 
-
-class _StartFlag:
-    """Wraps a task status to remember whether ``started()`` was called."""
-
-    __slots__ = ("_inner", "called")
-
-    def __init__(self, inner: trio.TaskStatus[None]) -> None:
-        self._inner = inner
-        self.called = False
-
-    def started(self, value: None = None) -> None:
-        self.called = True
-        self._inner.started(value)

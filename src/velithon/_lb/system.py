@@ -28,6 +28,7 @@ import httpx
 import trio
 
 from .._exceptions import NoTargetAvailable, Overloaded
+from .._structured import owning_nursery
 from .breaker import BreakerConfig
 from .health import HealthCheckConfig
 from .messages import (
@@ -197,20 +198,14 @@ async def open_balancer(
         context = config.pools.ssl_context if config.pools is not None else None
         client = httpx.AsyncClient(verify=context if context is not None else True)
         probe = make_http_probe(client)
-    body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with owning_nursery() as nursery:  # errors from the body come out unwrapped
             balancer = Balancer(state, nursery, probe, rng or random.Random())
             await balancer._start()
             try:
                 yield balancer
-            except BaseException as exc:  # re-raised below, outside the nursery,
-                body_error = exc          # so callers see it unwrapped (no ExceptionGroup)
             finally:
                 await balancer._close()
-                nursery.cancel_scope.cancel()
-        if body_error is not None:
-            raise body_error
     finally:
         with trio.move_on_after(config.shutdown_timeout, shield=True):
             for entry in state.router.entries:

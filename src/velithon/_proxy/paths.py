@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote_to_bytes
 import attrs
 
 from .._exceptions import ConfigError, UnsafePathError
+from .._templates import CONVERTER_PATTERNS, Param, parse_template
 
 __all__ = [
     "PathRewrite",
@@ -44,16 +45,8 @@ _RAW_BAD = re.compile(rb"[^\x21-\x7e]|\\")
 _QUERY_BAD = re.compile(rb"[^\x21-\x7e]|#")
 _DOT_SEGMENT = re.compile(rb"(?:^|/)\.\.?(?:;[^/]*)?(?=/|\Z)")
 _PARAM = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_RAW_SAFE = re.compile(r"[^A-Za-z0-9/._~!$&'()*+,;=:@%-]")
 _SAFE = "/._~!$&'()*+,;=:@-"
-_CONVERTERS = {
-    "str": r"[^/]+",
-    "int": r"[0-9]+",
-    "float": r"[0-9]+(?:\.[0-9]+)?",
-    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "path": r".*",
-}
 
 
 def _unsafe(raw: bytes, why: str) -> UnsafePathError:
@@ -136,49 +129,38 @@ class PathTemplate:
 
 
 def compile_template(template: str) -> PathTemplate:
-    """Compile ``/api/{path:path}``-style templates (converters str, int, float, uuid, path).
+    """Compile ``/api/{path:path}``-style templates to match raw paths.
 
     Raises:
         ConfigError: no leading ``/``, a bad or duplicate parameter, an unknown converter.
     """
-    if not isinstance(template, str) or not template.startswith("/"):
-        raise ConfigError(f"Invalid route path {template!r}: it must start with '/'")
+    parsed = parse_template(template)
+    pieces = parsed.pieces
     parts: list[str] = []
-    names: list[str] = []
-    pos = 0
-    matches = list(_PARAM.finditer(template))
-    for i, m in enumerate(matches):
-        literal = template[pos : m.start()]
-        name, _, conv = m.group(1).partition(":")
-        conv = conv or "str"
-        if not _NAME.fullmatch(name):
-            raise ConfigError(f"Invalid route path {template!r}: bad parameter name {name!r}")
-        if name in names:
-            raise ConfigError(f"Invalid route path {template!r}: duplicate parameter {name!r}")
-        if conv not in _CONVERTERS:
-            raise ConfigError(f"Invalid route path {template!r}: unknown converter {conv!r} "
-                              f"(use one of {', '.join(_CONVERTERS)})")
-        names.append(name)
-        tail = i == len(matches) - 1 and m.end() == len(template)
-        if conv == "path" and tail and literal.endswith("/"):
+    last = len(pieces) - 2  # index of the final parameter, if the template ends with one
+    for i, piece in enumerate(pieces):
+        if not isinstance(piece, Param):
+            if i == len(pieces) - 1 or not _tail_path(pieces, i + 1, last):
+                parts.append(re.escape(_raw(piece)))
+            continue
+        if _tail_path(pieces, i, last):
             # '/api/{p:path}' also matches '/api' itself, with p == ''.
-            parts.append(_literal(template, literal[:-1]))
-            parts.append(f"(?:/(?P<{name}>.*))?")
+            parts.append(re.escape(_raw(str(pieces[i - 1])[:-1])))
+            parts.append(f"(?:/(?P<{piece.name}>.*))?")
         else:
-            parts.append(_literal(template, literal))
-            parts.append(f"(?P<{name}>{_CONVERTERS[conv]})")
-        pos = m.end()
-    parts.append(_literal(template, template[pos:]))
-    head = template[: matches[0].start()] if matches else template
-    static = head[: head.rfind("/") + 1] if matches else head
-    return PathTemplate(template, _raw(static.rstrip("/")), tuple(names),
+            parts.append(f"(?P<{piece.name}>{CONVERTER_PATTERNS[piece.converter]})")
+    params = parsed.params
+    head = str(pieces[0])
+    static = head[: head.rfind("/") + 1] if params else head
+    return PathTemplate(template, _raw(static.rstrip("/")), tuple(p.name for p in params),
                         re.compile("".join(parts), re.DOTALL))
 
 
-def _literal(template: str, text: str) -> str:
-    if "{" in text or "}" in text:
-        raise ConfigError(f"Invalid route path {template!r}: unbalanced '{{' or '}}'")
-    return re.escape(_raw(text))
+def _tail_path(pieces: tuple[str | Param, ...], i: int, last: int) -> bool:
+    """Is ``pieces[i]`` a ``{name:path}`` that ends the template right after a ``/``?"""
+    piece = pieces[i]
+    return (i == last and isinstance(piece, Param) and piece.converter == "path"
+            and pieces[-1] == "" and str(pieces[i - 1]).endswith("/"))
 
 
 @attrs.frozen

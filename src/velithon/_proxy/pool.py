@@ -42,13 +42,12 @@ from .._exceptions import (
     UpstreamResetError,
 )
 from .._http11 import H11_REQUEST_FIELDS, split_for_h11
+from .._lb.retry import is_idempotent
 from .connection import Body, Connection, UpstreamResponse, local_error, send_request
 from .origin import Origin
 
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
 
-# RFC 9110 §9.2.2: safe to repeat. Only these are replayed after a stale connection.
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
 _BYTES = (bytes, bytearray, memoryview)
 
@@ -230,7 +229,8 @@ class UpstreamPool:
             try:
                 return await self._exchange(conn, request, body, extra)
             except UpstreamResetError:
-                if not (method in _IDEMPOTENT and (body is None or isinstance(body, _BYTES))):
+                if not (is_idempotent(method.decode("latin-1"))
+                        and (body is None or isinstance(body, _BYTES))):
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.
         return await self._exchange(await self._connect(), request, body, extra)

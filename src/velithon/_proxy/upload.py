@@ -30,16 +30,14 @@ from typing import Any
 import attrs
 import trio
 
+from .._exceptions import ClientDisconnected
+
 __all__ = ["ClientBodyTimeout", "ClientDisconnected", "ClientWait", "RequestBody",
            "read_request_body"]
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 _BODYLESS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
-
-
-class ClientDisconnected(Exception):
-    """The downstream client went away mid-request."""
 
 
 class ClientBodyTimeout(Exception):

@@ -268,7 +268,8 @@ class HTTPConnection:
         failure: BaseException | None = None
         try:
             await self.state.app(scope, self._receive, self._send)
-        except ClientDisconnected:
+        except ClientDisconnected as exc:
+            logger.debug("client went away: %s", exc)
             self._disconnected = True
         except Exception as exc:
             failure = exc

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import trio
 
+from .._structured import first_leaf
 from ._config import ServerConfig
 from ._http import HTTPConnection
 from ._lifespan import Lifespan, LifespanFailure
@@ -342,15 +343,8 @@ def run_server(
     except BaseExceptionGroup as group:
         startup, rest = group.split(ServerStartupError)
         if startup is not None and rest is None:
-            raise _first_leaf(startup) from None
+            raise first_leaf(startup) from None
         raise
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _run_until_signal(

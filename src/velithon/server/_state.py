@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
+from .._exceptions import ClientDisconnected
 from ._config import ServerConfig
 
 __all__ = ["ASGIApp", "ClientDisconnected", "Drainable", "ServerState"]
@@ -30,10 +31,6 @@ ASGIApp = Callable[
 
 logger = logging.getLogger("velithon.server")
 access_logger = logging.getLogger("velithon.access")
-
-
-class ClientDisconnected(OSError):
-    """Raised by ``send()`` once the client is gone (ASGI: an ``OSError`` subclass)."""
 
 
 class Drainable(Protocol):

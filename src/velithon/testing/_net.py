@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import trio
+
+from .._structured import owning_nursery
 
 __all__ = [
     "NETWORK_ERRORS",
@@ -65,32 +67,6 @@ class ChangeSignal:
         with trio.fail_after(timeout):
             while not predicate():  # bounded by the timeout
                 await self._event.wait()
-
-
-@contextlib.asynccontextmanager
-async def owning_nursery() -> AsyncIterator[trio.Nursery]:
-    """The nursery behind a harness object, cancelled when the ``async with`` body ends.
-
-    trio wraps even the body's own exception in an ``ExceptionGroup``. A harness wrapped
-    around a user's test code must not change what ``pytest.raises`` sees, so a group of
-    exactly one exception is unwrapped (its chaining is left as it was).
-    """
-    try:
-        async with trio.open_nursery() as nursery:
-            try:
-                yield nursery
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        exc = group.exceptions[0]
-        context, cause = exc.__context__, exc.__cause__
-        try:
-            raise exc
-        finally:
-            exc.__context__, exc.__cause__ = context, cause
-            del exc, group
 
 
 def reset_now(stream: trio.SocketStream) -> None:
