@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from _results import write_section
 
 BACKEND = textwrap.dedent('''

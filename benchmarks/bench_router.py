@@ -15,11 +15,10 @@ import argparse
 import time
 
 import trio
-
-from velithon._lb.system import BalancerConfig, open_balancer
-from velithon._lb.strategies import create_strategy
-
 from _results import write_section
+
+from velithon._lb.strategies import create_strategy
+from velithon._lb.system import BalancerConfig, open_balancer
 
 
 async def through_router(targets: int, picks: int, concurrency: int) -> float:

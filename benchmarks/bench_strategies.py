@@ -18,9 +18,9 @@ import argparse
 import random
 import time
 
-from velithon._lb.strategies import STRATEGY_NAMES, create_strategy
-
 from _results import write_section
+
+from velithon._lb.strategies import STRATEGY_NAMES, create_strategy
 
 TITLE = "Strategies: picks per second"
 

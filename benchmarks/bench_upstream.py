@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
-
 from _results import write_section
 
 HERE = Path(__file__).resolve().parent

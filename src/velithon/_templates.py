@@ -9,8 +9,9 @@ so a template means the same thing, and fails with the same message, wherever it
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 import attrs
 

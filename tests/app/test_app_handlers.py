@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import pytest
-from support.asgi_client import ASGIClient
 
 from velithon import (
     HTTPException,
@@ -16,6 +15,8 @@ from velithon import (
     Response,
     Velithon,
 )
+
+from support.asgi_client import ASGIClient
 
 
 async def test_seed_style_handler_without_parameters() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.asgi_client import ASGIClient
 
 from velithon import Middleware, Velithon
+
+from support.asgi_client import ASGIClient
 
 
 class AddHeader:

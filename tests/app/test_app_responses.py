@@ -9,7 +9,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.asgi_client import ASGIClient
 
 from velithon import (
     Headers,
@@ -23,6 +22,8 @@ from velithon import (
     StreamingResponse,
     Velithon,
 )
+
+from support.asgi_client import ASGIClient
 
 
 def app_returning(response: Response) -> Velithon:

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.asgi_client import ASGIClient
 
 from velithon import BaseRoute, Match, Request, Route, Velithon, compile_path
+
+from support.asgi_client import ASGIClient
 
 
 def test_compile_path_returns_regex_format_and_converters() -> None:

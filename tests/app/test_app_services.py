@@ -9,7 +9,6 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from support.asgi_client import ASGIClient, LifespanFailed, lifespan
 
 from velithon import (
     BaseRoute,
@@ -21,6 +20,8 @@ from velithon import (
     Velithon,
     open_service_host,
 )
+
+from support.asgi_client import ASGIClient, LifespanFailed, lifespan
 
 
 @attrs.define  # eq=True makes instances unhashable: the host must key by identity

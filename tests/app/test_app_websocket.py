@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.asgi_client import ASGIClient, WebSocketRejected
 
 from velithon import Velithon, WebSocket, WebSocketDisconnect
+
+from support.asgi_client import ASGIClient, WebSocketRejected
 
 
 def echo_app() -> Velithon:

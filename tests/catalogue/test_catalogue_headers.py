@@ -12,6 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+
+from velithon import ConfigError
+from velithon.gateway import GatewayRoute
+from velithon.middleware.proxy import ProxyMiddleware
+from velithon.testing import BackendResponse, RecordedRequest, open_backend
+
 from support.catalogue import (
     assert_error_json,
     bounded,
@@ -19,11 +25,6 @@ from support.catalogue import (
     header_names,
     request_bytes,
 )
-
-from velithon import ConfigError
-from velithon.gateway import GatewayRoute
-from velithon.middleware.proxy import ProxyMiddleware
-from velithon.testing import BackendResponse, RecordedRequest, open_backend
 
 
 def _facade(kind: str, url: str, **kwargs: Any) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import time
 
 import httpx
 import trio
-from support.gateway import backends, client, serving
 
 from velithon import Velithon
 from velithon.gateway import GatewayRoute
 from velithon.testing import Fault
+
+from support.gateway import backends, client, serving
 
 
 async def test_40_overflow_is_shed_with_503_and_the_breaker_stays_closed() -> None:

@@ -13,14 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support.catalogue import (
-    Served,
-    assert_error_json,
-    assert_gateway_error,
-    bounded,
-    gateway,
-    request_bytes,
-)
 
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
@@ -30,6 +22,15 @@ from velithon.testing import (
     RecordedRequest,
     open_backend,
     open_canary,
+)
+
+from support.catalogue import (
+    Served,
+    assert_error_json,
+    assert_gateway_error,
+    bounded,
+    gateway,
+    request_bytes,
 )
 
 

@@ -14,14 +14,6 @@ from contextlib import contextmanager
 import httpx
 import pytest
 import trio
-from support.catalogue import (
-    assert_gateway_error,
-    bounded,
-    gateway,
-    no_leaks,
-    request_bytes,
-    target_status,
-)
 
 from velithon.gateway import GatewayRoute
 from velithon.testing import (
@@ -35,6 +27,15 @@ from velithon.testing import (
     open_backend,
     open_scripted_backend,
     open_toxic_proxy,
+)
+
+from support.catalogue import (
+    assert_gateway_error,
+    bounded,
+    gateway,
+    no_leaks,
+    request_bytes,
+    target_status,
 )
 
 OK_FRESH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfresh"

@@ -19,15 +19,6 @@ import psutil
 import pytest
 import trio
 import trio_websocket
-from support.catalogue import (
-    Served,
-    assert_error_json,
-    assert_gateway_error,
-    bounded,
-    gateway,
-    request_bytes,
-    target_status,
-)
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from velithon.gateway import GatewayRoute
@@ -42,6 +33,16 @@ from velithon.testing import (
     open_scripted_backend,
     open_toxic_proxy,
     open_ws_backend,
+)
+
+from support.catalogue import (
+    Served,
+    assert_error_json,
+    assert_gateway_error,
+    bounded,
+    gateway,
+    request_bytes,
+    target_status,
 )
 
 MIB = 1024 * 1024

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support.gateway import backends, client, served_by, serving
 
 sys.path.insert(0, str(Path(__file__).parents[2]))

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 import trio
-from support.gateway import backends, client, served_by, serving
 
 from velithon import Velithon
 from velithon._facades.client import ProxyRequestError, ProxyResult
@@ -15,6 +14,8 @@ from velithon._velithon import ProxyClient, ProxyLoadBalancer
 from velithon.gateway import Gateway, GatewayRoute, forward_to, gateway_route
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import Fault
+
+from support.gateway import backends, client, served_by, serving
 
 
 async def test_load_balancer_notices_a_killed_backend_within_one_interval() -> None:

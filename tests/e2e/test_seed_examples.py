@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections import Counter
 
 import trio
-from support.gateway import backends, client, served_by, serving
 
 from velithon import Velithon
 from velithon._velithon import ProxyLoadBalancer
 from velithon.gateway import Gateway, GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
+
+from support.gateway import backends, client, served_by, serving
 
 
 async def test_using_gateway_routes() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from velithon._exceptions import NoTargetAvailable
 from velithon._lb.breaker import BreakerState
 from velithon._lb.outlier import OutlierDetector
-from velithon._lb.router import RouteEntry, RouterState
+from velithon._lb.router import RouterState, TargetEntry
 from velithon._lb.strategies import create_strategy
 
 
@@ -22,7 +22,7 @@ def _router(states: list[BreakerState], *, healthy: list[bool] | None = None,
                          outlier=OutlierDetector(n_targets=len(urls)),
                          panic_threshold=panic_threshold)
     for i, (url, state) in enumerate(zip(urls, states)):
-        entry = RouteEntry(i, url, 1, breaker=state)
+        entry = TargetEntry(i, url, 1, breaker=state)
         if healthy is not None:
             entry.healthy = healthy[i]
         router.entries.append(entry)

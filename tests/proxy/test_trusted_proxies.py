@@ -23,13 +23,14 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.catalogue import bounded, gateway, request_bytes
 
 from velithon._exceptions import ConfigError
 from velithon._proxy.headers import ForwardedConfig, build_request_headers, client_ip
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import open_backend
+
+from support.catalogue import bounded, gateway, request_bytes
 
 LOOPBACK = ForwardedConfig(trusted_proxies=("127.0.0.1/32",))
 INTERNAL = ForwardedConfig(trusted_proxies=("10.0.0.0/8", "2001:db8::/32"))

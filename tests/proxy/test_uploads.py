@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from support.catalogue import Served, bounded, gateway, request_bytes
-from support.gateway import backends
 
 from velithon.gateway import GatewayRoute
 from velithon.testing import open_raw_connection
+
+from support.catalogue import Served, bounded, gateway, request_bytes
+from support.gateway import backends
 
 MIB = 1024 * 1024
 

@@ -18,7 +18,6 @@ import psutil
 import pytest
 import trio
 import trustme
-from support.raw_backend import CLOSE, THEN_CLOSE, Reader, Scripted, ok, serve
 
 from velithon._exceptions import (
     ConfigError,
@@ -30,6 +29,8 @@ from velithon._exceptions import (
     UpstreamResetError,
 )
 from velithon._proxy.pool import Origin, PoolStatistics, UpstreamPool
+
+from support.raw_backend import CLOSE, THEN_CLOSE, Reader, Scripted, ok, serve
 
 MiB = 1024 * 1024
 

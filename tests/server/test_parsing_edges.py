@@ -17,18 +17,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.catalogue import assert_gateway_error, bounded, gateway, request_bytes
-from support.raw_backend import Reader, Scripted, serve
-from support.server import (
-    Recorder,
-    assert_still_serving,
-    connect,
-    get,
-    parse_responses,
-    raw_exchange,
-    read_until_closed,
-    running_server,
-)
 
 from velithon._exceptions import ConfigError, UpstreamBodyError, UpstreamProtocolError
 from velithon._http11 import MAX_CHUNK_SIZE, ChunkedBodyError, ChunkedFraming
@@ -42,6 +30,19 @@ from velithon.testing import (
     Sleep,
     open_backend,
     open_scripted_backend,
+)
+
+from support.catalogue import assert_gateway_error, bounded, gateway, request_bytes
+from support.raw_backend import Reader, Scripted, serve
+from support.server import (
+    Recorder,
+    assert_still_serving,
+    connect,
+    get,
+    parse_responses,
+    raw_exchange,
+    read_until_closed,
+    running_server,
 )
 
 H = b"Host: gw\r\n"

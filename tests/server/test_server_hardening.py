@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+
 from support.server import (
     Recorder,
     assert_still_serving,

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import trio
+
 from support.server import (
     Recorder,
     assert_still_serving,

@@ -7,6 +7,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
+
+from velithon.server import ServerConfig, ServerStartupError, serve_tcp
+
 from support.server import (
     Recorder,
     connect,
@@ -16,8 +19,6 @@ from support.server import (
     read_until_closed,
     running_server,
 )
-
-from velithon.server import ServerConfig, ServerStartupError, serve_tcp
 
 
 def lifespan_app(events: list[str], handler: Any = hello, fail: str | None = None) -> Any:
@@ -183,6 +184,7 @@ async def test_recorder_app_used_with_drain_has_no_leftover_tasks() -> None:
 
 async def test_no_file_descriptors_leak_across_good_and_bad_connections() -> None:
     import psutil
+
     from support.server import raw_exchange
 
     proc = psutil.Process()

@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import Ping, Pong, TextMessage
+
 from support.server import (
     assert_still_serving,
     connect,
@@ -14,9 +18,6 @@ from support.server import (
     raw_exchange,
     running_server,
 )
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
-from wsproto.connection import Connection, ConnectionType
-from wsproto.events import Ping, Pong, TextMessage
 
 SCOPES: list[dict[str, Any]] = []
 

@@ -18,7 +18,6 @@ import attrs
 import httpx
 import trio
 
-from support.gateway import serving
 from velithon import Velithon
 from velithon.testing import (
     RawConnection,
@@ -27,6 +26,8 @@ from velithon.testing import (
     open_fd_count,
     open_raw_connection,
 )
+
+from support.gateway import serving
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -59,7 +59,7 @@ class AddTarget:
     """Start routing to a new target (its actor is already running)."""
 
     reply: Reply[Any]
-    entry: Any  # a RouteEntry
+    entry: Any  # a TargetEntry
 
 
 @attrs.frozen

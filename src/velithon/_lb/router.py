@@ -60,7 +60,7 @@ _BATCH = 256
 
 
 @attrs.define(eq=False)
-class RouteEntry:
+class TargetEntry:
     """The router's view of one target (the router is its only writer)."""
 
     target_id: int
@@ -154,7 +154,7 @@ class RouterState:
     panic_threshold: float = 50.0
     budget: RetryBudget | None = None
     max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
-    entries: list[RouteEntry] = attrs.field(factory=list)
+    entries: list[TargetEntry] = attrs.field(factory=list)
     picks: int = 0
     retries: int = 0
     retries_denied: int = 0
@@ -169,7 +169,7 @@ class RouterState:
     def invalidate(self) -> None:
         self._eligible = None
 
-    def by_id(self, target_id: int) -> RouteEntry | None:
+    def by_id(self, target_id: int) -> TargetEntry | None:
         for entry in self.entries:
             if entry.target_id == target_id:
                 return entry
@@ -208,11 +208,11 @@ class RouterState:
         # a lone target has nothing to spread over: its breaker keeps failing fast
         return live > 1 and sum(routable) * 100.0 < threshold * live
 
-    def _index(self, entry: RouteEntry) -> int:
+    def _index(self, entry: TargetEntry) -> int:
         return self.entries.index(entry)
 
     def pick(self, now: float, key: bytes | None, exclude: frozenset[int],
-             retry: bool = False) -> RouteEntry:
+             retry: bool = False) -> TargetEntry:
         """Choose a target or raise :class:`NoTargetAvailable`.
 
         A retry must first withdraw from the retry budget, so retries cannot
@@ -276,7 +276,7 @@ class RouterState:
             return "No healthy targets available"
         return "No target available (unhealthy, ejected or circuit breaker open)"
 
-    def done(self, msg: Done, now: float) -> RouteEntry | None:
+    def done(self, msg: Done, now: float) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
             return None
@@ -292,7 +292,7 @@ class RouterState:
             entry.ewma.penalise(now)
         return entry
 
-    def report(self, msg: TargetReport) -> RouteEntry | None:
+    def report(self, msg: TargetReport) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
             return None
@@ -308,7 +308,7 @@ class RouterState:
         self.invalidate()
         return entry
 
-    def eject(self, target_id: int, now: float) -> RouteEntry | None:
+    def eject(self, target_id: int, now: float) -> TargetEntry | None:
         entry = self.by_id(target_id)
         if entry is None:
             return None
@@ -319,14 +319,14 @@ class RouterState:
         self.invalidate()
         return entry
 
-    def add(self, entry: RouteEntry) -> None:
+    def add(self, entry: TargetEntry) -> None:
         if any(e.url == entry.url for e in self.entries):
             raise ValueError(f"Target already present: {entry.url}")
         self.entries.append(entry)
         self.outlier.add_target()
         self._reconfigure()
 
-    def remove(self, url: str) -> RouteEntry:
+    def remove(self, url: str) -> TargetEntry:
         for i, entry in enumerate(self.entries):
             if entry.url == url:
                 del self.entries[i]
@@ -391,7 +391,7 @@ class RouterActor:
         self.state = state
         self._inbox = inbox
         self._self_send = self_send
-        self._pending: list[RouteEntry] = []
+        self._pending: list[TargetEntry] = []
         self._closing = False
 
     def __repr__(self) -> str:
@@ -528,13 +528,13 @@ class RouterActor:
         for entry in pending:
             self._flush_successes(entry)
 
-    def _flush_successes(self, entry: RouteEntry) -> None:
+    def _flush_successes(self, entry: TargetEntry) -> None:
         count = entry.pending_successes
         if count:
             entry.pending_successes = 0
             self._forward(entry, Outcome("success", entry.pending_epoch, 0.0, 200, count))
 
-    def _forward(self, entry: RouteEntry, msg: Any) -> None:
+    def _forward(self, entry: TargetEntry, msg: Any) -> None:
         """Never block the router on a slow target: drop and count instead."""
         if entry.inbox is None:
             return
@@ -549,7 +549,7 @@ class RouterActor:
 @attrs.frozen
 class _DrainWaiter:
     reply: Any
-    entry: RouteEntry
+    entry: TargetEntry
 
     def send(self, _: object) -> None:
         self.reply.send(self.entry)

@@ -52,10 +52,10 @@ from .retry import RetryBudget
 from .router import (
     NONE_HEALTHY_POLICIES,
     Lease,
-    RouteEntry,
     RouterActor,
     RouterState,
     RouterTargetView,
+    TargetEntry,
 )
 from .strategies import create_strategy
 from .supervisor import SupervisedStats, SupervisorConfig, supervise
@@ -169,7 +169,7 @@ class BalancerState:
         weights = config.weights or (1,) * len(config.targets)
         for url, weight in zip(config.targets, weights):
             tstate = self.new_target_state(url)
-            router.entries.append(RouteEntry(tstate.target_id, url, weight))
+            router.entries.append(TargetEntry(tstate.target_id, url, weight))
         return self
 
     def new_target_state(self, url: str) -> TargetState:
@@ -266,7 +266,7 @@ class Balancer:
         finally:
             self._router_done.set()
 
-    async def _start_target(self, entry: RouteEntry) -> None:
+    async def _start_target(self, entry: TargetEntry) -> None:
         tstate = self.state.targets[entry.url]
         if entry.pool is None and self.config.pools is not None:
             entry.pool = self.config.pools.open(entry.url)
@@ -370,7 +370,7 @@ class Balancer:
             await entry.inbox.send(msg_type(reply))
             return await reply.wait()
 
-    def _entry(self, url: str) -> RouteEntry:
+    def _entry(self, url: str) -> TargetEntry:
         for entry in self.state.router.entries:
             if entry.url == url:
                 return entry
@@ -416,7 +416,7 @@ class Balancer:
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise ValueError(f"Invalid weight {weight!r}: weights must be non-negative integers")
         tstate = self.state.new_target_state(url)
-        entry = RouteEntry(tstate.target_id, url, weight)
+        entry = TargetEntry(tstate.target_id, url, weight)
         await self._start_target(entry)
         try:
             await self._ask(AddTarget, entry)

@@ -237,7 +237,7 @@ class _Server:
                 await conn.run()
             finally:
                 self.state.unregister(conn)
-        except Exception:  # noqa: BLE001 - one connection's bug must not stop the server
+        except Exception:
             logger.exception("connection handler crashed")
             await trio.aclose_forcefully(stream)
         finally:
