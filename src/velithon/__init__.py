@@ -35,7 +35,7 @@ from ._app.websockets import WebSocket as WebSocket
 from ._app.websockets import WebSocketDisconnect as WebSocketDisconnect
 from ._app.websockets import WebSocketState as WebSocketState
 
-# The load-balancing gateway (also importable from the seed's module paths:
+# The load-balancing gateway (also importable from the module paths Velithon's API uses:
 # velithon.gateway, velithon.middleware.proxy, velithon._facades.load_balancer).
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import NoTargetAvailable as NoTargetAvailable

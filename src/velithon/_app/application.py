@@ -3,8 +3,8 @@
 Why it is shaped like this:
 
 * ``app.routes`` is a plain list read on every request, so ``app.routes.append``
-  and ``app.routes.extend(gateway.routes)`` work at any time (the upstream project
-  cached a route table and silently 404'd late routes).
+  and ``app.routes.extend(gateway.routes)`` work at any time (a cached route table
+  would silently answer 404 for routes added after it was built).
 * The middleware stack is cached and rebuilt when the middleware list changes —
   detected by comparing the list with the one the stack was built from, which costs
   a few tens of nanoseconds per request.
@@ -61,7 +61,7 @@ async def _call_hook(hook: Callable[[], Any]) -> None:
 
 
 class _RouterView:
-    """``app.router.routes`` — the spelling the upstream project's docs use."""
+    """``app.router.routes``: Velithon's API spells the route list this way too."""
 
     __slots__ = ("_app",)
 

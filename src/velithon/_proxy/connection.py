@@ -5,11 +5,11 @@ owns what happens *on* one: serialising the request with h11, reading and
 policing the response head, streaming the body, and deciding at the end whether
 the connection may be reused.
 
-Reuse rule (reliability.md finding 3): a connection goes back to the pool only if
-both h11 sides are ``DONE`` (which also excludes ``Connection: close`` either
-way), ``trailing_data == (b"", False)`` (no bytes past the declared end: extra
-bytes after Content-Length, a body on 204/304/HEAD), the request was sent in full,
-and nothing failed. Everything else closes the socket.
+Reuse rule: a connection goes back to the pool only if both h11 sides are ``DONE``
+(which also excludes ``Connection: close`` either way), ``trailing_data == (b"", False)``
+(no bytes past the declared end: extra bytes after Content-Length, a body on
+204/304/HEAD), the request was sent in full, and nothing failed. Everything else closes
+the socket.
 
 Closing is synchronous (the trio socket is closed directly, like
 ``trio.aclose_forcefully``), so cancelled code and ``finally`` blocks can clean up
@@ -132,7 +132,7 @@ async def send_request(
     Small bytes bodies go out in one ``send_all`` with no task. Large and
     streaming bodies are sent by a child task while this one waits for the head;
     if the head arrives first the upload stops and the connection is marked
-    not reusable (an early answer such as 413, catalogue 38).
+    not reusable (an early answer such as 413 before the upload is complete).
     """
     if body is None or (isinstance(body, _BYTES) and len(body) <= INLINE_BODY_LIMIT):
         h = conn.h11

@@ -1,11 +1,11 @@
 """Header rules for forwarding, both directions. Pure functions, run once per request.
 
-Request side (reliability.md §2.1–2.3, catalogue 11–17):
+Request side:
 
 * Hop-by-hop fields are removed (:data:`HOP_BY_HOP`, ``TE`` except ``trailers``),
   and so are fields the client nominates in ``Connection`` — but nominating
   ``Host``, ``Content-Length``, ``Transfer-Encoding`` or a forwarding header we
-  generate is ignored, so a client cannot strip what we add (Davison 2019).
+  generate is ignored, so a client cannot strip what we add.
 * ``Content-Length``/``Transfer-Encoding`` from the client are dropped: the
   upstream pool computes framing itself.
 * Names that only *look like* a sensitive field with ``_`` for ``-``
@@ -123,9 +123,9 @@ class ForwardedConfig:
         xff_num_trusted_hops: ``None`` for the rightmost-untrusted rule above, or
             the number of trusted proxy hops (Envoy's count; needs
             ``trusted_proxies``).
-        trusted_hops: an older spelling of the hop count that did not count the
-            peer: ``trusted_hops=h`` is ``xff_num_trusted_hops=h + 1``. Kept for
-            existing callers; give one of the two, not both.
+        trusted_hops: another spelling of the hop count, one that does not count
+            the peer: ``trusted_hops=h`` is ``xff_num_trusted_hops=h + 1``. Give one
+            of the two, not both.
         xff_mode: ``"append"`` keeps the incoming X-Forwarded-For chain and appends
             the peer; ``"replace"`` sends only the peer (unless the peer is trusted,
             then the chain is kept).

@@ -1,9 +1,9 @@
 """Path rules for forwarding: what we refuse, how routes capture, what we send upstream.
 
-One canonical form (reliability.md §2.4): routes match the **raw**, percent-encoded
-path and the upstream target is built from that same raw path, so the routing
-decision and the forwarded bytes cannot disagree. Nothing is normalised; a path
-that would need normalising is refused instead (``UnsafePathError`` → 400).
+One canonical form: routes match the **raw**, percent-encoded path and the upstream
+target is built from that same raw path, so the routing decision and the forwarded
+bytes cannot disagree. Nothing is normalised; a path that would need normalising is
+refused instead (``UnsafePathError`` → 400).
 
 Policy:
 
@@ -15,7 +15,7 @@ Policy:
   encoded), and double encodings like ``%252e`` (we decode at most once, to check).
 * **``//``:** empty segments are kept, in matching and in forwarding, except at the
   start of the upstream target, where leading slashes collapse to one: a target
-  can never look like ``//host/...`` (catalogue 21).
+  can never look like ``//host/...`` (which a backend could read as another host).
 * **Query:** forwarded byte-exact after ``?``; only characters that could split
   the request line (controls, space, non-ASCII) are refused.
 """

@@ -1,9 +1,9 @@
 """Settings of the HTTP/1.1 server, in one frozen attrs class.
 
 Every limit and timeout lives here so the per-connection code reads plain attributes and the
-CLI, ``serve()`` and tests all build the same object. Defaults follow what trusted proxies
-ship (reliability notes §2.8): 10 s header deadline, 5 s keep-alive idle, 30 s body idle,
-32 KiB / 100 header lines, 8 KiB URI.
+CLI, ``serve()`` and tests all build the same object. Defaults follow what widely deployed
+proxies ship: 10 s header deadline, 5 s keep-alive idle, 30 s body idle, 32 KiB / 100 header
+lines, 8 KiB URI.
 
 ``max_body_size`` defaults to 16 MiB: large enough for ordinary API uploads through a
 gateway, small enough that a client cannot make one request hold a worker for long.

@@ -1,10 +1,10 @@
 """Request-head policies that h11 does not enforce (pure, no I/O).
 
-h11 is a sound parser but not a smuggling firewall (reliability notes §0, §1.2): it accepts
-TE + CL, TE on HTTP/1.0, ``HTTP/2.0``, absolute/authority/asterisk targets with any method,
-obs-fold, and it checks its size limit only while an event is incomplete. The functions here
-close those gaps. They raise :class:`RequestRejected` with the status to answer; the
-connection then sends a JSON error with ``Connection: close``.
+h11 is a sound parser but not a smuggling firewall: it accepts TE + CL, TE on HTTP/1.0,
+``HTTP/2.0``, absolute/authority/asterisk targets with any method, obs-fold, and it checks
+its size limit only while an event is incomplete. The functions here close those gaps. They
+raise :class:`RequestRejected` with the status to answer; the connection then sends a JSON
+error with ``Connection: close``.
 
 Three checks run at different moments:
 
