@@ -7,7 +7,11 @@ import re
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-HEADER = "# Benchmark results\n\nEach section says the command that produced it. Compare ratios within a section\n(same run, same machine); absolute numbers vary with the machine.\n"
+HEADER = (
+    "# Benchmark results\n\n"
+    "Each section says the command that produced it. Compare ratios within a section\n"
+    "(same run, same machine); absolute numbers vary with the machine.\n"
+)
 
 
 def write_section(title: str, body: str) -> None:

@@ -44,7 +44,8 @@ BACKEND = textwrap.dedent('''
         import uvloop; uvloop.install()
     except ImportError:
         pass
-    RESPONSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\nContent-Type: text/plain\\r\\n\\r\\nHello, World!"
+    RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n"
+                b"Content-Type: text/plain\\r\\n\\r\\nHello, World!")
     class P(asyncio.Protocol):
         def connection_made(self, t): self.t = t; self.buf = b""
         def data_received(self, data):
@@ -151,7 +152,8 @@ def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, int, int]
 
 def measure(cmd: list[str], port: int, seconds: int, connections: int, env: dict[str, str],
             cwd: str) -> tuple[float, float, int]:
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     try:
         wait_port(port)
         run_wrk(port, 2, connections)  # warm-up: pools filled, code paths hot
@@ -210,13 +212,15 @@ def main() -> None:
     ratio_rps = best["velithon"][0] / best["aiohttp"][0]
     ratio_cpu = best["velithon"][1] / best["aiohttp"][1]
     lines.append("")
-    lines.append(f"velithon / aiohttp: {ratio_rps:.2f}× requests/s, {ratio_cpu:.2f}× CPU per request.")
+    lines.append(f"velithon / aiohttp: {ratio_rps:.2f}× requests/s, "
+                 f"{ratio_cpu:.2f}× CPU per request.")
     table = "\n".join(lines)
     print(table)
     command = (f"python benchmarks/bench_proxy.py --seconds {args.seconds} "
                f"--connections {args.connections} --rounds {args.rounds}")
     write_section("Proxy: velithon vs aiohttp", (
-        f"Three backends behind each proxy; wrk -t1 -c{args.connections}, {args.seconds} s per round, "
+        f"Three backends behind each proxy; wrk -t1 -c{args.connections}, "
+        f"{args.seconds} s per round, "
         f"best of {args.rounds} alternating rounds; the 2-core machine also runs wrk and the "
         f"backends.\n\nCommand: `{command}`\n\n{table}\n"))
 

@@ -7,7 +7,7 @@ Hierarchy::
     ├── UnsafePathError (also ValueError)      request path rejected before forwarding (400)
     ├── NoTargetAvailable (also RuntimeError)  no healthy / admitted target (503)
     │   └── Overloaded                         shed: targets at max_requests, or a full router inbox
-    ├── ResponseAborted                        an app gives up on a started response: abort, no crash log
+    ├── ResponseAborted                        app gave up mid-response: abort, no crash log
     └── UpstreamError                          talking to one upstream target failed
         ├── UpstreamConnectError               TCP/TLS connect failed; nothing was sent
         │   └── UpstreamConnectTimeout         ...within connect_timeout (also UpstreamTimeout)

@@ -130,7 +130,8 @@ async def test_shutdown_waits_for_held_requests_within_the_grace(
             async with open_service_host(shutdown_grace=5.0) as host:
                 await host.ensure_started(service)
 
-                async def request(host: ServiceHost = host) -> None:
+                async def request(host: ServiceHost = host,
+                                  request_time: float = request_time) -> None:
                     host.hold()
                     try:
                         await trio.sleep(request_time)

@@ -213,7 +213,8 @@ async def test_21_ssrf_payloads_in_the_path_never_reach_another_host(facade: str
         else:
             kwargs = {"middleware": [ProxyMiddleware(targets=[b.url], path_prefix="/api",
                                                      max_retries=0, health_check_interval=3600)]}
-        async with gateway(*kwargs.get("routes", ()), middleware=kwargs.get("middleware", ())) as gw:
+        routes, middleware = kwargs.get("routes", ()), kwargs.get("middleware", ())
+        async with gateway(*routes, middleware=middleware) as gw:
             for path in _ssrf_paths(canary.port):
                 response = await gw.raw(request_bytes("GET", path))
                 if response.status != 200:

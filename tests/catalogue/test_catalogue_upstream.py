@@ -330,7 +330,8 @@ DESYNC = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 def _first_then_fresh(first: list) -> object:
     def script(index: int) -> list:
         if index == 0:  # if the gateway reused this connection it would read "evil"
-            return [*first, ReadRequest(), Send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")]
+            evil = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+            return [*first, ReadRequest(), Send(evil)]
         return [ReadRequest(), Send(OK_FRESH)]
 
     return script
@@ -376,8 +377,8 @@ async def test_36_no_desync_after_a_response_with_extra_bytes(
 @pytest.mark.parametrize("reply", [
     pytest.param(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody-until-eof", id="http10"),
     pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody-until-eof", id="close-delim"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 14\r\n\r\nbody-until-eof",
-                 id="conn-close-cl"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 14\r\n\r\n"
+                 b"body-until-eof", id="conn-close-cl"),
 ])
 @bounded(10)
 async def test_36_close_delimited_responses_are_forwarded_and_never_pooled(reply: bytes) -> None:

@@ -460,7 +460,8 @@ async def test_41_large_upload_streams_in_bounded_memory(framing: str) -> None:
     assert upload.body_sha256 == expected.hexdigest()
     # the backend got bytes of the body before the client had sent half of it
     assert seen_early and seen_early[0] > MIB, seen_early
-    assert rss.growth_mib < 16, f"RSS grew {rss.growth_mib:.1f} MiB for a {UPLOAD // MIB} MiB upload"
+    assert rss.growth_mib < 16, (
+        f"RSS grew {rss.growth_mib:.1f} MiB for a {UPLOAD // MIB} MiB upload")
 
 
 @bounded(40)
@@ -492,7 +493,8 @@ async def test_42_large_download_streams_in_bounded_memory() -> None:
                         received += len(data)
     assert received == size and digest.hexdigest() == expected.hexdigest()
     assert first_byte_at is not None and first_byte_at < 0.5, first_byte_at
-    assert rss.growth_mib < 16, f"RSS grew {rss.growth_mib:.1f} MiB for a {size // MIB} MiB download"
+    assert rss.growth_mib < 16, (
+        f"RSS grew {rss.growth_mib:.1f} MiB for a {size // MIB} MiB download")
 
 
 # ---- F41. body-size limits ------------------------------------------------------------

@@ -28,7 +28,9 @@ async def test_gateway_example_balances_and_monitors(monkeypatch: pytest.MonkeyP
         async with serving(example.app) as url, client(url) as c:
             assert await served_by(c, "/api/items", 4) == ["one", "two"] * 2
             health = (await c.get("/gateway/health")).json()
-            assert health == {"status": "healthy",
-                              "backends": {"gateway_/api/{path:path}": [[one.url, True], [two.url, True]]}}
+            assert health == {
+                "status": "healthy",
+                "backends": {"gateway_/api/{path:path}": [[one.url, True], [two.url, True]]},
+            }
             targets = (await c.get("/gateway/targets")).json()
             assert [t["requests"] for t in targets] == [2, 2]

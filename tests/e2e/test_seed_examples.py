@@ -182,7 +182,8 @@ async def test_gateway_integration() -> None:
         app.routes.extend(gateway.routes)
 
         async with serving(app) as url, client(url) as c:
-            assert await served_by(c, "/api/v1/items", 3) == ["api-server1", "api-server2", "api-server3"]
+            expected = ["api-server1", "api-server2", "api-server3"]
+            assert await served_by(c, "/api/v1/items", 3) == expected
             health = await gateway.health_check_all()
             assert health == {"gateway_/api/{path:path}": [(s.url, True) for s in servers]}
 
@@ -228,7 +229,8 @@ async def test_monitoring_load_balancer_status() -> None:
         async with serving(app) as url, client(url) as c:
             body = (await c.get("/load-balancer/status")).json()
             # a fresh balancer has not probed yet: every target starts healthy
-            assert body == {"targets": [s1.url, s2.url], "healthy": [s1.url, s2.url], "unhealthy": []}
+            assert body == {"targets": [s1.url, s2.url], "healthy": [s1.url, s2.url],
+                            "unhealthy": []}
 
 
 async def test_monitoring_gateway_health() -> None:
@@ -251,8 +253,10 @@ async def test_monitoring_gateway_health() -> None:
             a2.set_health(503)
             await trio.sleep(0.5)
             body = (await c.get("/gateway/health")).json()
-            assert body == {"status": "healthy",
-                            "backends": {"gateway_/api/{path:path}": [[a1.url, True], [a2.url, False]]}}
+            assert body == {
+                "status": "healthy",
+                "backends": {"gateway_/api/{path:path}": [[a1.url, True], [a2.url, False]]},
+            }
 
 
 async def test_monitoring_proxy_middleware_status() -> None:

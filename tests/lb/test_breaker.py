@@ -54,7 +54,8 @@ def test_config_is_validated(kwargs: dict, message: str) -> None:
 
 def test_defaults_are_velithons() -> None:
     config = BreakerConfig()
-    assert (config.max_failures, config.recovery_timeout_ms, config.mode) == (5, 60000, "consecutive")
+    assert (config.max_failures, config.recovery_timeout_ms, config.mode) == (
+        5, 60000, "consecutive")
     assert config.recovery_timeout == 60.0
     assert CircuitBreaker().status(0.0) == ("closed", 0, None)
 
@@ -246,7 +247,8 @@ class Model:
 
     def window(self, now: float) -> tuple[int, int]:
         width = self.c.window_s / 10
-        recent = [ok for t, ok in self.events if math.floor(t / width) > math.floor(now / width) - 10]
+        oldest = math.floor(now / width) - 10
+        recent = [ok for t, ok in self.events if math.floor(t / width) > oldest]
         return len(recent), recent.count(False)
 
     def stale(self, epoch: int | None) -> bool:
@@ -399,12 +401,14 @@ class BreakerMachine(RuleBasedStateMachine):
         model.tick(self.now)
         assert self.sut.state(self.now).value == model.state
         assert self.sut.epoch == model.epoch
-        elapsed = None if model.last_failure is None else int((self.now - model.last_failure) * 1000)
+        last = model.last_failure
+        elapsed = None if last is None else int((self.now - last) * 1000)
         assert self.sut.status(self.now) == (model.state, model.failure_count(self.now), elapsed)
         stats = self.sut.statistics()
         assert 0 <= stats.trials_in_flight <= self.sut.config.half_open_max_requests
         if model.state == "open":
-            assert self.sut.next_transition_at() == model.opened_at + model.c.recovery_timeout_ms / 1000
+            recovery = model.c.recovery_timeout_ms / 1000
+            assert self.sut.next_transition_at() == model.opened_at + recovery
             assert self.now < self.sut.next_transition_at()  # type: ignore[operator]
         else:
             assert self.sut.next_transition_at() is None

@@ -15,7 +15,8 @@ FAST = settings(max_examples=150, deadline=None)
 
 def test_defaults_match_velithon() -> None:
     config = HealthCheckConfig()
-    assert (config.path, config.interval, config.timeout, config.method) == ("/health", 30.0, 5.0, "GET")
+    assert (config.path, config.interval, config.timeout, config.method) == (
+        "/health", 30.0, 5.0, "GET")
     assert config.expected_statuses == frozenset(range(200, 300))
     h = HealthState(config)
     assert h.healthy  # every target starts healthy
@@ -32,7 +33,8 @@ def test_rise_and_fall_thresholds_flip_on_exactly_the_nth_result() -> None:
     assert [h.record(True, t) for t in (4, 5)] == [False, True]
     assert h.healthy and h.last_change == 5
     # an interrupted streak starts over
-    assert [h.record(v, t) for t, v in enumerate([False, False, True, False, False], 6)] == [False] * 5
+    results = [False, False, True, False, False]
+    assert [h.record(v, t) for t, v in enumerate(results, 6)] == [False] * 5
     assert h.healthy and h.consecutive_fail == 2
 
 
@@ -46,7 +48,8 @@ def test_rise_and_fall_thresholds_flip_on_exactly_the_nth_result() -> None:
 def test_health_follows_the_consecutive_rule(
     rise: int, fall: int, start: bool, results: list[bool]
 ) -> None:
-    config = HealthCheckConfig(healthy_threshold=rise, unhealthy_threshold=fall, initially_healthy=start)
+    config = HealthCheckConfig(healthy_threshold=rise, unhealthy_threshold=fall,
+                               initially_healthy=start)
     h = HealthState(config)
     healthy, run_ok, run_fail = start, 0, 0
     for t, ok in enumerate(results):
@@ -74,7 +77,8 @@ def test_health_follows_the_consecutive_rule(
         (204, frozenset({204})),
     ],
 )
-def test_expected_statuses_accepts_ranges_iterables_and_strings(value: object, expected: frozenset) -> None:
+def test_expected_statuses_accepts_ranges_iterables_and_strings(
+        value: object, expected: frozenset) -> None:
     config = HealthCheckConfig(expected_statuses=value)
     assert config.expected_statuses == expected
     assert HealthState(config).is_expected(min(expected)) and not config.is_expected(599)
@@ -82,7 +86,8 @@ def test_expected_statuses_accepts_ranges_iterables_and_strings(value: object, e
 
 def test_only_2xx_is_healthy_by_default() -> None:
     config = HealthCheckConfig()
-    assert [config.is_expected(s) for s in (199, 200, 299, 302, 503)] == [False, True, True, False, False]
+    statuses = (199, 200, 299, 302, 503)
+    assert [config.is_expected(s) for s in statuses] == [False, True, True, False, False]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,8 @@ def test_only_2xx_is_healthy_by_default() -> None:
         ({"healthy_threshold": 0}, "healthy_threshold must be an int >= 1 (got 0)"),
         ({"unhealthy_threshold": 1.5}, "unhealthy_threshold must be an int >= 1 (got 1.5)"),
         ({"expected_statuses": "abc"}, "Invalid expected_statuses entry 'abc'"),
-        ({"expected_statuses": [200, 700]}, "expected_statuses must be HTTP statuses 100..599 (got 700)"),
+        ({"expected_statuses": [200, 700]},
+         "expected_statuses must be HTTP statuses 100..599 (got 700)"),
         ({"expected_statuses": "300-200"}, "expected_statuses range '300-200' is empty"),
         ({"expected_statuses": []}, "expected_statuses must not be empty"),
         ({"jitter": 1.0}, "health check jitter must be in [0, 1) (got 1.0)"),

@@ -41,7 +41,8 @@ def test_envoy_basic_flow_5xx() -> None:
         (OutlierConfig(), "ggggg", True),  # gateway errors count toward both
         (OutlierConfig(), "lllll", True),  # local-origin failures are gateway failures
         (OutlierConfig(), "gglg5", True),  # ... and every one of them is a 5xx too
-        (OutlierConfig(consecutive_5xx=0), "gggg5gggg", False),  # a plain 5xx breaks the gateway run
+        # a plain 5xx breaks the gateway run
+        (OutlierConfig(consecutive_5xx=0), "gggg5gggg", False),
         (OutlierConfig(consecutive_5xx=0), "gggg5ggggg", True),
         (OutlierConfig(consecutive_gateway_failure=0), "gggg", False),
         (OutlierConfig(), "5555n5", True),  # neutral outcomes (4xx, client gone) are no verdict
@@ -209,7 +210,8 @@ class DetectorMachine(RuleBasedStateMachine):
             assert others + 1 <= self.limit()
             assert after == before + 1
             cap = max(self.config.base_ejection_time, self.config.max_ejection_time)
-            assert until - self.now == pytest.approx(min(self.config.base_ejection_time * after, cap))
+            expected = min(self.config.base_ejection_time * after, cap)
+            assert until - self.now == pytest.approx(expected)
             self.until[i] = until
         else:
             # refused only when the cap forces it

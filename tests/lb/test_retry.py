@@ -16,7 +16,8 @@ METHODS = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH", 
 
 
 def test_idempotent_methods() -> None:
-    assert [m for m in METHODS if is_idempotent(m)] == ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+    idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+    assert [m for m in METHODS if is_idempotent(m)] == idempotent
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,8 @@ def test_retry_safety_properties(
 ) -> None:
     policy = RetryPolicy(max_retries=max_retries, retry_non_idempotent=non_idempotent)
     retry = policy.should_retry(
-        attempt, method, status=status, error=error, body_replayable=replayable, response_started=started
+        attempt, method, status=status, error=error, body_replayable=replayable,
+        response_started=started,
     )
     if retry:
         assert attempt <= max_retries  # never more than max_retries retries
@@ -180,7 +182,8 @@ def test_budget_expires_after_ttl() -> None:
     ratio=st.sampled_from([0.0, 0.1, 0.2, 0.5]),
     floor=st.sampled_from([0.0, 0.5, 2.0]),
     ops=st.lists(
-        st.tuples(st.sampled_from([0.0, 0.01, 0.3, 1.0, 2.5, 7.0]), st.booleans(), st.integers(1, 8)),
+        st.tuples(st.sampled_from([0.0, 0.01, 0.3, 1.0, 2.5, 7.0]), st.booleans(),
+                  st.integers(1, 8)),
         max_size=60,
     ),
 )

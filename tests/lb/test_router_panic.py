@@ -21,7 +21,7 @@ def _router(states: list[BreakerState], *, healthy: list[bool] | None = None,
     router = RouterState(strategy=create_strategy("round_robin", urls),
                          outlier=OutlierDetector(n_targets=len(urls)),
                          panic_threshold=panic_threshold)
-    for i, (url, state) in enumerate(zip(urls, states)):
+    for i, (url, state) in enumerate(zip(urls, states, strict=True)):
         entry = TargetEntry(i, url, 1, breaker=state)
         if healthy is not None:
             entry.healthy = healthy[i]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import Counter
@@ -49,7 +50,8 @@ def letters(seq: list[int | None]) -> str:
             "Weights length must match targets length (got 2 weights for 3 targets)",
         ),
         (("weighted", ["a", "b"], [1, -1]), {}, "Weight for target 'b' must be >= 0 (got -1)"),
-        (("weighted", ["a", "b"], [1, True]), {}, "Weight for target 'b' must be an int (got True)"),
+        (("weighted", ["a", "b"], [1, True]), {},
+         "Weight for target 'b' must be an int (got True)"),
         (("weighted", ["a", "b"], [1, 1.5]), {}, "Weight for target 'b' must be an int (got 1.5)"),
         (("weighted", ["a", "b"], [0, 0]), {}, "At least one weight must be greater than 0"),
         # weights given to a non-weighted strategy are validated too
@@ -71,7 +73,8 @@ def test_a_single_string_is_not_a_target_list() -> None:
 def test_validate_weights_defaults_to_ones_and_names_are_exported() -> None:
     assert validate_weights(["a", "b"], None, "random") == (1, 1)
     assert validate_weights(["a", "b"], [0, 2], "weighted") == (0, 2)
-    assert STRATEGY_NAMES == ("round_robin", "random", "weighted", "least_request", "peak_ewma", "hash")
+    assert STRATEGY_NAMES == (
+        "round_robin", "random", "weighted", "least_request", "peak_ewma", "hash")
     for name in STRATEGY_NAMES:
         strategy = create_strategy(name, ["a", "b"], [1, 1])
         assert strategy.name == name and strategy.targets == ("a", "b")
@@ -94,7 +97,8 @@ def test_every_strategy_refuses_a_mask_of_the_wrong_length_and_returns_none_when
 def test_no_strategy_ever_picks_an_ineligible_target(name: str, data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 9))
     weights = data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n).filter(any))
-    strategy = create_strategy(name, targets(n), weights, rng=random.Random(data.draw(st.integers())))
+    rng = random.Random(data.draw(st.integers()))
+    strategy = create_strategy(name, targets(n), weights, rng=rng)
     aware = name not in ("round_robin", "random")
     for _ in range(data.draw(st.integers(1, 12))):
         eligible = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
@@ -102,7 +106,7 @@ def test_no_strategy_ever_picks_an_ineligible_target(name: str, data: st.DataObj
         latency = data.draw(st.lists(st.floats(0.001, 5.0), min_size=n, max_size=n))
         key = data.draw(st.none() | st.binary(max_size=8))
         index = strategy.pick(eligible, in_flight, latency, key)
-        usable = [e and (w > 0 or not aware) for e, w in zip(eligible, weights)]
+        usable = [e and (w > 0 or not aware) for e, w in zip(eligible, weights, strict=True)]
         if any(usable):
             assert index is not None and usable[index]
         else:
@@ -134,7 +138,7 @@ def test_round_robin_gives_equal_shares_in_order_over_any_fixed_window(data: st.
         share = len(picks) / len(live)
         for i in live:
             assert math.floor(share) <= counts[i] <= math.ceil(share)
-        for a, b in zip(picks, picks[1:]):  # each pick is the next live target
+        for a, b in itertools.pairwise(picks):  # each pick is the next live target
             assert b == min((j for j in live if j > a), default=live[0])
 
 
@@ -252,7 +256,8 @@ def test_two_choices_never_pick_the_strictly_worst_target(name: str, data: st.Da
     in_flight = data.draw(st.lists(st.integers(0, 20), min_size=n, max_size=n))
     latency = data.draw(st.lists(st.floats(0.001, 2.0), min_size=n, max_size=n))
     mask = data.draw(st.lists(st.booleans(), min_size=n, max_size=n).filter(lambda m: sum(m) >= 2))
-    strategy = create_strategy(name, targets(n), weights, rng=random.Random(data.draw(st.integers())))
+    rng = random.Random(data.draw(st.integers()))
+    strategy = create_strategy(name, targets(n), weights, rng=rng)
 
     def cost(i: int) -> float:
         base = latency[i] if name == "peak_ewma" else 1.0

@@ -13,7 +13,8 @@ from velithon._lb.supervisor import (
 )
 
 
-async def test_crashing_actor_restarts_with_doubling_backoff(autojump_clock: trio.abc.Clock) -> None:
+async def test_crashing_actor_restarts_with_doubling_backoff(
+        autojump_clock: trio.abc.Clock) -> None:
     starts: list[float] = []
 
     async def actor(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -27,8 +28,8 @@ async def test_crashing_actor_restarts_with_doubling_backoff(autojump_clock: tri
     config = SupervisorConfig(max_restarts=5, window=60, backoff=1.0, max_backoff=10)
     with trio.move_on_after(100):
         async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: supervise(actor, name="a", config=config, stats=stats,
-                                                              task_status=task_status))
+            await nursery.start(lambda task_status: supervise(
+                actor, name="a", config=config, stats=stats, task_status=task_status))
     assert starts == [0.0, 1.0, 3.0, 7.0]
     assert stats.restarts == 3
     assert stats.last_error == "RuntimeError: boom"
@@ -58,8 +59,8 @@ async def test_crash_before_ready_fails_the_start() -> None:
 
     async with trio.open_nursery() as nursery:
         with pytest.raises(KeyError):
-            await nursery.start(lambda task_status: supervise(actor, name="a", config=SupervisorConfig(),
-                                                              task_status=task_status))
+            await nursery.start(lambda task_status: supervise(
+                actor, name="a", config=SupervisorConfig(), task_status=task_status))
 
 
 async def test_cancellation_is_never_restarted(autojump_clock: trio.abc.Clock) -> None:

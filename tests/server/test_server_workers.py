@@ -80,7 +80,8 @@ class Server:
             if len(matches) >= count:
                 return matches[count - 1]
             if exited or time.monotonic() > deadline:
-                pytest.fail(f"{pattern!r} not seen; exit {self.proc.poll()}\n{self.out}\n{self.err}")
+                pytest.fail(f"{pattern!r} not seen; exit {self.proc.poll()}\n"
+                            f"{self.out}\n{self.err}")
             time.sleep(0.02)
 
     def url(self) -> str:

@@ -54,7 +54,8 @@ async def test_example_runs(block: str, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 GATEWAY_PART = DOC.read_text().split("## Testing a gateway route")[1]
-GATEWAY_BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", GATEWAY_PART, re.S) if "def test_" in b]
+GATEWAY_BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", GATEWAY_PART, re.S)
+                  if "def test_" in b]
 
 
 @pytest.mark.parametrize("block", GATEWAY_BLOCKS,

@@ -169,7 +169,10 @@ def json_response(content: Any) -> JSONResponse:
 
 def error_response(status_code: int, detail: str | None = None,
                    headers: HeadersArg = None) -> JSONResponse:
-    """The JSON error shape used everywhere: ``{"error": phrase, "status": code, "detail": ...}``."""
+    """The JSON error shape used everywhere.
+
+    The body is ``{"error": phrase, "status": code, "detail": ...}``.
+    """
     response = Response(error_body(status_code, detail), status_code, headers,
                         media_type="application/json")
     return response

@@ -194,8 +194,10 @@ def _plan_call(endpoint: Callable[..., Any], path_params: Iterable[str], cls: ty
 
 
 def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None))
+    if inspect.iscoroutinefunction(obj):
+        return True
+    # an instance whose class defines ``async def __call__``
+    return callable(obj) and inspect.iscoroutinefunction(obj.__call__)
 
 
 class _EndpointRoute(BaseRoute):

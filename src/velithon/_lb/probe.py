@@ -41,6 +41,7 @@ def make_http_probe(client: httpx.AsyncClient) -> ProbeFn:
         ok = config.is_expected(response.status_code) if hasattr(config, "is_expected") else (
             200 <= response.status_code < 300
         )
-        return ProbeResult(ok=ok, status=response.status_code, detail=f"HTTP {response.status_code}")
+        status = response.status_code
+        return ProbeResult(ok=ok, status=status, detail=f"HTTP {status}")
 
     return probe

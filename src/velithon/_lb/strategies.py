@@ -102,7 +102,7 @@ def validate_weights(
             "Weights length must match targets length "
             f"(got {len(weights)} weights for {len(targets)} targets)"
         )
-    for target, weight in zip(targets, weights):
+    for target, weight in zip(targets, weights, strict=True):
         if type(weight) is bool or not isinstance(weight, int):
             raise ValueError(f"Weight for target {target!r} must be an int (got {weight!r})")
         if weight < 0:
@@ -342,7 +342,7 @@ class SmoothWeighted(Strategy):
                 saved[i] = work[i]
                 work[i] = _DOWN
             self._live[i] = live
-        self._eff = [w if live else 0 for w, live in zip(weights, self._live)]
+        self._eff = [w if live else 0 for w, live in zip(weights, self._live, strict=True)]
         self._total = sum(self._eff)
         self._mask = list(eligible)
 

@@ -84,7 +84,8 @@ async def supervise(
                 stats.restarts += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"
             if len(recent) > config.max_restarts:
-                LOGGER.error("%s crashed %d times in %ss; escalating", name, len(recent), config.window)
+                LOGGER.error("%s crashed %d times in %ss; escalating",
+                             name, len(recent), config.window)
                 raise RestartIntensityExceeded(
                     f"{name} crashed {len(recent)} times within {config.window}s"
                 ) from exc

@@ -25,7 +25,8 @@ class SlidingCounts:
 
     def __init__(self, span: float, slices: int = 10) -> None:
         if not 0 < span < math.inf or slices < 1:
-            raise ValueError(f"a sliding window needs span > 0 and slices >= 1, got {span}, {slices}")
+            raise ValueError(
+                f"a sliding window needs span > 0 and slices >= 1, got {span}, {slices}")
         self._slices = slices
         self._width = span / slices
         self._first = [0] * slices

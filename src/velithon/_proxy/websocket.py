@@ -25,6 +25,8 @@ from trio_websocket import (
 )
 
 from .._exceptions import NoTargetAvailable
+from .._lb.messages import OutcomeKind
+from .._lb.router import Lease
 
 LOGGER = logging.getLogger("velithon.proxy")
 
@@ -42,7 +44,8 @@ def _upstream_ws_url(origin: Any, target: bytes) -> str:
     return f"{scheme}://{origin.authority.decode('latin-1')}{origin.base_path}{target.decode('latin-1')}"
 
 
-async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, detail: str) -> None:
+async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int,
+                  detail: str) -> None:
     """Refuse the handshake: an HTTP error if the server can send one, else a close."""
     from .._http11 import error_body
 
@@ -59,7 +62,8 @@ async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int, 
 async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
                           send: Callable[..., Any], *, target: bytes, key: bytes | None,
                           connect_timeout: float, extra_headers: list[tuple[bytes, bytes]],
-                          max_message_size: int = DEFAULT_MAX_MESSAGE, max_retries: int = 0) -> None:
+                          max_message_size: int = DEFAULT_MAX_MESSAGE,
+                          max_retries: int = 0) -> None:
     """Proxy one session; a handshake that could not reach a target is retried elsewhere."""
     first = await receive()
     if first["type"] != "websocket.connect":
@@ -85,13 +89,23 @@ async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callabl
             return
 
 
-async def _session(lease: Any, scope: dict[str, Any], receive: Callable[..., Any],
+async def _session(lease: Lease, scope: dict[str, Any], receive: Callable[..., Any],
                    send: Callable[..., Any], *, target: bytes, headers: list[tuple[bytes, bytes]],
                    subprotocols: list[str], connect_timeout: float, max_message_size: int,
                    last_try: bool) -> str:
     """One handshake (and, if accepted, the whole session) with one leased target."""
+    async with lease:  # given back however the session ends
+        return await _session_on(lease, scope, receive, send, target=target, headers=headers,
+                                 subprotocols=subprotocols, connect_timeout=connect_timeout,
+                                 max_message_size=max_message_size, last_try=last_try)
+
+
+async def _session_on(lease: Lease, scope: dict[str, Any], receive: Callable[..., Any],
+                      send: Callable[..., Any], *, target: bytes,
+                      headers: list[tuple[bytes, bytes]], subprotocols: list[str],
+                      connect_timeout: float, max_message_size: int, last_try: bool) -> str:
     url = _upstream_ws_url(lease.pool.origin, target)
-    kind = "local"
+    kind = OutcomeKind.LOCAL
     accepted = False
     try:
         async with open_websocket_url(
@@ -122,14 +136,13 @@ async def _session(lease: Any, scope: dict[str, Any], receive: Callable[..., Any
         await _refuse(send, scope, 502, detail)
         return "done"
     finally:
-        with trio.CancelScope(shield=True):
-            await lease.finish(kind)
+        lease.report(kind)
 
 
 async def _pump(upstream: WebSocketConnection, receive: Callable[..., Any],
-                send: Callable[..., Any]) -> str:
+                send: Callable[..., Any]) -> OutcomeKind:
     """Relay until one side closes; returns the outcome kind for the lease."""
-    outcome = "success"
+    outcome = OutcomeKind.SUCCESS
 
     async def client_to_upstream(cancel: trio.CancelScope) -> None:
         while True:
@@ -155,7 +168,7 @@ async def _pump(upstream: WebSocketConnection, receive: Callable[..., Any],
             except ConnectionClosed as exc:
                 code = exc.reason.code if exc.reason is not None else 1006
                 if code not in (1000, 1001):
-                    outcome = "success" if code < 1011 else "5xx"
+                    outcome = OutcomeKind.SUCCESS if code < 1011 else OutcomeKind.APP_ERROR
                 try:
                     await send({"type": "websocket.close", "code": _client_code(code),
                                 "reason": (exc.reason.reason or "") if exc.reason else ""})

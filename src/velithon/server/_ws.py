@@ -228,11 +228,13 @@ class WebSocketSession:
             await self._accept(message)
         elif kind == "websocket.http.response.start":
             if self.ws is not None or self._rejected or self._denial is not None:
-                raise RuntimeError("websocket.http.response.start after accept, close or a response")
+                raise RuntimeError(
+                    "websocket.http.response.start after accept, close or a response")
             self._denial = (int(message["status"]), list(message.get("headers") or ()))
         elif kind == "websocket.http.response.body":
             if self._denial is None:
-                raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
+                raise RuntimeError(
+                    "websocket.http.response.body before websocket.http.response.start")
             self._denial_body.append(message.get("body", b""))
             if not message.get("more_body", False):
                 await self._send_denial()
