@@ -52,6 +52,8 @@ NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every request
 
 Body = bytes | bytearray | memoryview | AsyncIterable[bytes] | None
+# What h11.Connection.next_event returns.
+_Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
 
 class Connection:
@@ -180,34 +182,19 @@ async def _send_concurrently(
         stream = conn.stream
         try:
             await stream.send_all(head)
-            if isinstance(body, _BYTES):
-                for piece in h.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or ():
-                    await stream.send_all(piece)
-            else:
-                assert body is not None
-                chunks = body.__aiter__()
-                while True:
-                    try:
-                        chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:  # the caller's body failed (client went away...):
-                        send_error = exc      # not the upstream's fault, never a network error
-                        cancel_scope.cancel()
-                        return
-                    if chunk:
-                        await stream.send_all(h.send(h11.Data(data=chunk)))
-            tail = h.send(_EOM)
-            if tail:
-                await stream.send_all(tail)
-            sent_all = True
+            send_error = await _send_body(stream, h, body)
+            if send_error is None:
+                tail = h.send(_EOM)
+                if tail:
+                    await stream.send_all(tail)
+                sent_all = True
         except h11.LocalProtocolError as exc:
             send_error = local_error(exc, url)
-            cancel_scope.cancel()
         except NETWORK_ERRORS:
             pass  # the upstream stopped reading; the head reader finds out why
         except Exception as exc:  # the caller's body iterator failed
             send_error = exc
+        if send_error is not None:
             cancel_scope.cancel()
 
     event: h11.Response | None = None
@@ -230,6 +217,31 @@ async def _send_concurrently(
     return event
 
 
+async def _send_body(stream: trio.abc.Stream, h: h11.Connection, body: Body
+                     ) -> Exception | None:
+    """Write ``body`` (not ``None``) through ``h``, without the end of the message.
+
+    Returns the exception of a failing body iterator instead of raising it: the
+    caller's body failed (the client went away...), which is not the upstream's
+    fault and must never pass for a network error, even when it is an ``OSError``.
+    """
+    if isinstance(body, _BYTES):
+        for piece in h.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or ():
+            await stream.send_all(piece)
+        return None
+    assert body is not None
+    chunks = body.__aiter__()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+        except Exception as exc:
+            return exc
+        if chunk:
+            await stream.send_all(h.send(h11.Data(data=chunk)))
+
+
 async def receive_head(
     conn: Connection, *, url: str, max_head_bytes: int, max_headers: int, method: bytes
 ) -> h11.Response:
@@ -249,74 +261,108 @@ async def receive_head(
     pos = 0  # where the current head starts in buf
     interim = 0
     # Usually nothing is buffered yet: read first instead of asking h11 (saves ~2 µs).
-    event: Any = h11.NEED_DATA if not buffered and not closed else None
+    event: _Event | None = h11.NEED_DATA if not buffered and not closed else None
     while True:
-        try:
-            if event is None:
-                event = h.next_event()
-        except h11.RemoteProtocolError as exc:
-            if _SWITCHING.match(buf, pos):
-                raise UpstreamProtocolError(
-                    f"{url} sent an unsolicited 101 Switching Protocols") from None
-            raise UpstreamProtocolError(f"{url} sent a malformed response head: {exc}") from None
+        if event is None:
+            event = _next_event(h, buf, pos, url)
         if event is h11.NEED_DATA:
-            try:
-                data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
-            except NETWORK_ERRORS as exc:
-                if buf:
-                    raise UpstreamProtocolError(
-                        f"{url} broke the connection in the middle of the response head"
-                    ) from exc
-                raise UpstreamResetError(
-                    f"{url} reset the connection before sending a response: {exc}",
-                    request_sent=True,
-                ) from exc
-            if not data:
-                if buf:
-                    raise UpstreamProtocolError(
-                        f"{url} closed the connection in the middle of the response head"
-                    )
-                raise UpstreamResetError(
-                    f"{url} closed the connection before sending a response", request_sent=True
-                )
-            buf = buf + data if buf else data
-            start = buf[pos : pos + 5]
-            if start != b"HTTP/"[: len(start)]:
-                raise UpstreamProtocolError(f"{url} did not answer with HTTP: {start!r}...")
-            h.receive_data(data)
+            buf = await _receive_head_bytes(conn, buf, pos, url)
             event = None
             continue
-        if type(event) is not h11.Response and type(event) is not h11.InformationalResponse:
+        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
             raise UpstreamProtocolError(f"{url} sent an unexpected {type(event).__name__}")
-        match = _HEAD_END.search(buf, pos)
-        end = match.end() if match else len(buf)
-        if end - pos > max_head_bytes:
-            raise UpstreamProtocolError(
-                f"{url} sent a response head of {end - pos} bytes (limit {max_head_bytes})"
-            )
-        if len(event.headers) > max_headers:
-            raise UpstreamProtocolError(
-                f"{url} sent {len(event.headers)} response headers (limit {max_headers})"
-            )
-        if _OBS_FOLD.search(buf, pos, end):
-            raise UpstreamProtocolError(f"{url} sent an obsolete folded header line")
-        if HEAD_CTL.search(buf, pos, end):
-            raise UpstreamProtocolError(f"{url} sent a control character in the response head")
-        head_start, pos = pos, end
+        head_start, pos = pos, _check_head(event, buf, pos, url=url,
+                                           max_head_bytes=max_head_bytes,
+                                           max_headers=max_headers)
         if type(event) is h11.Response:
-            if _chunked_body(event.status_code, method, buf, head_start, end):
-                framing = ChunkedFraming(MAX_CHUNK_LINE)
-                try:
-                    framing.feed(buf[end:])
-                except ChunkedBodyError as exc:
-                    raise UpstreamProtocolError(
-                        f"{url} sent a malformed chunked body: {exc}") from None
-                conn.framing = framing
+            if _chunked_body(event.status_code, method, buf, head_start, pos):
+                conn.framing = _chunked_framing(buf[pos:], url)
             return event
         interim += 1  # 100 Continue, 102, 103: skipped
         if interim > _MAX_INTERIM:
             raise UpstreamProtocolError(f"{url} sent more than {_MAX_INTERIM} 1xx responses")
         event = None
+
+
+def _next_event(h: h11.Connection, buf: bytes, pos: int, url: str) -> _Event:
+    """h11's next event; its parse errors become :class:`UpstreamProtocolError`."""
+    try:
+        return h.next_event()
+    except h11.RemoteProtocolError as exc:
+        if _SWITCHING.match(buf, pos):
+            raise UpstreamProtocolError(
+                f"{url} sent an unsolicited 101 Switching Protocols") from None
+        raise UpstreamProtocolError(f"{url} sent a malformed response head: {exc}") from None
+
+
+async def _receive_head_bytes(conn: Connection, buf: bytes, pos: int, url: str) -> bytes:
+    """Read more of the head into h11; return ``buf`` with the new bytes appended.
+
+    A read that fails or finds the end of the stream before any byte of the head
+    is a reset (``request_sent``: the upstream may have acted on it); in the middle
+    of the head it is a protocol error. Bytes that cannot begin ``HTTP/`` are
+    refused at once.
+    """
+    try:
+        data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
+    except NETWORK_ERRORS as exc:
+        if buf:
+            raise UpstreamProtocolError(
+                f"{url} broke the connection in the middle of the response head"
+            ) from exc
+        raise UpstreamResetError(
+            f"{url} reset the connection before sending a response: {exc}",
+            request_sent=True,
+        ) from exc
+    if not data:
+        if buf:
+            raise UpstreamProtocolError(
+                f"{url} closed the connection in the middle of the response head"
+            )
+        raise UpstreamResetError(
+            f"{url} closed the connection before sending a response", request_sent=True
+        )
+    buf = buf + data if buf else data
+    start = buf[pos : pos + 5]
+    if start != b"HTTP/"[: len(start)]:
+        raise UpstreamProtocolError(f"{url} did not answer with HTTP: {start!r}...")
+    conn.h11.receive_data(data)
+    return buf
+
+
+def _check_head(event: h11.Response | h11.InformationalResponse, buf: bytes, pos: int, *,
+                url: str, max_head_bytes: int, max_headers: int) -> int:
+    """Check the raw head h11 parsed as ``event``, starting at ``buf[pos]``; return its end.
+
+    Raises:
+        UpstreamProtocolError: a head over ``max_head_bytes`` or ``max_headers``, an
+            obs-folded line or a control character.
+    """
+    match = _HEAD_END.search(buf, pos)
+    end = match.end() if match else len(buf)
+    if end - pos > max_head_bytes:
+        raise UpstreamProtocolError(
+            f"{url} sent a response head of {end - pos} bytes (limit {max_head_bytes})"
+        )
+    if len(event.headers) > max_headers:
+        raise UpstreamProtocolError(
+            f"{url} sent {len(event.headers)} response headers (limit {max_headers})"
+        )
+    if _OBS_FOLD.search(buf, pos, end):
+        raise UpstreamProtocolError(f"{url} sent an obsolete folded header line")
+    if HEAD_CTL.search(buf, pos, end):
+        raise UpstreamProtocolError(f"{url} sent a control character in the response head")
+    return end
+
+
+def _chunked_framing(body_start: bytes, url: str) -> ChunkedFraming:
+    """A chunk framing check already fed the body bytes that came with the head."""
+    framing = ChunkedFraming(MAX_CHUNK_LINE)
+    try:
+        framing.feed(body_start)
+    except ChunkedBodyError as exc:
+        raise UpstreamProtocolError(f"{url} sent a malformed chunked body: {exc}") from None
+    return framing
 
 
 def _chunked_body(status: int, method: bytes, buf: bytes, start: int, end: int) -> bool:

@@ -362,6 +362,62 @@ def _apply_config(out: HeaderList, add: Mapping[str, str] | None,
     return out
 
 
+class _ClientFields:
+    """The client's request header lines, sorted for :func:`build_request_headers`.
+
+    ``plain`` holds the lines forwarded as they are (hop-by-hop ones and those
+    nominated in ``Connection`` already removed). ``Host`` and the forwarding
+    headers are kept apart, because we rewrite them.
+    """
+
+    __slots__ = ("plain", "host", "xff", "proto", "xhost", "real_ip", "fwd")
+
+    def __init__(self, headers: Headers, keep_upgrade: bool) -> None:
+        plain: HeaderList = []
+        connection: list[bytes] = []
+        xff: list[bytes] = []
+        proto: list[bytes] = []
+        xhost: list[bytes] = []
+        real_ip: list[bytes] = []
+        fwd: list[bytes] = []
+        host: bytes | None = None
+        te_trailers = False
+        kinds = _REQUEST_KIND
+        for name, value in headers:
+            kind = kinds.get(name)
+            if kind is None:
+                if b"_" in name and name.replace(b"_", b"-") in _LOOKALIKE_OF:
+                    continue
+                plain.append((name, value))
+            elif kind == _XFF:
+                xff.append(value.strip())
+            elif kind == _HOST:
+                if host is None:
+                    host = value
+            elif kind == _CONNECTION:
+                connection.append(value)
+            elif kind == _TE:
+                te_trailers = te_trailers or b"trailers" in _tokens((value,))
+            elif kind == _UPGRADE:
+                if keep_upgrade:
+                    plain.append((name, value))
+            elif kind == _PROTO:
+                proto.append(value)
+            elif kind == _XHOST:
+                xhost.append(value)
+            elif kind == _REAL_IP:
+                real_ip.append(value)
+            elif kind == _FWD:
+                fwd.append(value)
+        self.plain = _finish_hop(plain, connection, te_trailers, keep_upgrade)
+        self.host = host
+        self.xff = xff
+        self.proto = proto
+        self.xhost = xhost
+        self.real_ip = real_ip
+        self.fwd = fwd
+
+
 def build_request_headers(
     headers: Headers,
     *,
@@ -380,86 +436,67 @@ def build_request_headers(
     ``upstream_host`` is :attr:`Origin.authority`. See the module docstring for
     the rules. ``Host`` always comes first.
     """
-    out: HeaderList = []
-    connection: list[bytes] = []
-    xff: list[bytes] = []
-    proto: list[bytes] = []
-    xhost: list[bytes] = []
-    real_ip: list[bytes] = []
-    fwd: list[bytes] = []
-    client_host: bytes | None = None
-    te_trailers = False
-    kinds = _REQUEST_KIND
-    for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            if b"_" in name and name.replace(b"_", b"-") in _LOOKALIKE_OF:
-                continue
-            out.append((name, value))
-        elif kind == _XFF:
-            xff.append(value.strip())
-        elif kind == _HOST:
-            if client_host is None:
-                client_host = value
-        elif kind == _CONNECTION:
-            connection.append(value)
-        elif kind == _TE:
-            te_trailers = te_trailers or b"trailers" in _tokens((value,))
-        elif kind == _UPGRADE:
-            if keep_upgrade:
-                out.append((name, value))
-        elif kind == _PROTO:
-            proto.append(value)
-        elif kind == _XHOST:
-            xhost.append(value)
-        elif kind == _REAL_IP:
-            real_ip.append(value)
-        elif kind == _FWD:
-            fwd.append(value)
-    out = _finish_hop(out, connection, te_trailers, keep_upgrade)
-
+    fields = _ClientFields(headers, keep_upgrade)
+    client_host = fields.host
     peer_ip: str | None = str(peer[0]) if peer and peer[0] else None
     trusted = cfg.is_trusted(peer_ip)
     peer_b = peer_ip.encode("ascii") if peer_ip else None
     scheme_b = scheme.encode("ascii")
     host = client_host if preserve_host and client_host is not None else upstream_host
     result: HeaderList = [(b"host", host)]
-    result.extend(out)
+    result.extend(fields.plain)
     if cfg.x_forwarded:
-        chain = b", ".join(v for v in xff if v)
-        if chain and (trusted or cfg.xff_mode == "append"):
-            value = chain + b", " + peer_b if peer_b else chain
-        else:
-            value = peer_b or b""
-        if value:
-            result.append((b"x-forwarded-for", value))
-        result.append((b"x-forwarded-proto", proto[0] if trusted and proto else scheme_b))
-        forwarded_host = xhost[0] if trusted and xhost else client_host
-        if forwarded_host:
-            result.append((b"x-forwarded-host", forwarded_host))
-        real = _walk_xff(peer_ip, xff, cfg) if trusted and peer_ip else peer_ip
-        if real:
-            result.append((b"x-real-ip", real.encode("ascii")))
+        result.extend(_x_forwarded(fields, peer_ip, peer_b, trusted, scheme_b, cfg))
     elif trusted:
-        result.extend((n, v) for n, vs in ((b"x-forwarded-for", xff), (b"x-forwarded-proto", proto),
-                                           (b"x-forwarded-host", xhost), (b"x-real-ip", real_ip))
+        result.extend((n, v) for n, vs in ((b"x-forwarded-for", fields.xff),
+                                           (b"x-forwarded-proto", fields.proto),
+                                           (b"x-forwarded-host", fields.xhost),
+                                           (b"x-real-ip", fields.real_ip))
                       for v in vs)
     if cfg.forwarded:
-        if peer_b is None:
-            node = b"unknown"
-        elif b":" in peer_b:
-            node = b'"[' + peer_b + b']"'
-        else:
-            node = peer_b
-        element = b"for=" + node + b";proto=" + scheme_b
-        if client_host:
-            element += b";host=" + _forwarded_value(client_host)
-        if trusted and fwd:
-            element = b", ".join(fwd) + b", " + element
-        result.append((b"forwarded", element))
+        result.append((b"forwarded", _forwarded(fields, peer_b, trusted, scheme_b)))
     elif trusted:
-        result.extend((b"forwarded", v) for v in fwd)
+        result.extend((b"forwarded", v) for v in fields.fwd)
     return _apply_config(result, add, remove, protect=b"host")
+
+
+def _x_forwarded(fields: _ClientFields, peer_ip: str | None, peer_b: bytes | None,
+                 trusted: bool, scheme: bytes, cfg: ForwardedConfig) -> HeaderList:
+    """Our ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP`` lines."""
+    out: HeaderList = []
+    chain = b", ".join(v for v in fields.xff if v)
+    if chain and (trusted or cfg.xff_mode == "append"):
+        value = chain + b", " + peer_b if peer_b else chain
+    else:
+        value = peer_b or b""
+    if value:
+        out.append((b"x-forwarded-for", value))
+    proto = fields.proto
+    out.append((b"x-forwarded-proto", proto[0] if trusted and proto else scheme))
+    forwarded_host = fields.xhost[0] if trusted and fields.xhost else fields.host
+    if forwarded_host:
+        out.append((b"x-forwarded-host", forwarded_host))
+    real = _walk_xff(peer_ip, fields.xff, cfg) if trusted and peer_ip else peer_ip
+    if real:
+        out.append((b"x-real-ip", real.encode("ascii")))
+    return out
+
+
+def _forwarded(fields: _ClientFields, peer_b: bytes | None, trusted: bool,
+               scheme: bytes) -> bytes:
+    """Our RFC 7239 ``Forwarded`` value, after the trusted peer's elements."""
+    if peer_b is None:
+        node = b"unknown"
+    elif b":" in peer_b:
+        node = b'"[' + peer_b + b']"'
+    else:
+        node = peer_b
+    element = b"for=" + node + b";proto=" + scheme
+    if fields.host:
+        element += b";host=" + _forwarded_value(fields.host)
+    if trusted and fields.fwd:
+        element = b", ".join(fields.fwd) + b", " + element
+    return element
 
 
 def build_response_headers(

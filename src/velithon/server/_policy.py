@@ -177,36 +177,14 @@ def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
         RequestRejected: with the status code to answer (400, 405, 413, 414, 431, 505).
     """
     version = event.http_version
-    if version != b"1.1" and version != b"1.0":
-        raise RequestRejected(505, "HTTP version not supported")
     method = event.method
-    if method == b"CONNECT":
-        raise RequestRejected(405, "CONNECT is not supported")
     target = event.target
-    if len(target) > config.max_uri_length:
-        raise RequestRejected(414, "request target too long")
-    if b"#" in target:
-        # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
-        # target carrying one is malformed, and routing or forwarding it would disagree
-        # with backends that cut it off.
-        raise RequestRejected(400, "fragment in request target")
+    _check_request_line(version, method, target, config)
     items = event.headers._full_items  # (raw name, lowercased name, value), parsed by h11
     if len(items) > config.max_headers:
         raise RequestRejected(431, "too many request headers")
     headers = [(name, value) for _, name, value in items]
-    host = cl = upgrade = connection = None
-    te = False
-    for name, value in headers:
-        if name == b"host":
-            host = value
-        elif name == b"content-length":
-            cl = value
-        elif name == b"transfer-encoding":
-            te = True
-        elif name == b"upgrade":
-            upgrade = value
-        elif name == b"connection":
-            connection = value
+    host, cl, te, upgrade, connection = _request_fields(headers)
     if te:
         if cl is not None:
             raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
@@ -232,3 +210,41 @@ def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
         and b"upgrade" in connection.lower()
     )
     return RequestHead(raw_path, query, path, headers, content_length, te, websocket)
+
+
+def _check_request_line(version: bytes, method: bytes, target: bytes,
+                        config: ServerConfig) -> None:
+    """The version, method and target-size rules of :func:`inspect_request`."""
+    if version != b"1.1" and version != b"1.0":
+        raise RequestRejected(505, "HTTP version not supported")
+    if method == b"CONNECT":
+        raise RequestRejected(405, "CONNECT is not supported")
+    if len(target) > config.max_uri_length:
+        raise RequestRejected(414, "request target too long")
+    if b"#" in target:
+        # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
+        # target carrying one is malformed, and routing or forwarding it would disagree
+        # with backends that cut it off.
+        raise RequestRejected(400, "fragment in request target")
+
+
+def _request_fields(headers: list[tuple[bytes, bytes]]
+                    ) -> tuple[bytes | None, bytes | None, bool, bytes | None, bytes | None]:
+    """``(host, content_length, has_transfer_encoding, upgrade, connection)`` of a request.
+
+    For a field sent on several lines, the last line's value is returned.
+    """
+    host = cl = upgrade = connection = None
+    te = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"content-length":
+            cl = value
+        elif name == b"transfer-encoding":
+            te = True
+        elif name == b"upgrade":
+            upgrade = value
+        elif name == b"connection":
+            connection = value
+    return host, cl, te, upgrade, connection
