@@ -55,6 +55,27 @@ _PROTOCOL_ERRORS = {
 }
 
 
+def _check_h11_header_items() -> None:
+    """Fail at import, not on the first request, if h11 stores parsed headers differently.
+
+    :func:`inspect_request` reads ``h11.Headers._full_items``, h11's private list of
+    ``(raw name, lowercased name, value)`` triples: building the same list through the
+    public views (``raw_items()`` or iteration) costs about twice as much on every
+    request. The dependency on h11 is pinned to 0.16.x for this reason.
+
+    Raises:
+        ImportError: the installed h11 does not keep its headers that way.
+    """
+    probe = h11.Request(method="GET", target="/", headers=[("Host", "a")])
+    if getattr(probe.headers, "_full_items", None) != [(b"Host", b"host", b"a")]:
+        raise ImportError(
+            f"velithon needs h11 0.16.x (found h11 {getattr(h11, '__version__', '?')}): "
+            "h11.Headers no longer keeps its (raw name, name, value) triples in _full_items")
+
+
+_check_h11_header_items()
+
+
 class RequestRejected(Exception):
     """The request must be answered with ``status`` and the connection closed."""
 

@@ -1,0 +1,64 @@
+"""What velithon assumes about h11, checked against the installed h11.
+
+The server reads h11's private header triples (``h11.Headers._full_items``) and guards
+that at import; the head writers check fields with a copy of h11's field grammar. If an
+h11 release changes either, these tests say so before a request does.
+"""
+
+from __future__ import annotations
+
+import types
+
+import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from velithon._http11 import FIELD_NAME, FIELD_VALUE
+from velithon.server import ServerConfig, _policy
+
+
+def test_the_import_guard_refuses_an_h11_without_header_triples(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _policy._check_h11_header_items()  # the installed h11 passes
+    monkeypatch.setattr(h11, "Request", lambda **_: types.SimpleNamespace(headers=()))
+    with pytest.raises(ImportError, match="velithon needs h11 0.16.x"):
+        _policy._check_h11_header_items()
+
+
+def test_inspect_request_sees_the_headers_h11_publishes() -> None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Mixed-Case: V\r\n"
+                      b"x-mixed-case: w\r\nCookie: c=1\r\n\r\n")
+    event = conn.next_event()
+    assert type(event) is h11.Request
+    head = _policy.inspect_request(event, ServerConfig())
+    assert head.headers == list(event.headers)
+    assert head.headers == [(name.lower(), value) for name, value in event.headers.raw_items()]
+
+
+def _h11_accepts(name: bytes, value: bytes) -> bool:
+    try:
+        h11.Request(method="GET", target="/", headers=[(b"host", b"a"), (name, value)])
+    except h11.LocalProtocolError:
+        return False
+    return True
+
+
+_BYTES = st.binary(max_size=6) | st.lists(
+    st.sampled_from([b"a", b"Z", b"-", b"!", b":", b" ", b"\t", b"\r", b"\n", b"\x00",
+                     b"\x0b", b"\x7f", b"\xe9", b"("]), max_size=6).map(b"".join)
+
+
+@given(name=_BYTES)
+@settings(max_examples=300, deadline=None)
+def test_field_name_grammar_is_h11s(name: bytes) -> None:
+    if name.lower() in (b"host", b"content-length", b"transfer-encoding"):
+        return  # h11 interprets these fields, so their values are checked further
+    assert (FIELD_NAME(name) is not None) == _h11_accepts(name, b"v")
+
+
+@given(value=_BYTES)
+@settings(max_examples=300, deadline=None)
+def test_field_value_grammar_is_h11s(value: bytes) -> None:
+    assert (FIELD_VALUE(value) is not None) == _h11_accepts(b"x-test", value)
