@@ -24,7 +24,8 @@ def fixup_module_metadata(module_name: str, namespace: MutableMapping[str, objec
         obj = namespace[name]
         module = getattr(obj, "__module__", None)
         if (not isinstance(module, str) or not module.startswith("velithon.")
-                or not callable(obj) or attrs.has(type(obj)) or attrs.has(obj)):
+                or not callable(obj) or attrs.has(type(obj))
+                or (isinstance(obj, type) and attrs.has(obj))):
             continue
         if any(part.startswith("_") for part in module.split(".")[1:]):
             try:

@@ -32,14 +32,12 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from .._types import Receive, Scope, Send
 from .middleware import ASGIApp, build_stack, check_entry
 from .responses import error_response
 from .routing import Match, Route, WebSocketRoute
 from .services import ServiceHost, is_service, open_service_host
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 LOGGER = logging.getLogger("velithon.app")

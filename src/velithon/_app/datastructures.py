@@ -189,7 +189,7 @@ class MutableHeaders(Headers):
         """Add one more value, keeping the existing ones (e.g. another ``Set-Cookie``)."""
         self._raw.append(_encode_header(key, value))
 
-    def setdefault(self, key: str, value: str) -> str:  # type: ignore[override]
+    def setdefault(self, key: str, value: str) -> str:
         existing = self.get(key)
         if existing is None:
             self.append(key, value)

@@ -13,16 +13,14 @@ Disconnects: ``stream()`` stops quietly on ``http.disconnect`` and sets
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
+from .._types import Receive, Scope
 from .datastructures import URL, Address, Headers, QueryParams
 from .responses import HTTPException
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
 
 
 class HTTPConnection:
@@ -39,19 +37,22 @@ class HTTPConnection:
     @property
     def path(self) -> str:
         """The percent-decoded path (what routes match against)."""
-        return self.scope["path"]
+        path: str = self.scope["path"]
+        return path
 
     @property
     def raw_path(self) -> bytes:
         """The path exactly as the client sent it (no query), for byte-exact forwarding."""
-        raw = self.scope.get("raw_path")
+        raw: bytes | None = self.scope.get("raw_path")
         if raw is None:
-            return self.scope["path"].encode("utf-8")
+            path: str = self.scope["path"]
+            return path.encode("utf-8")
         return raw.split(b"?", 1)[0]
 
     @property
     def query_string(self) -> bytes:
-        return self.scope.get("query_string", b"")
+        query: bytes = self.scope.get("query_string", b"")
+        return query
 
     @property
     def headers(self) -> Headers:
@@ -87,7 +88,8 @@ class HTTPConnection:
 
     @property
     def path_params(self) -> dict[str, Any]:
-        return self.scope.get("path_params", {})
+        params: dict[str, Any] = self.scope.get("path_params", {})
+        return params
 
     @property
     def services(self) -> Any:
@@ -129,7 +131,8 @@ class Request(HTTPConnection):
 
     @property
     def method(self) -> str:
-        return self.scope["method"]
+        method: str = self.scope["method"]
+        return method
 
     @property
     def receive(self) -> Receive:

@@ -24,11 +24,9 @@ from typing import Any
 import trio
 
 from .._http11 import error_body
+from .._types import Receive, Scope, Send
 from .datastructures import MutableHeaders, RawHeaders, encode_headers
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 HeadersArg = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]] | None
 
 LOGGER = logging.getLogger("velithon.app")
@@ -44,12 +42,15 @@ if _c_make_encoder is not None and _c_encode_basestring is not None:
     _c_encode = _c_make_encoder(None, _encoder.default, _c_encode_basestring, None,
                                 ":", ",", False, False, False)
 
+    _encode_str: Callable[[str], str] = _c_encode_basestring
+
     def _json_encode(content: Any) -> str:
         if isinstance(content, str):
-            return _c_encode_basestring(content)
+            return _encode_str(content)
         return "".join(_c_encode(content, 0))
 else:  # pragma: no cover - CPython always has the accelerator
-    _json_encode = _encoder.encode
+    def _json_encode(content: Any) -> str:
+        return _encoder.encode(content)
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 # How long a streaming body's async generator may take to run its cleanup.
@@ -168,7 +169,7 @@ def json_response(content: Any) -> JSONResponse:
 
 
 def error_response(status_code: int, detail: str | None = None,
-                   headers: HeadersArg = None) -> JSONResponse:
+                   headers: HeadersArg = None) -> Response:
     """The JSON error shape used everywhere.
 
     The body is ``{"error": phrase, "status": code, "detail": ...}``.
@@ -194,7 +195,7 @@ class HTTPException(Exception):
         self.detail = detail
         self.headers = headers
 
-    def response(self) -> JSONResponse:
+    def response(self) -> Response:
         return error_response(self.status_code, self.detail, self.headers)
 
     def __str__(self) -> str:
@@ -257,15 +258,15 @@ class StreamingResponse(Response):
         charset = self.charset
         iterator = self.body_iterator
         try:
-            if hasattr(iterator, "__aiter__"):
-                async for chunk in iterator:  # type: ignore[union-attr]
+            if isinstance(iterator, AsyncIterable):
+                async for chunk in iterator:
                     if isinstance(chunk, str):
                         chunk = chunk.encode(charset)
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk,
                                     "more_body": True})
             else:
-                for chunk in iterator:  # type: ignore[union-attr]
+                for chunk in iterator:
                     if isinstance(chunk, str):
                         chunk = chunk.encode(charset)
                     if chunk:

@@ -45,6 +45,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._templates import CONVERTER_PATTERNS, Param, parse_template
+from .._types import Receive, Scope, Send
 from .requests import Request
 from .responses import (
     LOGGER,
@@ -56,10 +57,6 @@ from .responses import (
     json_response,
 )
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 
 class Match(enum.Enum):

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from .._types import Message, Receive, Scope, Send
 from .requests import HTTPConnection
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 
 class WebSocketState(enum.Enum):
@@ -58,7 +55,7 @@ class WebSocket(HTTPConnection):
         """The subprotocols the client offered, in its order of preference."""
         return list(self.scope.get("subprotocols") or ())
 
-    async def _receive_message(self) -> dict[str, Any]:
+    async def _receive_message(self) -> Message:
         if self.client_state is WebSocketState.DISCONNECTED:
             raise RuntimeError("cannot receive: the websocket is already disconnected")
         message = await self._receive()
@@ -71,7 +68,7 @@ class WebSocket(HTTPConnection):
             self.client_state = WebSocketState.DISCONNECTED
         return message
 
-    async def _send_message(self, message: dict[str, Any]) -> None:
+    async def _send_message(self, message: Message) -> None:
         if self.application_state is WebSocketState.DISCONNECTED:
             raise RuntimeError("cannot send: the websocket is already closed")
         kind = message["type"]
@@ -97,11 +94,11 @@ class WebSocket(HTTPConnection):
             reply["headers"] = list(headers)
         await self._send_message(reply)
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         """The next raw ASGI message (for handlers that need both text and bytes)."""
         return await self._receive_message()
 
-    async def _receive_data(self) -> dict[str, Any]:
+    async def _receive_data(self) -> Message:
         if self.application_state is not WebSocketState.CONNECTED:
             raise RuntimeError("call accept() before receiving on a websocket")
         message = await self._receive_message()
@@ -111,14 +108,14 @@ class WebSocket(HTTPConnection):
 
     async def receive_text(self) -> str:
         message = await self._receive_data()
-        text = message.get("text")
+        text: str | None = message.get("text")
         if text is None:
             raise TypeError("expected a text frame, got a binary frame")
         return text
 
     async def receive_bytes(self) -> bytes:
         message = await self._receive_data()
-        data = message.get("bytes")
+        data: bytes | None = message.get("bytes")
         if data is None:
             raise TypeError("expected a binary frame, got a text frame")
         return data

@@ -125,6 +125,7 @@ class Strategy:
 
     name: str = ""
     _weight_aware = False
+    _cursor: int  # the next index to try, for the strategies that rotate (set by _rebuild)
 
     def __init__(
         self,

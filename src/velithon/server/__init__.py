@@ -21,12 +21,13 @@ from typing import Any
 
 from .._exceptions import ResponseAborted as ResponseAborted
 from .._exports import fixup_module_metadata
+from .._types import ASGIApp
 from ._config import ServerConfig as ServerConfig
 from ._run import ServerStartupError as ServerStartupError
 from ._run import run_server
 from ._run import serve_tcp as serve_tcp
-from ._state import ASGIApp, logger
 from ._state import ClientDisconnected as ClientDisconnected
+from ._state import logger
 
 __all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
            "serve_tcp"]

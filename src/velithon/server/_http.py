@@ -36,6 +36,7 @@ from .._http11 import (
     ChunkedFraming,
     split_for_h11,
 )
+from .._types import Message
 from ._policy import (
     RequestHead,
     RequestRejected,
@@ -46,7 +47,6 @@ from ._policy import (
 )
 from ._state import (
     ClientDisconnected,
-    Message,
     ServerState,
     access_logger,
     logger,
@@ -342,8 +342,7 @@ class HTTPConnection:
                 logger.debug("%s sent an unparsable request body: %r", self.client, str(exc))
                 self._body_error = (status, protocol_error_message(status))
                 return
-            kind = type(event)
-            if kind is h11.Data:
+            if type(event) is h11.Data:
                 data = event.data
                 self._received += len(data)
                 self._pending.append(data)
@@ -353,7 +352,7 @@ class HTTPConnection:
                 if limit is not None and self._received > limit:
                     self._body_error = (413, "request body too large")
                     return
-            elif kind is h11.EndOfMessage:  # request trailers (event.headers) are dropped
+            elif type(event) is h11.EndOfMessage:  # request trailers (event.headers): dropped
                 self._body_done = True
                 if self._chunked:
                     self._check_chunk_overhead(len(conn.trailing_data[0]))

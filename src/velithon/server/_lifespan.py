@@ -15,7 +15,8 @@ from typing import Any
 
 import trio
 
-from ._state import ASGIApp, logger
+from .._types import ASGIApp, Message
+from ._state import logger
 
 __all__ = ["Lifespan", "LifespanFailure"]
 
@@ -106,11 +107,11 @@ class Lifespan:
             return False
         return True
 
-    async def _receive(self) -> dict[str, Any]:
+    async def _receive(self) -> Message:
         self._asked = True
         return await self._recv_ch.receive()
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "lifespan.startup.complete":
             self._startup_done.set()

@@ -30,10 +30,11 @@ from typing import Any, Literal
 import trio
 
 from .._structured import first_leaf
+from .._types import ASGIApp
 from ._config import ServerConfig
 from ._http import HTTPConnection
 from ._lifespan import Lifespan, LifespanFailure
-from ._state import ASGIApp, ServerState, logger
+from ._state import ServerState, logger
 
 __all__ = [
     "STOP_SIGNALS",

@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 import trio
 
 from .._exceptions import ClientDisconnected
+from .._types import ASGIApp
 from ._config import ServerConfig
 
-__all__ = ["ASGIApp", "ClientDisconnected", "Drainable", "ServerState"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+__all__ = ["ClientDisconnected", "Drainable", "ServerState"]
 
 logger = logging.getLogger("velithon.server")
 access_logger = logging.getLogger("velithon.access")

@@ -29,6 +29,8 @@ from wsproto.events import (
 from wsproto.utilities import generate_accept_token
 
 from .._http11 import reason
+from .._types import Message as ASGIMessage
+from .._types import Scope
 from ._state import ClientDisconnected, logger
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ class WebSocketSession:
         self._events: deque[Event] = deque()
         self._connect_delivered = False
         self._rejected = False
-        self._disconnect: dict[str, Any] | None = None
+        self._disconnect: ASGIMessage | None = None
         self._lock = trio.Lock()
         self._read_scope: trio.CancelScope | None = None
         self._going_away = False
@@ -87,7 +89,7 @@ class WebSocketSession:
             for p in value.split(b",") if p.strip()
         ]
         head = self.head
-        scope = {
+        scope: Scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
@@ -148,7 +150,7 @@ class WebSocketSession:
                 pass
 
     # -- ASGI receive -------------------------------------------------------------------
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> ASGIMessage:
         if not self._connect_delivered:
             self._connect_delivered = True
             return {"type": "websocket.connect"}
@@ -167,9 +169,11 @@ class WebSocketSession:
         return self._disconnect
 
     async def _read(self) -> None:
+        ws = self.ws
+        assert ws is not None, "reading frames before the handshake was accepted"
         with trio.CancelScope() as scope:
             self._read_scope = scope
-            if self._going_away and self.ws.state is ConnectionState.OPEN:
+            if self._going_away and ws.state is ConnectionState.OPEN:
                 scope.cancel()
             try:
                 data = await self.http.stream.receive_some(READ_SIZE)
@@ -183,10 +187,10 @@ class WebSocketSession:
             if self._disconnect is None:
                 self._disconnect = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
             return
-        self.ws.receive_data(data)
-        self._events.extend(self.ws.events())
+        ws.receive_data(data)
+        self._events.extend(ws.events())
 
-    async def _on_event(self, event: Event) -> dict[str, Any] | None:
+    async def _on_event(self, event: Event) -> ASGIMessage | None:
         if isinstance(event, Message):
             self._parts.append(event.data)
             self._size += len(event.data)
@@ -201,6 +205,7 @@ class WebSocketSession:
                 return {"type": "websocket.receive", "text": "".join(parts)}
             return {"type": "websocket.receive", "bytes": b"".join(parts)}
         if isinstance(event, Ping):
+            assert self.ws is not None  # events come from the accepted connection
             await self._write(self.ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             await self._close(event.code, event.reason or "")
@@ -210,7 +215,7 @@ class WebSocketSession:
         return None
 
     # -- ASGI send ----------------------------------------------------------------------
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ASGIMessage) -> None:
         kind = message["type"]
         if kind == "websocket.send":
             if self.ws is None:
@@ -269,7 +274,7 @@ class WebSocketSession:
             return
         await self.http.close_lingering()
 
-    async def _accept(self, message: dict[str, Any]) -> None:
+    async def _accept(self, message: ASGIMessage) -> None:
         if self.ws is not None or self._rejected or self._denial is not None:
             raise RuntimeError("websocket.accept sent twice or after close")
         headers = [
@@ -292,6 +297,7 @@ class WebSocketSession:
 
     async def _close(self, code: int, reason: str = "") -> None:
         ws = self.ws
+        assert ws is not None, "closing before the handshake was accepted"
         if ws.state is ConnectionState.OPEN:
             await self._write(ws.send(CloseConnection(code=code, reason=reason)))
         elif ws.state is ConnectionState.REMOTE_CLOSING:
