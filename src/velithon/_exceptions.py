@@ -53,7 +53,15 @@ class ConfigError(VelithonError, ValueError):
 
 
 class UnsafePathError(VelithonError, ValueError):
-    """A request path was refused (dot segments, backslashes, control characters...)."""
+    """A request path was refused (dot segments, backslashes, control characters...).
+
+    ``reason`` says why without quoting the path, so it can be shown to the client;
+    the message (for logs) includes the path.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class NoTargetAvailable(VelithonError, RuntimeError):

@@ -22,6 +22,9 @@ from velithon._lb.supervisor import RestartIntensityExceeded, SupervisorConfig
 from velithon._lb.system import Balancer, BalancerConfig, open_balancer
 from velithon._proxy.pool import PoolConfig
 
+from support.crash import inject_crash
+from support.leases import give_back
+
 A, B, C = "http://a.test:8001", "http://b.test:8002", "http://c.test:8003"
 
 
@@ -53,7 +56,7 @@ async def pick_urls(b: Balancer, n: int, kind: str = "success") -> list[str]:
     for _ in range(n):
         lease = await b.pick()
         urls.append(lease.url)
-        await lease.finish(kind, 200 if kind == "success" else 502)
+        await give_back(lease, kind, 200 if kind == "success" else 502)
     return urls
 
 
@@ -71,10 +74,12 @@ async def test_weighted_is_smooth_and_exact(autojump_clock: trio.abc.Clock) -> N
         picks = await pick_urls(b, 600)
     assert (picks.count(A), picks.count(B), picks.count(C)) == (300, 200, 100)
     assert picks[:6] != [A, A, A, B, B, C]  # interleaved, not blocks
-    assert max(len(run) for run in "".join("abc"[[A, B, C].index(u)] for u in picks).split("b")) <= 3
+    letters = "".join("abc"[[A, B, C].index(u)] for u in picks)
+    assert max(len(run) for run in letters.split("b")) <= 3
 
 
-async def test_health_checks_run_every_interval_and_flip_state(autojump_clock: trio.abc.Clock) -> None:
+async def test_health_checks_run_every_interval_and_flip_state(
+        autojump_clock: trio.abc.Clock) -> None:
     probe = FakeProbe(A, B)
     health = HealthCheckConfig(interval=10.0, jitter=0.0)
     async with balancer(probe, health=health, active_health_checks=True) as b:
@@ -90,7 +95,8 @@ async def test_health_checks_run_every_interval_and_flip_state(autojump_clock: t
         assert sorted(await pick_urls(b, 2)) == [A, B]
 
 
-async def test_unhealthy_threshold_needs_consecutive_failures(autojump_clock: trio.abc.Clock) -> None:
+async def test_unhealthy_threshold_needs_consecutive_failures(
+        autojump_clock: trio.abc.Clock) -> None:
     probe = FakeProbe(A, B)
     health = HealthCheckConfig(interval=2.0, jitter=0.0, unhealthy_threshold=3, healthy_threshold=2)
     async with balancer(probe, health=health, active_health_checks=True) as b:
@@ -136,16 +142,17 @@ async def test_panic_mode_spreads_over_all_targets(autojump_clock: trio.abc.Cloc
         assert b.statistics().panic_picks == 4
 
 
-async def test_breaker_opens_then_half_opens_exactly_at_recovery(autojump_clock: trio.abc.Clock) -> None:
+async def test_breaker_opens_then_half_opens_exactly_at_recovery(
+        autojump_clock: trio.abc.Clock) -> None:
     probe = FakeProbe(A, B)
     breaker = BreakerConfig(max_failures=3, recovery_timeout_ms=60000)
     async with balancer(probe, breaker=breaker, outlier=OutlierConfig(enabled=False)) as b:
         for _ in range(3):  # three consecutive failures on A (round robin alternates A, B)
             lease = await b.pick()
             assert lease.url == A
-            await lease.finish("local")
+            await give_back(lease, "local")
             lease = await b.pick()
-            await lease.finish("success", 200)
+            await give_back(lease, "success", 200)
         await settle()
         opened_at = trio.current_time()
         statuses = {s.url: s for s in await b.target_statuses()}
@@ -158,7 +165,7 @@ async def test_breaker_opens_then_half_opens_exactly_at_recovery(autojump_clock:
         trial = await b.pick()
         assert trial.url == A  # exactly one trial is let through
         assert await pick_urls(b, 3) == [B, B, B]
-        await trial.finish("success", 200)
+        await give_back(trial, "success", 200)
         await settle()
         assert sorted(await pick_urls(b, 2)) == [A, B]  # closed again
         statuses = {s.url: s for s in await b.target_statuses()}
@@ -192,18 +199,19 @@ async def test_outlier_ejection_respects_max_percent(autojump_clock: trio.abc.Cl
         for _ in range(2):
             for _ in range(10):
                 lease = await b.pick()
-                await lease.finish("5xx", 500)
+                await give_back(lease, "5xx", 500)
         await settle()
         ejected = [v for v in await b.router_view() if v.ejected_until is not None]
         assert len(ejected) == 1  # 10 % of 10 targets, although all ten asked
         assert ejected[0].ejected_until == pytest.approx(trio.current_time() + 30.0, abs=0.01)
 
 
-async def test_target_actor_crash_restarts_without_disturbing_others(autojump_clock: trio.abc.Clock) -> None:
+async def test_target_actor_crash_restarts_without_disturbing_others(
+        autojump_clock: trio.abc.Clock) -> None:
     probe = FakeProbe(A, B)
     supervisor = SupervisorConfig(max_restarts=3, window=60, backoff=0.5)
     async with balancer(probe, supervisor=supervisor) as b:
-        await b._inject_crash(A)
+        await inject_crash(b, A)
         assert await pick_urls(b, 4) == [A, B, A, B]  # the router keeps serving meanwhile
         await trio.sleep(1)
         statuses = {s.url: s for s in await b.target_statuses()}
@@ -218,7 +226,7 @@ async def test_router_crash_restarts_and_keeps_its_view(autojump_clock: trio.abc
     probe.up[B] = False
     async with balancer(probe) as b:
         await b.health_check()
-        await b._inject_crash()
+        await inject_crash(b)
         assert await pick_urls(b, 3) == [A, A, A]
         assert b.statistics().router_restarts == 1
 
@@ -229,7 +237,7 @@ async def test_repeated_crashes_escalate(autojump_clock: trio.abc.Clock) -> None
     with pytest.raises(RestartIntensityExceeded):  # unwrapped: one failure, told as itself
         async with balancer(probe, supervisor=supervisor) as b:
             for _ in range(3):
-                await b._inject_crash(A)
+                await inject_crash(b, A)
                 await trio.sleep(1)
 
 
@@ -250,7 +258,7 @@ async def test_runtime_add_remove_reweight_and_drain(autojump_clock: trio.abc.Cl
             await settle()
             assert not removal_done.is_set()  # waits for the in-flight request on A
             assert set(await pick_urls(b, 4)) == {B, C}
-            await held.finish("success", 200)
+            await give_back(held, "success", 200)
         assert removal_done.is_set()
         assert b.targets == [B, C]
         await b.set_weights([1, 3])
@@ -274,7 +282,7 @@ async def test_shutdown_fails_pending_picks_and_leaves_no_tasks() -> None:
         lease = await b.pick()
     with pytest.raises(NoTargetAvailable, match="shutting down"):
         await b.pick()
-    await lease.finish("success", 200)  # a late finish after shutdown is harmless
+    await give_back(lease, "success", 200)  # a late finish after shutdown is harmless
 
 
 async def test_config_errors_are_clear() -> None:
@@ -305,8 +313,10 @@ def test_actor_statistics_and_reprs() -> None:
             send, receive = trio.open_memory_channel[object](8)
             router = RouterActor(b.state.router, receive, send)  # type: ignore[arg-type]
             stats = router.statistics()
-            assert (stats.strategy, stats.targets, stats.routable, stats.picks) == ("round_robin", 2, 2, 3)
-            assert repr(router).startswith("<RouterActor round_robin [targets: 2, 2 healthy, 0 open]")
+            summary = (stats.strategy, stats.targets, stats.routable, stats.picks)
+            assert summary == ("round_robin", 2, 2, 3)
+            assert repr(router).startswith(
+                "<RouterActor round_robin [targets: 2, 2 healthy, 0 open]")
             tstate: TargetState = b.state.targets[A]
             actor = TargetActor(tstate, inbox=receive, self_send=send, router_send=send,  # type: ignore[arg-type]
                                 probe=None, health_config=b.config.health, run_probe_loop=False)

@@ -51,3 +51,10 @@ def test_totals_match_a_brute_force_count(events: list[tuple[float, int, int]]) 
         oldest = math.floor(now) - 9  # whole slices of one second
         inside = [(a, b) for t, a, b in seen if math.floor(t) >= oldest]
         assert counts.totals() == (sum(a for a, _ in inside), sum(b for _, b in inside))
+
+
+def test_reading_at_a_later_time_changes_nothing() -> None:
+    counts = SlidingCounts(10.0, 10)
+    counts.add(0.5, first=1)
+    assert counts.totals(20.0) == (0, 0)  # as seen from later...
+    assert counts.totals() == (1, 0)  # ...without forgetting anything

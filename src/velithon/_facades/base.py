@@ -45,7 +45,8 @@ class BalancerHolder:
         """The live system, or None when nothing runs it."""
         return self._running
 
-    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_service(self, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the system until cancelled (the app's ServiceHost calls this)."""
         if self._running is not None:
             raise RuntimeError("this balancer is already running")
@@ -101,7 +102,8 @@ class HolderBacked:
     _holder: BalancerHolder
     _context: Any = None
 
-    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_service(self, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run this facade's actors until cancelled (an app's lifespan calls this)."""
         await self._holder.run_service(task_status=task_status)
 

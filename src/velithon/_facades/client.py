@@ -67,7 +67,8 @@ class ProxyClient(HolderBacked):
     def __init__(self, target_url: str, timeout_ms: int = 30000, max_retries: int = 3,
                  max_failures: int = 5, recovery_timeout_ms: int = 60000) -> None:
         for name, value in (("timeout_ms", timeout_ms), ("max_retries", max_retries),
-                            ("max_failures", max_failures), ("recovery_timeout_ms", recovery_timeout_ms)):
+                            ("max_failures", max_failures),
+                            ("recovery_timeout_ms", recovery_timeout_ms)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         self.target_url = target_url
@@ -75,7 +76,8 @@ class ProxyClient(HolderBacked):
         self.max_retries = max_retries
         config = BalancerConfig(
             targets=(target_url,),
-            breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
+            breaker=BreakerConfig(max_failures=max_failures,
+                                  recovery_timeout_ms=recovery_timeout_ms),
             panic_threshold=0,  # one target: its open breaker must fail fast, not be ignored
             pools=PoolConfig(),
         )

@@ -78,7 +78,8 @@ class ProxyLoadBalancer(HolderBacked):
             weights=weights,
             health=health,
             active_health_checks=health_check_interval is not None,
-            breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
+            breaker=BreakerConfig(max_failures=max_failures,
+                                  recovery_timeout_ms=recovery_timeout_ms),
             none_healthy=none_healthy,
             panic_threshold=panic_threshold,
             pools=PoolConfig(),
@@ -92,7 +93,7 @@ class ProxyLoadBalancer(HolderBacked):
     @property
     def targets(self) -> list[str]:
         """Target URLs in constructor order (runtime additions at the end)."""
-        return [e.url for e in self._holder.state.router.entries]
+        return [m.url for m in self._holder.state.router.members]
 
     @property
     def strategy(self) -> str:
@@ -100,7 +101,7 @@ class ProxyLoadBalancer(HolderBacked):
 
     @property
     def weights(self) -> list[int]:
-        return [e.weight for e in self._holder.state.router.entries]
+        return [m.weight for m in self._holder.state.router.members]
 
     async def get_next_target(self) -> str:
         """The next target by the strategy.
@@ -109,9 +110,8 @@ class ProxyLoadBalancer(HolderBacked):
             NoTargetAvailable: (a ``RuntimeError``) "No healthy targets available".
         """
         async with self._holder.balancer() as balancer:
-            lease = await balancer.pick()
-            await lease.finish("neutral")
-            return lease.url
+            async with await balancer.pick() as lease:  # only the choice is wanted
+                return lease.url
 
     async def health_check(self) -> list[tuple[str, bool]]:
         """Probe every target once, concurrently; returns ``(url, healthy)``."""

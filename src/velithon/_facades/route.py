@@ -30,6 +30,7 @@ from .._proxy.headers import ForwardedConfig, build_request_headers
 from .._proxy.paths import compile_rewrite, compile_template
 from .._proxy.pool import PoolConfig
 from .._proxy.websocket import proxy_websocket
+from .._types import Receive, Scope, Send
 from .base import BalancerHolder, HolderBacked
 from .load_balancer import target_details
 
@@ -71,7 +72,8 @@ def build_balancer_config(
     if isinstance(targets, str):
         targets = [targets]
     if health_check_interval is not None and not health_check_interval > 0:
-        raise ConfigError(f"health_check_interval must be > 0 seconds, got {health_check_interval!r} "
+        raise ConfigError("health_check_interval must be > 0 seconds, "
+                          f"got {health_check_interval!r} "
                           "(to turn health checks off, leave health_check_path unset)")
     if strategy == "hash" and not hash_on:
         raise ConfigError("The 'hash' strategy needs hash_on: 'header:<name>', 'cookie:<name>' "
@@ -121,7 +123,8 @@ class BalancedFacade(HolderBacked):
         async with self._holder.balancer() as transient:
             await self._dispatch(transient, scope, receive, send)
 
-    async def _dispatch(self, balancer: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _dispatch(self, balancer: Any, scope: Scope, receive: Receive,
+                        send: Send) -> None:
         if scope["type"] == "websocket":
             cfg = self._forwarder.config
             try:
@@ -130,7 +133,8 @@ class BalancedFacade(HolderBacked):
                 await send({"type": "websocket.close", "code": 1008})
                 return
             extra = [(k, v) for k, v in build_request_headers(
-                [], peer=scope.get("client"), scheme="https" if scope.get("scheme") == "wss" else "http",
+                [], peer=scope.get("client"),
+                scheme="https" if scope.get("scheme") == "wss" else "http",
                 upstream_host=b"", preserve_host=True, add=cfg.headers_to_add, remove=(),
                 cfg=cfg.forwarded) if k != b"host"]
             await proxy_websocket(balancer, scope, receive, send, target=target,
@@ -178,7 +182,8 @@ def _forward_config(
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
     if not client_body_timeout_ms > 0:
-        raise ConfigError(f"client_body_timeout_ms must be positive, got {client_body_timeout_ms!r}")
+        raise ConfigError("client_body_timeout_ms must be positive, "
+                          f"got {client_body_timeout_ms!r}")
     return ForwardConfig(
         client_body_timeout=client_body_timeout_ms / 1000.0,
         buffer_chunked_uploads=buffer_chunked_uploads,
@@ -320,7 +325,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
 
     # ---- route protocol --------------------------------------------------------------
 
-    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    def matches(self, scope: Scope) -> tuple[Match, dict[str, Any]]:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             return Match.NONE, {}
@@ -335,10 +340,10 @@ class GatewayRoute(BaseRoute, BalancedFacade):
             return Match.PARTIAL, {"path_params": params}
         return Match.FULL, {"path_params": params}
 
-    def allowed_methods(self, scope: dict[str, Any]) -> set[str]:
+    def allowed_methods(self, scope: Scope) -> set[str]:
         return set(self._methods)
 
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
 
     async def openapi(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -425,7 +430,7 @@ class _RouteResponse(Response):
         self.route = route
         self.status_code = 200
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.route.handle(scope, receive, send)
 
 

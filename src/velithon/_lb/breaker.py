@@ -210,10 +210,7 @@ class CircuitBreaker:
 
     def _window(self) -> tuple[int, int]:
         """(requests, failures) inside the window."""
-        if self._now == -math.inf:
-            return 0, 0
-        self._counts.advance(self._now)
-        successes, failures = self._counts.totals()
+        successes, failures = self._counts.totals(self._now)
         return successes + failures, failures
 
     # ---- public API ---------------------------------------------------------------

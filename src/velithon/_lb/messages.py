@@ -8,7 +8,8 @@ reads another actor's attributes: state moves only through these messages
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+import enum
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -16,6 +17,27 @@ from .breaker import BreakerState
 
 if TYPE_CHECKING:
     from .reply import Reply
+    from .router import Lease, RouterTargetView, TargetEntry
+    from .target import TargetStatus
+
+
+class OutcomeKind(enum.StrEnum):
+    """What one leased request says about its target.
+
+    Shared by the forwarder that classifies a result, the router that folds it into
+    latency figures, and the target actor whose breaker and outlier streak count it.
+    """
+
+    SUCCESS = "success"
+    #: a 5xx the application chose to send (not one of the failure statuses)
+    APP_ERROR = "5xx"
+    #: one of the failure statuses (502/503/504 by default) from the upstream
+    GATEWAY = "gateway"
+    #: the upstream could not be reached or broke the protocol: connect error,
+    #: reset, timeout, invalid response
+    LOCAL = "local"
+    #: no verdict about the target: the client left or stalled, a 4xx, a cancellation
+    NEUTRAL = "neutral"
 
 # ---- facade -> router ---------------------------------------------------------
 
@@ -24,7 +46,7 @@ if TYPE_CHECKING:
 class Pick:
     """Ask for a lease on one target (``exclude``: ids already tried)."""
 
-    reply: Reply[Any]
+    reply: Reply[Lease]
     key: bytes | None = None
     exclude: frozenset[int] = frozenset()
     retry: bool = False
@@ -32,17 +54,11 @@ class Pick:
 
 @attrs.frozen
 class Done:
-    """A leased request ended; ``kind`` classifies the outcome.
-
-    kinds: ``"success"``, ``"5xx"`` (status >= 500 other than gateway
-    statuses), ``"gateway"`` (502/503/504 from upstream), ``"local"``
-    (connect/reset/timeout/protocol failures), ``"neutral"`` (client went
-    away, 4xx, or cancelled: no verdict about the target).
-    """
+    """A leased request ended; ``kind`` says what it tells about the target."""
 
     target_id: int
     epoch: int
-    kind: str
+    kind: OutcomeKind
     latency: float
     status: int | None = None
 
@@ -51,28 +67,28 @@ class Done:
 class RouterStatus:
     """Ask the router for its view of every target (constructor order)."""
 
-    reply: Reply[Any]
+    reply: Reply[list[RouterTargetView]]
 
 
 @attrs.frozen
 class AddTarget:
     """Start routing to a new target (its actor is already running)."""
 
-    reply: Reply[Any]
-    entry: Any  # a TargetEntry
+    reply: Reply[None]
+    entry: TargetEntry
 
 
 @attrs.frozen
 class RemoveTarget:
     """Stop routing to a target; in-flight leases finish undisturbed."""
 
-    reply: Reply[Any]
+    reply: Reply[TargetEntry]
     url: str
 
 
 @attrs.frozen
 class SetWeights:
-    reply: Reply[Any]
+    reply: Reply[None]
     weights: tuple[int, ...]
 
 
@@ -80,7 +96,7 @@ class SetWeights:
 class SetDraining:
     """Draining targets get no new requests but keep their in-flight ones."""
 
-    reply: Reply[Any]
+    reply: Reply[None]
     url: str
     draining: bool
 
@@ -119,7 +135,7 @@ class EjectRequest:
 class Outcome:
     """Forwarded by the router so the target updates breaker and counters."""
 
-    kind: str
+    kind: OutcomeKind
     epoch: int
     latency: float
     status: int | None = None
@@ -137,7 +153,7 @@ class Ejected:
 class ProbeNow:
     """Run one active health probe now and reply with the new health."""
 
-    reply: Reply[Any]
+    reply: Reply[bool]
 
 
 @attrs.frozen
@@ -147,17 +163,17 @@ class ProbeResult:
     ok: bool
     status: int | None
     detail: str
-    reply: Reply[Any] | None = None
+    reply: Reply[bool] | None = None
 
 
 @attrs.frozen
 class TargetStatusQuery:
-    reply: Reply[Any]
+    reply: Reply[TargetStatus]
 
 
 @attrs.frozen
 class ResetBreaker:
-    reply: Reply[Any]
+    reply: Reply[None]
 
 
 @attrs.frozen
@@ -169,29 +185,11 @@ class Close:
 class Sync:
     """Answered after every message queued before it (graceful shutdown)."""
 
-    reply: Reply[Any]
+    reply: Reply[None]
 
 
-@attrs.frozen
-class Crash:
-    """Test hook: makes the receiving actor raise (for supervisor tests)."""
-
-    message: str = "injected crash"
-
-
-RouterMsg = Union[
-    Pick,
-    Done,
-    RouterStatus,
-    AddTarget,
-    RemoveTarget,
-    SetWeights,
-    SetDraining,
-    TargetReport,
-    EjectRequest,
-    Close,
-    Crash,
-]
-TargetMsg = Union[
-    Outcome, Ejected, ProbeNow, ProbeResult, TargetStatusQuery, ResetBreaker, Sync, Crash
-]
+RouterMsg = (
+    Pick | Done | RouterStatus | AddTarget | RemoveTarget | SetWeights | SetDraining
+    | TargetReport | EjectRequest | Close
+)
+TargetMsg = Outcome | Ejected | ProbeNow | ProbeResult | TargetStatusQuery | ResetBreaker | Sync

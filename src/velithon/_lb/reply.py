@@ -74,3 +74,14 @@ class Reply(Generic[T]):
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
+
+def answer_failed(msg: object, error: BaseException) -> None:
+    """Give the waiter of a request message ``error``, if the message has one.
+
+    An actor that crashes while handling a request calls this before its supervisor
+    restarts it, so no caller waits forever for an answer that will never come.
+    """
+    reply = getattr(msg, "reply", None)
+    if isinstance(reply, Reply):
+        reply.send_error(error)

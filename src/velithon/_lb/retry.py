@@ -180,10 +180,9 @@ class RetryBudget:
         return False
 
     def statistics(self, now: float | None = None) -> BudgetStatistics:
-        if now is not None:
-            self._counts.advance(now)
-        deposits, withdrawals = self._counts.totals()
-        return BudgetStatistics(deposits, withdrawals, self.refused, self._balance())
+        deposits, withdrawals = self._counts.totals(now)
+        balance = self.ratio * deposits + self._reserve - withdrawals
+        return BudgetStatistics(deposits, withdrawals, self.refused, balance)
 
     def __repr__(self) -> str:
         deposits, withdrawals = self._counts.totals()

@@ -24,6 +24,7 @@ open breaker keeps failing fast. When no target passes its health checks the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -34,11 +35,11 @@ from .breaker import BreakerState
 from .messages import (
     AddTarget,
     Close,
-    Crash,
     Done,
     Ejected,
     EjectRequest,
     Outcome,
+    OutcomeKind,
     Pick,
     RemoveTarget,
     RouterMsg,
@@ -48,6 +49,7 @@ from .messages import (
     TargetReport,
 )
 from .outlier import OutlierDetector
+from .reply import Reply, answer_failed
 from .retry import RetryBudget
 from .strategies import LatencyEwma, Strategy
 
@@ -57,6 +59,15 @@ NONE_HEALTHY_POLICIES = ("fail", "panic")
 
 #: messages handled per wake-up before the router yields to other tasks
 _BATCH = 256
+
+
+@attrs.frozen
+class TargetMember:
+    """One target as others may see it: an immutable record the router publishes."""
+
+    target_id: int
+    url: str
+    weight: int
 
 
 @attrs.define(eq=False)
@@ -113,33 +124,60 @@ class RouterTargetView:
 
 @attrs.define(eq=False)
 class Lease:
-    """The right to send one request to one target. Finish it exactly once."""
+    """The right to send one request to one target.
+
+    Use it as an async context manager. Leaving the block always gives the lease back,
+    whatever happened inside (an error, a cancellation): the router's in-flight count
+    and the per-target concurrency cap can never leak. The outcome reported is the last
+    one :meth:`report` recorded, or :attr:`OutcomeKind.NEUTRAL` (no verdict about the
+    target) when the block ended without one.
+    """
 
     target_id: int
     url: str
     pool: Any
     epoch: int
     started_at: float
-    _router: trio.MemorySendChannel[Any]
+    _router: trio.MemorySendChannel[RouterMsg]
+    _kind: OutcomeKind = OutcomeKind.NEUTRAL
+    _status: int | None = None
+    _client_time: float = 0.0
     _finished: bool = False
 
-    async def finish(self, kind: str, status: int | None = None, *,
-                     client_time: float = 0.0) -> None:
-        """Report the outcome (see :class:`~velithon._lb.messages.Done` kinds).
+    def report(self, kind: OutcomeKind, status: int | None = None, *,
+               client_time: float = 0.0) -> None:
+        """Record what the request told about the target (sent when the block ends).
 
-        ``client_time`` is time spent waiting for the client during the lease; it
-        is left out of the latency the target is judged by.
+        ``client_time`` is time spent waiting for the client during the lease; it is
+        left out of the latency the target is judged by.
         """
+        self._kind = kind
+        self._status = status
+        self._client_time = client_time
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with trio.CancelScope(shield=True):  # a cancelled request still gives its lease back
+            await self._give_back()
+
+    async def _give_back(self) -> None:
         if self._finished:
             return
         self._finished = True
-        latency = trio.current_time() - self.started_at - client_time
-        done = Done(self.target_id, self.epoch, kind, max(latency, 0.0), status)
+        latency = max(trio.current_time() - self.started_at - self._client_time, 0.0)
+        done = Done(self.target_id, self.epoch, self._kind, latency, self._status)
         try:
             self._router.send_nowait(done)
         except trio.WouldBlock:
-            with trio.move_on_after(1.0, shield=True):
+            # The router drains its inbox continuously (a restarting router resumes
+            # where it stopped); waiting is bounded by the balancer's shutdown, which
+            # closes the channel.
+            try:
                 await self._router.send(done)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the balancer shut down: nobody is left to count
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the balancer shut down: nobody is left to count
 
@@ -162,6 +200,9 @@ class RouterState:
     rejected: int = 0
     panic_picks: int = 0
     panicking: bool = False
+    #: the current membership, replaced (never changed in place) whenever targets are
+    #: added, removed or re-weighted: what facades read instead of the router's entries
+    members: tuple[TargetMember, ...] = ()
     _eligible: list[bool] | None = None
     _in_flight: list[int] = attrs.field(factory=list)
     _recheck_at: float = float("inf")
@@ -230,17 +271,20 @@ class RouterState:
         eligible = self.eligible(now)
         cap = self.max_requests
         if cap is not None:
-            capped = [ok and e.in_flight < cap for ok, e in zip(eligible, self.entries)]
+            capped = [ok and e.in_flight < cap
+                      for ok, e in zip(eligible, self.entries, strict=True)]
             if not any(capped) and any(eligible):
                 # overload, not failure: shed without touching any breaker or health state
                 self.overflows += 1
                 raise Overloaded("Every available target is at its max_requests limit")
             eligible = capped
         if exclude:
-            narrowed = [ok and e.target_id not in exclude for ok, e in zip(eligible, self.entries)]
+            narrowed = [ok and e.target_id not in exclude
+                        for ok, e in zip(eligible, self.entries, strict=True)]
             if any(narrowed):
                 eligible = narrowed
-        latency = [e.ewma.value(now) for e in self.entries] if self.strategy.name == "peak_ewma" else ()
+        latency = ([e.ewma.value(now) for e in self.entries]
+                   if self.strategy.name == "peak_ewma" else ())
         index = self.strategy.pick(eligible, self._in_flight, latency, key)
         if index is None:
             index = self._panic_pick(now, key)
@@ -258,7 +302,8 @@ class RouterState:
 
     def _panic_pick(self, now: float, key: bytes | None) -> int:
         if self.none_healthy == "panic":
-            candidates = [not e.draining and e.breaker is not BreakerState.OPEN for e in self.entries]
+            candidates = [not e.draining and e.breaker is not BreakerState.OPEN
+                          for e in self.entries]
             index = self.strategy.pick(candidates, self._in_flight, (), key)
             if index is not None:
                 self.panic_picks += 1
@@ -342,12 +387,25 @@ class RouterState:
                 f"(got {len(weights)} weights for {len(self.entries)} targets)"
             )
         self.strategy.reconfigure([e.url for e in self.entries], list(weights))
-        for entry, weight in zip(self.entries, weights):
+        for entry, weight in zip(self.entries, weights, strict=True):
             entry.weight = weight
-        self.invalidate()
+        self.publish_members()
+
+    def set_draining(self, url: str, draining: bool) -> None:
+        for entry in self.entries:
+            if entry.url == url:
+                entry.draining = draining
+                self.invalidate()
+                return
+        raise ValueError(f"Unknown target: {url}")
 
     def _reconfigure(self) -> None:
         self.strategy.reconfigure([e.url for e in self.entries], [e.weight for e in self.entries])
+        self.publish_members()
+
+    def publish_members(self) -> None:
+        """Replace :attr:`members` after the membership changed."""
+        self.members = tuple(TargetMember(e.target_id, e.url, e.weight) for e in self.entries)
         self.invalidate()
 
     def view(self, now: float) -> list[RouterTargetView]:
@@ -359,7 +417,8 @@ class RouterState:
                 healthy=e.healthy,
                 breaker_state=e.breaker.value,
                 draining=e.draining,
-                ejected_until=e.ejected_until if e.ejected_until and e.ejected_until > now else None,
+                ejected_until=(e.ejected_until if e.ejected_until and e.ejected_until > now
+                               else None),
                 in_flight=e.in_flight,
                 leased=e.leased,
                 latency_ms=round(e.ewma.value(now) * 1000.0, 3),
@@ -381,6 +440,8 @@ class RouterStatistics:
     panic_picks: int
     inbox_used: int
     inbox_size: int
+    #: outcomes the router could not hand to a target whose inbox was full
+    outcomes_dropped: int
 
 
 class RouterActor:
@@ -407,13 +468,15 @@ class RouterActor:
     def statistics(self) -> RouterStatistics:
         state = self.state
         inbox = self._inbox.statistics()
+        now = trio.current_time()
         return RouterStatistics(
             strategy=state.strategy.name, targets=len(state.entries),
-            routable=sum(state.eligible(trio.current_time())), picks=state.picks,
+            routable=sum(e.routable(now) for e in state.entries), picks=state.picks,
             retries=state.retries, retries_denied=state.retries_denied, rejected=state.rejected,
             overflows=state.overflows,
             panic_picks=state.panic_picks, inbox_used=inbox.current_buffer_used,
             inbox_size=int(inbox.max_buffer_size),
+            outcomes_dropped=sum(e.outcomes_dropped for e in state.entries),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -421,106 +484,106 @@ class RouterActor:
         receive = self._inbox.receive
         receive_nowait = self._inbox.receive_nowait
         handle = self._handle
-        while True:
-            try:
-                msg = await receive()
-            except trio.EndOfChannel:
-                return  # intake closed: the balancer is shutting down
-            now = trio.current_time()
-            handle(msg, now)
-            # Drain what is already queued without yielding: under load one wake-up
-            # serves a whole batch of picks instead of paying a task switch each.
-            for _ in range(_BATCH):
+        msg: RouterMsg | None = None
+        try:
+            while True:
                 try:
-                    msg = receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+                    msg = await receive()
+                except trio.EndOfChannel:
+                    return  # intake closed: the balancer is shutting down
+                now = trio.current_time()
                 handle(msg, now)
-            if self._pending:
-                self.flush_all()
+                # Drain what is already queued without yielding: under load one wake-up
+                # serves a whole batch of picks instead of paying a task switch each.
+                for _ in range(_BATCH):
+                    try:
+                        msg = receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    handle(msg, now)
+                msg = None
+                if self._pending:
+                    self.flush_all()
+        except Exception:
+            if msg is not None:  # the request in hand gets an answer before the restart
+                answer_failed(msg, NoTargetAvailable("The load balancer failed; try again"))
+            raise
 
     def _handle(self, msg: RouterMsg, now: float) -> None:
         state = self.state
         match msg:
-            case Pick(reply=reply, key=key, exclude=exclude, retry=retry):
-                if reply.abandoned:
-                    return
-                if self._closing:
-                    reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
-                    return
-                try:
-                    entry = state.pick(now, key, exclude, retry)
-                except NoTargetAvailable as exc:
-                    reply.send_error(exc)
-                    return
-                lease = Lease(entry.target_id, entry.url, entry.pool, entry.epoch, now, self._self_send)
-                if not reply.send(lease):  # the requester left: undo the grant
-                    self._handle(Done(entry.target_id, entry.epoch, "neutral", 0.0), now)
+            case Pick():
+                self._on_pick(msg, now)
             case Done():
-                entry = state.done(msg, now)
-                if entry is not None:
-                    if msg.kind == "success" and (entry.pending_successes == 0
-                                                  or entry.pending_epoch == msg.epoch):
-                        if entry.pending_successes == 0:
-                            self._pending.append(entry)
-                        entry.pending_successes += 1
-                        entry.pending_epoch = msg.epoch
-                    else:
-                        self._flush_successes(entry)
-                        self._forward(entry, Outcome(msg.kind, msg.epoch, msg.latency, msg.status))
-                    if entry.drained is not None and entry.in_flight <= 0:
-                        entry.drained.send(None)
-                        entry.drained = None
+                self._on_done(msg, now)
             case TargetReport():
                 state.report(msg)
             case EjectRequest(target_id=target_id):
-                entry = state.eject(target_id, now)
-                if entry is not None:
-                    LOGGER.warning("ejected %s for %.1fs (passive outlier detection)", entry.url,
-                                   (entry.ejected_until or now) - now)
-                    self._forward(entry, Ejected(entry.ejected_until))
+                ejected = state.eject(target_id, now)
+                if ejected is not None:
+                    LOGGER.warning("ejected %s for %.1fs (passive outlier detection)",
+                                   ejected.url, (ejected.ejected_until or now) - now)
+                    self._forward(ejected, Ejected(ejected.ejected_until))
             case RouterStatus(reply=reply):
                 self.flush_all()  # so target counters are current for the status that follows
                 reply.send(state.view(now))
-            case AddTarget(reply=reply, entry=entry):
-                try:
-                    state.add(entry)
-                except ValueError as exc:
-                    reply.send_error(exc)
-                else:
-                    reply.send(None)
+            case AddTarget(reply=reply, entry=new_entry):
+                _answer(reply, lambda: state.add(new_entry))
             case RemoveTarget(reply=reply, url=url):
-                try:
-                    entry = state.remove(url)
-                except ValueError as exc:
-                    reply.send_error(exc)
-                    return
-                if entry.in_flight <= 0:
-                    reply.send(entry)
-                else:
-                    entry.drained = _DrainWaiter(reply, entry)
+                self._on_remove(reply, url)
             case SetWeights(reply=reply, weights=weights):
-                try:
-                    state.set_weights(weights)
-                except ValueError as exc:
-                    reply.send_error(exc)
-                else:
-                    reply.send(None)
+                _answer(reply, lambda: state.set_weights(weights))
             case SetDraining(reply=reply, url=url, draining=draining):
-                for entry in state.entries:
-                    if entry.url == url:
-                        entry.draining = draining
-                        state.invalidate()
-                        reply.send(None)
-                        break
-                else:
-                    reply.send_error(ValueError(f"Unknown target: {url}"))
+                _answer(reply, lambda: state.set_draining(url, draining))
             case Close():
                 self._closing = True
-            case Crash(message=message):
-                raise RuntimeError(message)
-            case _:  # pragma: no cover
+            case _:  # a programming error: the actor crashes and its supervisor restarts it
                 raise TypeError(f"unexpected message {msg!r}")
+
+    def _on_pick(self, msg: Pick, now: float) -> None:
+        reply = msg.reply
+        if reply.abandoned:
+            return
+        if self._closing:
+            reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
+            return
+        try:
+            entry = self.state.pick(now, msg.key, msg.exclude, msg.retry)
+        except NoTargetAvailable as exc:
+            reply.send_error(exc)
+            return
+        lease = Lease(entry.target_id, entry.url, entry.pool, entry.epoch, now,
+                      self._self_send)
+        if not reply.send(lease):  # the requester left: undo the grant
+            self._on_done(Done(entry.target_id, entry.epoch, OutcomeKind.NEUTRAL, 0.0), now)
+
+    def _on_done(self, msg: Done, now: float) -> None:
+        entry = self.state.done(msg, now)
+        if entry is None:
+            return
+        if msg.kind is OutcomeKind.SUCCESS and (entry.pending_successes == 0
+                                                or entry.pending_epoch == msg.epoch):
+            if entry.pending_successes == 0:
+                self._pending.append(entry)
+            entry.pending_successes += 1
+            entry.pending_epoch = msg.epoch
+        else:
+            self._flush_successes(entry)
+            self._forward(entry, Outcome(msg.kind, msg.epoch, msg.latency, msg.status))
+        if entry.drained is not None and entry.in_flight <= 0:
+            entry.drained.send(None)
+            entry.drained = None
+
+    def _on_remove(self, reply: Reply[TargetEntry], url: str) -> None:
+        try:
+            entry = self.state.remove(url)
+        except ValueError as exc:
+            reply.send_error(exc)
+            return
+        if entry.in_flight <= 0:
+            reply.send(entry)
+        else:
+            entry.drained = _DrainWaiter(reply, entry)
 
     def flush_all(self) -> None:
         """Send every target its folded successes (once per batch)."""
@@ -532,7 +595,8 @@ class RouterActor:
         count = entry.pending_successes
         if count:
             entry.pending_successes = 0
-            self._forward(entry, Outcome("success", entry.pending_epoch, 0.0, 200, count))
+            self._forward(entry, Outcome(OutcomeKind.SUCCESS, entry.pending_epoch, 0.0, 200,
+                                         count))
 
     def _forward(self, entry: TargetEntry, msg: Any) -> None:
         """Never block the router on a slow target: drop and count instead."""
@@ -544,6 +608,16 @@ class RouterActor:
             entry.outcomes_dropped += 1
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+
+def _answer(reply: Reply[None], change: Callable[[], None]) -> None:
+    """Apply a reconfiguration and tell the requester how it went."""
+    try:
+        change()
+    except ValueError as exc:
+        reply.send_error(exc)
+    else:
+        reply.send(None)
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -34,7 +34,6 @@ from .health import HealthCheckConfig
 from .messages import (
     AddTarget,
     Close,
-    Crash,
     Pick,
     ProbeNow,
     RemoveTarget,
@@ -62,6 +61,10 @@ from .supervisor import SupervisedStats, SupervisorConfig, supervise
 from .target import TargetActor, TargetState, TargetStatus
 
 LOGGER = logging.getLogger("velithon.balancer")
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -95,7 +98,7 @@ class TargetPools(Protocol):
 class BalancerConfig:
     """Everything a balancer system needs; validated on construction."""
 
-    targets: tuple[str, ...] = attrs.field(converter=tuple)
+    targets: tuple[str, ...] = attrs.field(converter=_strings)
     strategy: str = "round_robin"
     weights: tuple[int, ...] | None = attrs.field(default=None, converter=_tuple_or_none)
     health: HealthCheckConfig = HealthCheckConfig()
@@ -167,15 +170,17 @@ class BalancerState:
         )
         self = cls(config=config, router=router, targets={})
         weights = config.weights or (1,) * len(config.targets)
-        for url, weight in zip(config.targets, weights):
+        for url, weight in zip(config.targets, weights, strict=True):
             tstate = self.new_target_state(url)
             router.entries.append(TargetEntry(tstate.target_id, url, weight))
+        router.publish_members()
         return self
 
     def new_target_state(self, url: str) -> TargetState:
         config = self.config
         tstate = TargetState.new(
-            next(self._ids), url, health=config.health, breaker=config.breaker, outlier=config.outlier
+            next(self._ids), url, health=config.health, breaker=config.breaker,
+            outlier=config.outlier,
         )
         tstate.health.healthy = config.health.initially_healthy
         self.targets[url] = tstate
@@ -246,7 +251,7 @@ class Balancer:
 
     @property
     def targets(self) -> list[str]:
-        return [e.url for e in self.state.router.entries]
+        return [m.url for m in self.state.router.members]
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -255,8 +260,10 @@ class Balancer:
             await self._start_target(entry)
         await self._nursery.start(self._run_router)
 
-    async def _run_router(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async def incarnation(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_router(self, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def incarnation(
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             actor = RouterActor(self.state.router, self._router_receive, self._router_send)
             await actor.run(task_status=task_status)
 
@@ -282,7 +289,8 @@ class Balancer:
         config = self.config
         stats = SupervisedStats(tstate.url)
 
-        async def incarnation(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def incarnation(
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             tstate.restarts = stats.restarts
             actor = TargetActor(
                 tstate,
@@ -394,7 +402,7 @@ class Balancer:
     async def health_check(self) -> list[tuple[str, bool]]:
         """Probe every target now (concurrently); returns ``(url, healthy)``."""
         healthy = await self._for_each_target(ProbeNow)
-        return list(zip(self.targets, healthy))
+        return list(zip(self.targets, healthy, strict=True))
 
     async def get_health_status(self) -> list[tuple[str, bool]]:
         """``(url, healthy)`` in constructor order, as the router sees it."""
@@ -443,15 +451,6 @@ class Balancer:
     async def drain(self, url: str, draining: bool = True) -> None:
         """Draining targets get no new requests; in-flight ones finish."""
         await self._ask(SetDraining, url, draining)
-
-    async def _inject_crash(self, url: str | None = None) -> None:
-        """Test hook: crash the router (``url=None``) or one target actor."""
-        if url is None:
-            self._router_send.send_nowait(Crash())
-        else:
-            entry = self._entry(url)
-            assert entry.inbox is not None
-            await entry.inbox.send(Crash())
 
     def statistics(self) -> BalancerStatistics:
         router = self.state.router

@@ -30,7 +30,6 @@ import trio
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
 from .health import HealthCheckConfig, HealthState
 from .messages import (
-    Crash,
     Ejected,
     EjectRequest,
     Outcome,
@@ -43,6 +42,7 @@ from .messages import (
     TargetStatusQuery,
 )
 from .outlier import FailureStreak, OutlierConfig
+from .reply import answer_failed
 
 LOGGER = logging.getLogger("velithon.target")
 
@@ -200,7 +200,8 @@ class TargetActor:
         s = self.state
         inbox = self._inbox.statistics()
         return TargetActorStatistics(
-            url=s.url, healthy=s.health.healthy, breaker_state=s.breaker.state(trio.current_time()).value,
+            url=s.url, healthy=s.health.healthy,
+            breaker_state=s.breaker.state(trio.current_time()).value,
             requests=s.requests, failures=s.failures, probes=s.probes, restarts=s.restarts,
             inbox_used=inbox.current_buffer_used, inbox_size=int(inbox.max_buffer_size),
         )
@@ -229,15 +230,26 @@ class TargetActor:
                 if msg is None:
                     self._on_timer(now)
                 else:
-                    self._handle(msg, now, nursery)
-                    for _ in range(_BATCH):  # drain without a task switch per message
-                        try:
-                            msg = receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        self._handle(msg, now, nursery)
+                    self._handle_batch(msg, now, nursery, receive_nowait)
                 if self._outbox:
                     await self._flush()
+
+    def _handle_batch(self, msg: TargetMsg, now: float, nursery: trio.Nursery,
+                      receive_nowait: Callable[[], TargetMsg]) -> None:
+        """Handle ``msg`` and whatever is already queued, without a task switch each."""
+        current: TargetMsg | None = msg
+        try:
+            self._handle(msg, now, nursery)
+            for _ in range(_BATCH):
+                try:
+                    current = receive_nowait()
+                except trio.WouldBlock:
+                    return
+                self._handle(current, now, nursery)
+        except Exception:
+            # the request in hand gets an answer before the supervisor restarts us
+            answer_failed(current, RuntimeError(f"target actor {self.state.url} failed"))
+            raise
 
     # ---- synchronous state transitions ----------------------------------------
 
@@ -275,9 +287,7 @@ class TargetActor:
                 reply.send(None)
             case Sync(reply=reply):
                 self._outbox.append(_Answer(reply, None))
-            case Crash(message=message):
-                raise RuntimeError(message)
-            case _:  # pragma: no cover - a programming error, surfaces via the supervisor
+            case _:  # a programming error: the actor crashes and its supervisor restarts it
                 raise TypeError(f"unexpected message {msg!r}")
 
     def _on_outcome(self, msg: Outcome, now: float) -> None:

@@ -55,11 +55,15 @@ class SlidingCounts:
         """Move the window to ``now`` without counting anything."""
         self._slot(now)
 
-    def totals(self) -> tuple[int, int]:
-        """``(first, second)`` over the slices inside the window at the latest ``now``."""
-        if self._now == -math.inf:
+    def totals(self, now: float | None = None) -> tuple[int, int]:
+        """``(first, second)`` inside the window ending at ``now`` (default: the latest seen).
+
+        Reading never changes the counts, so statistics can be taken at any time.
+        """
+        end = self._now if now is None else max(now, self._now)
+        if end == -math.inf:
             return 0, 0
-        oldest = math.floor(self._now / self._width) - self._slices + 1
+        oldest = math.floor(end / self._width) - self._slices + 1
         first = second = 0
         for slot in range(self._slices):
             if self._ids[slot] >= oldest:

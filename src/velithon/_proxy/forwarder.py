@@ -51,7 +51,10 @@ from .._exceptions import (
     UpstreamResetError,
 )
 from .._http11 import error_body
+from .._lb.messages import OutcomeKind
 from .._lb.retry import RetryPolicy
+from .._lb.router import Lease
+from .._types import Scope
 from .headers import (
     ForwardedConfig,
     build_request_headers,
@@ -64,6 +67,7 @@ from .upload import (
     ClientBodyTimeout,
     ClientDisconnected,
     ClientWait,
+    RequestBody,
     read_request_body,
 )
 
@@ -105,7 +109,8 @@ class ForwardConfig:
         if self.timeout_ms <= 0:
             raise ValueError(f"timeout_ms must be positive, got {self.timeout_ms}")
         if not self.client_body_timeout > 0:
-            raise ValueError(f"client_body_timeout must be positive, got {self.client_body_timeout}")
+            raise ValueError("client_body_timeout must be positive, "
+                             f"got {self.client_body_timeout}")
         if self.buffer_chunked_uploads < 0:
             raise ValueError("buffer_chunked_uploads must be >= 0 bytes, "
                              f"got {self.buffer_chunked_uploads}")
@@ -126,7 +131,8 @@ def parse_hash_on(spec: str) -> tuple[str, str]:
     kind, _, name = spec.partition(":")
     if kind in ("header", "cookie") and name:
         return (kind, name.lower() if kind == "header" else name)
-    raise ValueError(f"Invalid hash_on {spec!r}. Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
+    raise ValueError(f"Invalid hash_on {spec!r}. "
+                     "Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
 
 
 def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any],
@@ -149,7 +155,7 @@ def hash_key(spec: tuple[str, str] | None, scope: Mapping[str, Any],
             for part in value.split(b";"):
                 k, _, v = part.strip().partition(b"=")
                 if k == wanted:
-                    return v
+                    return bytes(v)
     return None
 
 
@@ -171,6 +177,35 @@ async def send_error(send: Callable[..., Any], status: int, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
+@attrs.define(eq=False)
+class _Exchange:
+    """One request being forwarded: what every try needs to know."""
+
+    scope: Scope
+    method: bytes
+    target: bytes
+    upload: RequestBody
+    wait: ClientWait
+    key: bytes | None
+    base_deadline: float
+
+    @property
+    def deadline(self) -> float:
+        """The budget's end, moved out by every wait for the client so far."""
+        return self.base_deadline + self.wait.total
+
+
+@attrs.frozen
+class _Try:
+    """What one try produced: a response head, or why there is none."""
+
+    response: Any
+    error_kind: str | None = None
+    error: tuple[int, str] = (502, "No attempt made")
+    cause: object = None
+    client_time: float = 0.0
+
+
 class Forwarder:
     """Forwards requests for one facade through its balancer."""
 
@@ -182,7 +217,7 @@ class Forwarder:
         self.retries = 0
         self.errors = 0
 
-    def target_for(self, scope: dict[str, Any]) -> bytes:
+    def target_for(self, scope: Scope) -> bytes:
         """The upstream request-target for ``scope`` (raises :class:`UnsafePathError`)."""
         cfg = self.config
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -192,13 +227,13 @@ class Forwarder:
             strip_prefix=cfg.strip_prefix,
         )
 
-    def key_for(self, scope: dict[str, Any]) -> bytes | None:
+    def key_for(self, scope: Scope) -> bytes | None:
         """The consistent-hashing key of ``scope`` (None unless ``hash_on`` is set)."""
         return hash_key(self._hash, scope, self.config.forwarded)
 
     # ---- HTTP ----------------------------------------------------------------------
 
-    async def handle_http(self, balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
+    async def handle_http(self, balancer: Any, scope: Scope, receive: Callable[..., Any],
                           send: Callable[..., Any]) -> tuple[int, str] | None:
         """Forward one request; returns ``(status, detail)`` when we answered with an error."""
         cfg = self.config
@@ -207,154 +242,160 @@ class Forwarder:
             target = self.target_for(scope)
         except UnsafePathError as exc:
             self.errors += 1
-            await send_error(send, 400, str(exc))
-            return (400, str(exc))
+            LOGGER.info("%s", exc)  # the path goes to the log, never back to the client
+            await send_error(send, 400, exc.reason)
+            return (400, exc.reason)
         method: bytes = scope["method"].encode()
         wait = ClientWait(cfg.client_body_timeout)
         try:
             upload = await read_request_body(
                 scope["headers"], receive, method, wait, buffer_limit=cfg.replay_buffer,
                 chunked_buffer_limit=cfg.buffer_chunked_uploads)
+            # the budget starts once the gateway can act; client waits extend it
+            exchange = _Exchange(scope, method, target, upload, wait, self.key_for(scope),
+                                 trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total)
+            return await self._forward(balancer, exchange, send)
         except ClientDisconnected:
-            return None
+            return None  # the client left: nobody to answer, no verdict on any target
         except ClientBodyTimeout as exc:
             return await self._client_timed_out(send, exc)
-        body = upload.body
-        replayable = upload.replayable
-        # the whole-exchange budget starts once the gateway can act; client waits extend it
-        base_deadline = trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total
-        key = self.key_for(scope)
-        response_started = False
+        except UpstreamRequestError as exc:
+            # our own request could not be written (e.g. a header the upstream client
+            # refuses): not the target's fault, and no other target would fare better
+            self.errors += 1
+            LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
+            detail = "The gateway could not build a valid upstream request"
+            await send_error(send, 502, detail)
+            return (502, detail)
+
+    async def _forward(self, balancer: Any, exchange: _Exchange,
+                       send: Callable[..., Any]) -> tuple[int, str] | None:
+        """Try targets until one answers or the retry policy says stop."""
         tried: set[int] = set()
         attempt = 0
         last_error: tuple[int, str] = (502, "No attempt made")
         while True:
             attempt += 1
             try:
-                lease = await balancer.pick(key, frozenset(tried) if tried else _NONE_TRIED,
-                                            retry=attempt > 1)
+                lease = await self._pick(balancer, exchange, tried, attempt)
             except NoTargetAvailable as exc:
                 if attempt > 1:  # budget exhausted or nobody left: report the last failure
                     break
                 self.errors += 1
-                await send_error(send, 503, str(exc), retry_after=cfg.retry_after,
+                await send_error(send, 503, str(exc), retry_after=self.config.retry_after,
                                  overloaded=isinstance(exc, Overloaded))
                 return (503, str(exc))
             tried.add(lease.target_id)
-            origin = lease.pool.origin
-            headers = build_request_headers(
-                scope["headers"], peer=scope.get("client"), scheme=scope.get("scheme", "http"),
-                upstream_host=origin.authority, preserve_host=cfg.preserve_host,
-                add=cfg.headers_to_add, remove=cfg.headers_to_remove, cfg=cfg.forwarded,
-            )
-            if upload.length is not None:
-                headers.extend(upload.framing_headers())
-            upstream_path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
-                if origin.base_path else target
-            deadline = base_deadline + wait.total
-            try_deadline = deadline
-            if cfg.per_try_timeout is not None:
-                try_deadline = min(deadline, trio.current_time() + cfg.per_try_timeout)
-            error_kind: str | None = None
-            cause: Exception | None = None
-            response = None
-            waited_before = wait.total
-            try:
-                with trio.move_on_at(try_deadline) as try_scope:
-                    wait.attach(try_scope)
-                    try:
-                        response = await lease.pool.request(method, upstream_path, headers, body)
-                    except UpstreamRequestError as exc:
-                        # our own request could not be written (e.g. a configured header with CR/LF):
-                        # not the target's fault, and no other target would fare better
-                        await lease.finish("neutral")
-                        self.errors += 1
-                        LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
-                        detail = "The gateway could not build a valid upstream request"
-                        await send_error(send, 502, detail)
-                        return (502, detail)
-                    except ClientDisconnected:
-                        await lease.finish("neutral")  # the client left mid-upload
+            async with lease:  # always given back, with the outcome reported inside
+                outcome = await self._attempt(lease, exchange)
+                if outcome.response is None:
+                    lease.report(OutcomeKind.LOCAL, client_time=outcome.client_time)
+                    last_error = outcome.error
+                    LOGGER.warning("%s %s via %s failed (try %d): %s", exchange.scope["method"],
+                                   exchange.scope["path"], lease.url, attempt, outcome.cause)
+                    retry = self._may_retry(attempt, exchange, error_kind=outcome.error_kind)
+                else:
+                    response = outcome.response
+                    status = response.status
+                    lease.report(self.outcome_kind(status), status,
+                                 client_time=outcome.client_time)
+                    retry = (status in self.config.retry.retry_on_statuses
+                             and self._may_retry(attempt, exchange, status=status))
+                    if not retry:
+                        await self._relay_reporting(lease, response, send, exchange)
                         return None
-                    except ClientBodyTimeout as exc:  # the client stalled mid-upload
-                        await lease.finish("neutral")
-                        return await self._client_timed_out(send, exc)
-                    except UpstreamConnectError as exc:
-                        error_kind, last_error, cause = "connect", _CONNECT_FAILED, exc
-                    except UpstreamResetError as exc:
-                        error_kind, last_error, cause = "reset", _RESET, exc
-                    except UpstreamProtocolError as exc:
-                        error_kind, last_error, cause = "protocol", _INVALID, exc
-                    except UpstreamError as exc:
-                        error_kind, last_error, cause = "reset", _RESET, exc
-                    finally:
-                        wait.attach(None)
-            except BaseException:  # cancelled from outside (not our per-try deadline):
-                with trio.CancelScope(shield=True):  # never leak the lease
-                    await lease.finish("neutral")
-                raise
-            client_time = wait.total - waited_before
-            deadline = base_deadline + wait.total
-            if response is None and error_kind is None:
-                error_kind, last_error, cause = "timeout", _TIMED_OUT, None
-            if response is None:
-                # the client gets a generic reason; the specifics (addresses, errno) go to the log
-                LOGGER.warning("%s %s via %s failed (try %d): %s", scope["method"], scope["path"],
-                               lease.url, attempt, cause if cause is not None else "timed out")
-                await lease.finish("local", client_time=client_time)
-                if self._may_retry(attempt, method, error_kind=error_kind, replayable=replayable,
-                                   deadline=deadline):
-                    await self._backoff(attempt, deadline)
-                    continue
-                break
-            status = response.status
-            kind = self.outcome_kind(status)
-            if (status in cfg.retry.retry_on_statuses
-                    and self._may_retry(attempt, method, status=status, replayable=replayable,
-                                        deadline=deadline)):
-                await lease.finish(kind, status, client_time=client_time)
-                await response.aclose()
-                last_error = (status, f"The upstream service answered {status}")
-                await self._backoff(attempt, deadline)
-                continue
-            try:
-                response_started = True
-                await self._relay(response, send, deadline, method)
-            except trio.TooSlowError:
-                await lease.finish("local", client_time=client_time)
-                await response.aclose()
-                raise UpstreamAborted("upstream response timed out mid-body") from None
-            except UpstreamBodyError as exc:
-                await lease.finish("local", client_time=client_time)
-                await response.aclose()
-                raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
-            except ClientDisconnected:
-                await lease.finish("neutral")
-                await response.aclose()
-                return None
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await lease.finish("neutral")
                     await response.aclose()
-                raise
-            response.close()  # no checkpoint: the relay just did I/O
-            await lease.finish(kind, status, client_time=client_time)
-            return None
-        assert not response_started
+                    last_error = (status, f"The upstream service answered {status}")
+            if not retry:
+                break
+            await self._backoff(attempt, exchange.deadline)  # no lease held while waiting
         self.errors += 1
         status, detail = last_error
-        if last_error[1].startswith("The upstream service answered"):
+        if detail.startswith("The upstream service answered"):
             detail = f"{detail} after {attempt} attempt(s)"
-        await send_error(send, status, detail, retry_after=cfg.retry_after if status == 503 else None)
+        await send_error(send, status, detail,
+                         retry_after=self.config.retry_after if status == 503 else None)
         return (status, detail)
 
-    def outcome_kind(self, status: int) -> str:
+    async def _pick(self, balancer: Any, exchange: _Exchange, tried: set[int],
+                    attempt: int) -> Lease:
+        """A lease from the router, within the request's deadline."""
+        with trio.move_on_at(exchange.deadline):
+            lease: Lease = await balancer.pick(
+                exchange.key, frozenset(tried) if tried else _NONE_TRIED, retry=attempt > 1)
+            return lease
+        raise NoTargetAvailable("No target could be chosen before the request deadline")
+
+    async def _attempt(self, lease: Lease, exchange: _Exchange) -> _Try:
+        """Send the request to the leased target and wait for its response head."""
+        cfg = self.config
+        origin = lease.pool.origin
+        headers = build_request_headers(
+            exchange.scope["headers"], peer=exchange.scope.get("client"),
+            scheme=exchange.scope.get("scheme", "http"), upstream_host=origin.authority,
+            preserve_host=cfg.preserve_host, add=cfg.headers_to_add,
+            remove=cfg.headers_to_remove, cfg=cfg.forwarded,
+        )
+        upload = exchange.upload
+        if upload.length is not None:
+            headers.extend(upload.framing_headers())
+        target = exchange.target
+        path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
+            if origin.base_path else target
+        try_deadline = exchange.deadline
+        if cfg.per_try_timeout is not None:
+            try_deadline = min(try_deadline, trio.current_time() + cfg.per_try_timeout)
+        wait = exchange.wait
+        waited_before = wait.total
+        failure: _Try | None = None
+        with trio.move_on_at(try_deadline) as try_scope:
+            wait.attach(try_scope)  # waits for the client's upload move the deadline out
+            try:
+                response = await lease.pool.request(exchange.method, path, headers, upload.body)
+                return _Try(response, client_time=wait.total - waited_before)
+            except UpstreamRequestError:
+                raise
+            except UpstreamConnectError as exc:
+                failure = _Try(None, "connect", _CONNECT_FAILED, exc)
+            except UpstreamResetError as exc:
+                failure = _Try(None, "reset", _RESET, exc)
+            except UpstreamProtocolError as exc:
+                failure = _Try(None, "protocol", _INVALID, exc)
+            except UpstreamError as exc:
+                failure = _Try(None, "reset", _RESET, exc)
+            finally:
+                wait.attach(None)
+        if failure is None:
+            failure = _Try(None, "timeout", _TIMED_OUT, "timed out")
+        return attrs.evolve(failure, client_time=wait.total - waited_before)
+
+    async def _relay_reporting(self, lease: Lease, response: Any, send: Callable[..., Any],
+                               exchange: _Exchange) -> None:
+        """Relay the response; a failure mid-body is the target's, reported as such."""
+        try:
+            await self._relay(response, send, exchange.deadline, exchange.method)
+        except trio.TooSlowError:
+            lease.report(OutcomeKind.LOCAL, client_time=exchange.wait.total)
+            await response.aclose()
+            raise UpstreamAborted("upstream response timed out mid-body") from None
+        except UpstreamBodyError as exc:
+            lease.report(OutcomeKind.LOCAL, client_time=exchange.wait.total)
+            await response.aclose()
+            raise UpstreamAborted(f"upstream failed mid-body: {exc}") from exc
+        except BaseException:
+            lease.report(OutcomeKind.NEUTRAL)  # the client left, or we were cancelled
+            with trio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+        response.close()  # no checkpoint: the relay just did I/O
+
+    def outcome_kind(self, status: int) -> OutcomeKind:
         """How an upstream status counts: ``failure_statuses`` are gateway failures."""
         if status in self.config.failure_statuses:
-            return "gateway"
+            return OutcomeKind.GATEWAY
         if status >= 500:
-            return "5xx"
-        return "success"
+            return OutcomeKind.APP_ERROR
+        return OutcomeKind.SUCCESS
 
     async def _client_timed_out(self, send: Callable[..., Any],
                                 exc: ClientBodyTimeout) -> tuple[int, str]:
@@ -368,13 +409,13 @@ class Forwarder:
             pass  # the client is gone as well; nothing left to tell it
         return (408, detail)
 
-    def _may_retry(self, attempt: int, method: bytes, *, status: int | None = None,
-                   error_kind: str | None = None, replayable: bool, deadline: float) -> bool:
-        if trio.current_time() >= deadline:
+    def _may_retry(self, attempt: int, exchange: _Exchange, *, status: int | None = None,
+                   error_kind: str | None = None) -> bool:
+        if trio.current_time() >= exchange.deadline:
             return False
         ok = self.config.retry.should_retry(
-            attempt, method.decode("latin-1"), status=status, error=error_kind,
-            body_replayable=replayable,
+            attempt, exchange.method.decode("latin-1"), status=status, error=error_kind,
+            body_replayable=exchange.upload.replayable,
         )
         if ok:
             self.retries += 1
@@ -393,7 +434,8 @@ class Forwarder:
             content_length=response.content_length,
         )
         try:
-            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": headers})
         except OSError as exc:
             raise ClientDisconnected() from exc
         # Body bytes h11 already holds need no I/O, hence no deadline scope; the usual

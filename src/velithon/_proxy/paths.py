@@ -51,7 +51,8 @@ _SAFE = "/._~!$&'()*+,;=:@-"
 
 def _unsafe(raw: bytes, why: str) -> UnsafePathError:
     shown = raw if len(raw) <= 120 else raw[:120] + b"..."
-    return UnsafePathError(f"Refused request path {shown!r}: {why}")
+    return UnsafePathError(f"Refused request path {shown!r}: {why}",
+                           f"The request path was refused: {why}")
 
 
 def check_path_safety(raw_path: bytes) -> None:
@@ -64,7 +65,7 @@ def check_path_safety(raw_path: bytes) -> None:
         raise _unsafe(raw_path, "it must start with '/'")
     bad = _RAW_BAD.search(raw_path)
     if bad is not None:
-        what = "a backslash" if bad.group() == b"\\" else f"byte {bad.group()!r}"
+        what = "a backslash" if bad.group() == b"\\" else "a control, space or non-ASCII byte"
         raise _unsafe(raw_path, f"it contains {what}")
     decoded = raw_path
     if b"%" in raw_path:

@@ -27,6 +27,7 @@ from trio_websocket import (
 from .._exceptions import NoTargetAvailable
 from .._lb.messages import OutcomeKind
 from .._lb.router import Lease
+from .._types import Scope
 
 LOGGER = logging.getLogger("velithon.proxy")
 
@@ -44,7 +45,7 @@ def _upstream_ws_url(origin: Any, target: bytes) -> str:
     return f"{scheme}://{origin.authority.decode('latin-1')}{origin.base_path}{target.decode('latin-1')}"
 
 
-async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int,
+async def _refuse(send: Callable[..., Any], scope: Scope, status: int,
                   detail: str) -> None:
     """Refuse the handshake: an HTTP error if the server can send one, else a close."""
     from .._http11 import error_body
@@ -59,7 +60,7 @@ async def _refuse(send: Callable[..., Any], scope: dict[str, Any], status: int,
         await send({"type": "websocket.close", "code": 1013 if status == 503 else 1011})
 
 
-async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callable[..., Any],
+async def proxy_websocket(balancer: Any, scope: Scope, receive: Callable[..., Any],
                           send: Callable[..., Any], *, target: bytes, key: bytes | None,
                           connect_timeout: float, extra_headers: list[tuple[bytes, bytes]],
                           max_message_size: int = DEFAULT_MAX_MESSAGE,
@@ -89,7 +90,7 @@ async def proxy_websocket(balancer: Any, scope: dict[str, Any], receive: Callabl
             return
 
 
-async def _session(lease: Lease, scope: dict[str, Any], receive: Callable[..., Any],
+async def _session(lease: Lease, scope: Scope, receive: Callable[..., Any],
                    send: Callable[..., Any], *, target: bytes, headers: list[tuple[bytes, bytes]],
                    subprotocols: list[str], connect_timeout: float, max_message_size: int,
                    last_try: bool) -> str:
@@ -100,7 +101,7 @@ async def _session(lease: Lease, scope: dict[str, Any], receive: Callable[..., A
                                  max_message_size=max_message_size, last_try=last_try)
 
 
-async def _session_on(lease: Lease, scope: dict[str, Any], receive: Callable[..., Any],
+async def _session_on(lease: Lease, scope: Scope, receive: Callable[..., Any],
                       send: Callable[..., Any], *, target: bytes,
                       headers: list[tuple[bytes, bytes]], subprotocols: list[str],
                       connect_timeout: float, max_message_size: int, last_try: bool) -> str:
