@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import trio
-
 from benchmarks.attacks.client import SteadyClient
 from benchmarks.attacks.fleet import Fleet
 from benchmarks.attacks.gateway_app import detection_window
@@ -208,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
         today = datetime.date.today().isoformat()
         write_section(f"Attacks: {args.duration:g}-second run",
-                      f"Run on {today}. Gates: {'all pass' if passed else 'some FAIL'}.\n\n{text}\n")
+                      f"Run on {today}. "
+                      f"Gates: {'all pass' if passed else 'some FAIL'}.\n\n{text}\n")
     if passed:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 import attrs
 import trio
-
 from benchmarks.attacks.fleet import Fleet
 
 __all__ = ["FaultMark", "Mark", "flapping", "kill_and_restart"]

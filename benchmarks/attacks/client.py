@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 import attrs
 import httpx
 import trio
-
 from benchmarks.attacks.payloads import (
     SEEDS,
     UploadReceipt,
@@ -120,7 +119,8 @@ def _check_upload(spec: Spec, seed: int, response: httpx.Response) -> tuple[str,
     except ValueError as exc:
         return "corrupted", f"not a receipt: {exc}", False
     reframed = not spec.chunked and receipt.content_length != str(spec.size)
-    seen = f"backend {receipt.backend} saw CL={receipt.content_length} TE={receipt.transfer_encoding}"
+    seen = (f"backend {receipt.backend} saw CL={receipt.content_length} "
+            f"TE={receipt.transfer_encoding}")
     if receipt.length < spec.size:
         return "lost", f"{receipt.length} of {spec.size} bytes arrived; {seen}", reframed
     if receipt.length != spec.size or receipt.sha256 != blob_sha256(spec.size, seed):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 
 import trio
-
 from benchmarks.attacks.rawnet import (
     NETWORK_ERRORS,
     AttackStats,

@@ -20,7 +20,6 @@ import sys
 
 import attrs
 import httpx
-
 from benchmarks.attacks.gateway_app import (
     ENV_STREAM_TARGETS,
     ENV_TARGETS,

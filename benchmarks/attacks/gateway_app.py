@@ -94,7 +94,8 @@ def describe() -> str:
     o, x = ROUTE_OPTIONS, OUTLIER_OPTIONS
     return (f"routes /api (c, a, b) and /streams (a, b), {o['load_balancing_strategy']}; "
             f"probes every {o['health_check_interval']:g} s (fall {o['unhealthy_threshold']}, "
-            f"rise {o['healthy_threshold']}); per-try timeout {o['per_try_timeout_ms'] / 1000:g} s, "
+            f"rise {o['healthy_threshold']}); "
+            f"per-try timeout {o['per_try_timeout_ms'] / 1000:g} s, "
             f"{o['max_retries']} retries; breaker {o['max_failures']} failures, "
             f"{o['recovery_timeout_ms'] / 1000:g} s recovery; outlier ejection after "
             f"{x['consecutive_5xx']} consecutive failures for {x['base_ejection_time']:g} s × n "

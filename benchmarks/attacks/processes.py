@@ -82,7 +82,7 @@ class Child:
                     # preexec_fn is unsafe only if another thread holds a lock at fork
                     # time; the runner spawns from its trio thread with no other
                     # threads at work (trio's idle worker cache holds no locks).
-                    start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                    start_new_session=True, preexec_fn=_die_with_parent,
                 )
             finally:
                 if read_end is not None:

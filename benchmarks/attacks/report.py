@@ -35,7 +35,6 @@ import math
 from collections.abc import Sequence
 
 import attrs
-
 from benchmarks.attacks.backend_faults import FaultMark
 from benchmarks.attacks.client import Record
 from benchmarks.attacks.gateway_app import describe

@@ -3,9 +3,9 @@
 A run of ``duration`` seconds sets aside :data:`_OVERHEAD` seconds for starting the
 processes, letting each scenario settle and stopping everything; of the rest, 6 % is
 warm-up and the remainder is shared among the scenarios by :data:`_SHARES`, so the
-whole run takes about ``duration`` seconds. The backend faults get more room, since they need a detection window *and* steady time after it,
-and so do the stalled uploads: in the 60-second run their 8 s still outlast the
-gateway's 5 s per-try timeout, the point where a gateway that blames backends for a
+whole run takes about ``duration`` seconds. The backend faults get more room, since
+they need a detection window *and* steady time after it, and so do the stalled
+uploads: in the 60-second run their 8 s still outlast the gateway's 5 s per-try timeout, the point where a gateway that blames backends for a
 slow client starts opening breakers. Connection counts follow the variant: the
 60-second run opens 2,000 idle connections and 300 slowloris ones, the 10-minute run
 9,000 and 1,000, all capped by the descriptor limit (minus a reserve for the runner).
@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
-
 from benchmarks.attacks import backend_faults, connections, slow_clients
 from benchmarks.attacks.backend_faults import FaultMark
 from benchmarks.attacks.client import SteadyClient
@@ -254,7 +253,7 @@ async def run_scenario(ctx: Context, scenario: Scenario, fd_target: int) -> Scen
             notes = await scenario.run(ctx, seconds)
     except trio.TooSlowError:
         error = f"did not finish within {seconds + 30.0:.0f} s"
-    except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
+    except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     active_end = trio.current_time()
     await trio.sleep(_OUTCOME_DELAY)

@@ -21,7 +21,6 @@ connection and its task at the gateway for as long as the gateway lets it.
 from __future__ import annotations
 
 import trio
-
 from benchmarks.attacks.rawnet import NETWORK_ERRORS, AttackStats, connect, read_status
 
 __all__ = ["slowloris", "stalled_uploads"]

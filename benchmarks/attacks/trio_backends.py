@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import trio
-
 from benchmarks.attacks.payloads import UploadReceipt, blob, parse_blob_target
+
 from velithon.testing import (
     Backend,
     BackendResponse,
