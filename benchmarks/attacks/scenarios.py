@@ -5,8 +5,9 @@ processes, letting each scenario settle and stopping everything; of the rest, 6 
 warm-up and the remainder is shared among the scenarios by :data:`_SHARES`, so the
 whole run takes about ``duration`` seconds. The backend faults get more room, since
 they need a detection window *and* steady time after it, and so do the stalled
-uploads: in the 60-second run their 8 s still outlast the gateway's 5 s per-try timeout, the point where a gateway that blames backends for a
-slow client starts opening breakers. Connection counts follow the variant: the
+uploads: in the 60-second run their 8 s still outlast the gateway's 5 s per-try
+timeout, the point where a gateway that blames backends for a slow client starts
+opening breakers. Connection counts follow the variant: the
 60-second run opens 2,000 idle connections and 300 slowloris ones, the 10-minute run
 9,000 and 1,000, all capped by the descriptor limit (minus a reserve for the runner).
 
