@@ -46,6 +46,7 @@ from .messages import (
     RouterStatus,
     SetDraining,
     SetWeights,
+    TargetMsg,
     TargetReport,
 )
 from .outlier import OutlierDetector
@@ -78,7 +79,7 @@ class TargetEntry:
     url: str
     weight: int
     pool: Any = None
-    inbox: trio.MemorySendChannel[Any] | None = None
+    inbox: trio.MemorySendChannel[TargetMsg] | None = None
     healthy: bool = True
     breaker: BreakerState = BreakerState.CLOSED
     epoch: int = 0

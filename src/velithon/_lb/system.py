@@ -38,10 +38,12 @@ from .messages import (
     ProbeNow,
     RemoveTarget,
     ResetBreaker,
+    RouterMsg,
     RouterStatus,
     SetDraining,
     SetWeights,
     Sync,
+    TargetMsg,
     TargetStatusQuery,
 )
 from .outlier import OutlierConfig, OutlierDetector
@@ -234,9 +236,9 @@ class Balancer:
         self._nursery = nursery
         self._probe = probe
         self._rng = rng
-        send, receive = trio.open_memory_channel[Any](self.config.inbox_size)
-        self._router_send: trio.MemorySendChannel[Any] = send
-        self._router_receive: trio.MemoryReceiveChannel[Any] = receive
+        send, receive = trio.open_memory_channel[RouterMsg](self.config.inbox_size)
+        self._router_send: trio.MemorySendChannel[RouterMsg] = send
+        self._router_receive: trio.MemoryReceiveChannel[RouterMsg] = receive
         self._target_scopes: dict[str, trio.CancelScope] = {}
         self._router_stats = SupervisedStats("router")
         self._router_done = trio.Event()
@@ -277,14 +279,15 @@ class Balancer:
         tstate = self.state.targets[entry.url]
         if entry.pool is None and self.config.pools is not None:
             entry.pool = self.config.pools.open(entry.url)
-        send, receive = trio.open_memory_channel[Any](self.config.target_inbox_size)
+        send, receive = trio.open_memory_channel[TargetMsg](self.config.target_inbox_size)
         entry.inbox = send
         scope = trio.CancelScope()
         self._target_scopes[entry.url] = scope
         await self._nursery.start(self._run_target, tstate, send, receive, scope)
 
-    async def _run_target(self, tstate: TargetState, send: trio.MemorySendChannel[Any],
-                          receive: trio.MemoryReceiveChannel[Any], scope: trio.CancelScope, *,
+    async def _run_target(self, tstate: TargetState, send: trio.MemorySendChannel[TargetMsg],
+                          receive: trio.MemoryReceiveChannel[TargetMsg],
+                          scope: trio.CancelScope, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         stats = SupervisedStats(tstate.url)

@@ -9,12 +9,12 @@ a final body goes out in one ``send_all`` (trio's ``SocketStream`` already sets
 
 Timeouts cost nothing per request: each connection publishes one ``deadline`` (and what
 it guards), and the server's watchdog task cancels the connection's single cancel scope
-when it passes (:meth:`HTTPConnection.check_deadline`). A cancel scope per read or write
+when it passes (:meth:`ServerConnection.check_deadline`). A cancel scope per read or write
 would cost ~5 µs each on every request.
 
 Error handling: a request the policies refuse gets a JSON error and ``Connection: close``
 without the app being called. An app exception becomes a 500 (or an aborted connection if
-the response had already started). Nothing escapes :meth:`HTTPConnection.run` except
+the response had already started). Nothing escapes :meth:`ServerConnection.run` except
 ``trio.Cancelled`` and non-``Exception`` base exceptions.
 """
 
@@ -53,7 +53,7 @@ from ._state import (
 )
 from ._ws import WebSocketSession
 
-__all__ = ["HTTPConnection"]
+__all__ = ["ServerConnection"]
 
 READ_SIZE = 65536
 _LINGER_TIME = 1.0
@@ -72,7 +72,7 @@ _CLOSE = (b"connection", b"close")
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every response
 
 
-class HTTPConnection:
+class ServerConnection:
     """Serve requests on one accepted stream until it closes; see the module docstring."""
 
     def __init__(self, stream: trio.SocketStream, state: ServerState) -> None:

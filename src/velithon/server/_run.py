@@ -32,7 +32,7 @@ import trio
 from .._structured import first_leaf
 from .._types import ASGIApp
 from ._config import ServerConfig
-from ._http import HTTPConnection
+from ._http import ServerConnection
 from ._lifespan import Lifespan, LifespanFailure
 from ._state import ServerState, logger
 
@@ -232,7 +232,7 @@ class _Server:
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection; nothing it does may stop the server."""
         try:
-            conn = HTTPConnection(stream, self.state)
+            conn = ServerConnection(stream, self.state)
             self.state.register(conn)
             try:
                 await conn.run()

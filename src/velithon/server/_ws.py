@@ -34,7 +34,7 @@ from .._types import Scope
 from ._state import ClientDisconnected, logger
 
 if TYPE_CHECKING:
-    from ._http import HTTPConnection
+    from ._http import ServerConnection
     from ._policy import RequestHead
 
 __all__ = ["WebSocketSession"]
@@ -46,7 +46,7 @@ _CLOSE_WAIT = 1.0
 class WebSocketSession:
     """The ASGI websocket exchange on one upgraded connection."""
 
-    def __init__(self, http: HTTPConnection, head: RequestHead) -> None:
+    def __init__(self, http: ServerConnection, head: RequestHead) -> None:
         self.http = http
         self.head = head
         self.ws: Connection | None = None
