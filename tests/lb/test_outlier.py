@@ -27,7 +27,7 @@ def run(streak: FailureStreak, kinds: str) -> list[bool]:
 
 def test_envoy_basic_flow_5xx() -> None:
     """500, 200, 500 x4: not yet; one more 500: request an ejection."""
-    streak = FailureStreak(OutlierConfig())
+    streak = FailureStreak(OutlierConfig(consecutive_5xx=5))
     assert run(streak, "5s5555") == [False] * 6
     assert run(streak, "5") == [True]
     assert run(streak, "5") == [True]  # still over: asks again (the cap may have refused)
@@ -40,13 +40,14 @@ def test_envoy_basic_flow_5xx() -> None:
     [
         (OutlierConfig(), "ggggg", True),  # gateway errors count toward both
         (OutlierConfig(), "lllll", True),  # local-origin failures are gateway failures
-        (OutlierConfig(), "gglg5", True),  # ... and every one of them is a 5xx too
+        (OutlierConfig(consecutive_5xx=5), "gglg5", True),  # ... and each is a 5xx too
         # a plain 5xx breaks the gateway run
         (OutlierConfig(consecutive_5xx=0), "gggg5gggg", False),
         (OutlierConfig(consecutive_5xx=0), "gggg5ggggg", True),
         (OutlierConfig(consecutive_gateway_failure=0), "gggg", False),
-        (OutlierConfig(), "5555n5", True),  # neutral outcomes (4xx, client gone) are no verdict
-        (OutlierConfig(), "5555s5", False),
+        (OutlierConfig(consecutive_5xx=5), "5555n5", True),  # neutral: no verdict
+        (OutlierConfig(consecutive_5xx=5), "5555s5", False),
+        (OutlierConfig(), "5555555555", False),  # by default an app's own 5xx never ejects
         (OutlierConfig(enabled=False), "5555555555", False),
     ],
 )

@@ -259,11 +259,15 @@ async def test_application_500s_pass_through_without_opening_breakers() -> None:
         route = GatewayRoute("/api/{path:path}", targets=[t.url for t in targets], max_failures=2)
         async with gateway(route) as gw, httpx.AsyncClient(base_url=gw.url, timeout=5) as c:
             buggy = [(await c.get("/api/buggy")).status_code for _ in range(30)]
-            healthy = [(await c.get("/api/fine")).status_code for _ in range(9)]
+            healthy = [await c.get("/api/fine") for _ in range(9)]
             states = await _breaker_states(route)
+            ejected = [t["ejected"] for t in await route.targets_status()]
     assert buggy == [500] * 30
-    assert healthy == [200] * 9
+    assert [r.status_code for r in healthy] == [200] * 9
+    # every target still serves: no breaker opened, nothing ejected
+    assert sorted(r.json()["backend"] for r in healthy) == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert [state for state, _ in states] == ["closed"] * 3
+    assert ejected == [False] * 3
 
 
 @bounded(30)

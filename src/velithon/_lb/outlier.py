@@ -70,9 +70,14 @@ def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 @attrs.frozen
 class OutlierConfig:
-    """Envoy's defaults: 5 consecutive errors, 30 s × n ejections up to 300 s, 10 %."""
+    """Envoy's shape: 5 consecutive gateway failures, 30 s × n ejections up to 300 s, 10 %.
 
-    consecutive_5xx: int = attrs.field(default=5, validator=_count)
+    ``consecutive_5xx`` is off (0) by default, unlike Envoy: a 5xx the application
+    chose to send is its answer, and one buggy endpoint (which fails on every target
+    alike) must not take targets out of rotation. Set it to eject on plain 5xx runs too.
+    """
+
+    consecutive_5xx: int = attrs.field(default=0, validator=_count)
     consecutive_gateway_failure: int = attrs.field(default=5, validator=_count)
     base_ejection_time: float = attrs.field(default=30.0, validator=_seconds)
     max_ejection_time: float = attrs.field(default=300.0, validator=_seconds)
