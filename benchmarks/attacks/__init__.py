@@ -15,6 +15,8 @@ The modules, one concept each:
 * ``processes``, ``fleet``: owning those subprocesses; ``usage``: measuring the gateway's;
 * ``client``: the well-behaved client that verifies every body;
 * ``rawnet``, ``slow_clients``, ``connections``, ``backend_faults``: the attacks and faults;
-* ``scenarios``: the time plan and the scenario loop; ``report``: gates and table;
+* ``scenarios``: the time plan and the scenario loop; ``warmup``: the priming bursts
+  that bring the gateway to its memory high-water mark before the baseline;
+  ``report``: gates and table;
 * ``__main__``: one run from start to end, and the command line.
 """
