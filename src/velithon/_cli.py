@@ -3,24 +3,32 @@
 ``velithon run module:app [--host H] [--port P] [...]`` imports ``app`` from ``module``
 (resolved from the current folder, like uvicorn) and serves it until SIGTERM or SIGINT
 (graceful; a second SIGINT or a SIGQUIT stops at once).
-Mistakes a user can make (a bad ``module:app`` string, a missing module or attribute, an
-address in use, a failed lifespan startup) end with one clear line on stderr and a
-non-zero exit code, never a traceback.
+Mistakes a user can make (a bad ``module:app`` string, a missing module or attribute, a
+configuration error raised while the app module is imported, an object that is not an
+ASGI app, an address in use, a failed lifespan startup) end with one clear line on
+stderr and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import importlib.metadata
+import inspect
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
+from ._exceptions import ConfigError
 from .server._config import ServerConfig
 from .server._run import ServerStartupError, configure_logging, run_server
 
-__all__ = ["AppLoadError", "load_app", "main"]
+__all__ = ["AppLoadError", "load_app", "main", "parse_size"]
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
@@ -30,8 +38,10 @@ class AppLoadError(Exception):
     """The ``module:app`` string could not be resolved to a callable."""
 
 
-def load_app(path: str) -> Any:
+def load_app(path: str, factory: bool = False) -> Any:
     """Import ``module:attr`` (attr may be dotted) with the current folder on ``sys.path``.
+
+    With ``factory`` the attribute is called without arguments to build the app.
 
     Raises:
         AppLoadError: with a message naming what is wrong.
@@ -44,6 +54,8 @@ def load_app(path: str) -> Any:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except ConfigError as exc:  # a route or middleware built with a bad setting
+        raise AppLoadError(f"configuration error in {module_name!r}: {exc}") from None
     except ModuleNotFoundError as exc:
         # Only "the module itself is missing" is a usage error; an import failing *inside*
         # the user's module is their bug and keeps its traceback.
@@ -56,42 +68,120 @@ def load_app(path: str) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if factory:
+        if not callable(obj):
+            raise AppLoadError(f"{path!r} is not callable, so it cannot be a --factory")
+        try:
+            obj = obj()
+        except ConfigError as exc:
+            raise AppLoadError(f"configuration error in {path!r}: {exc}") from None
     if not callable(obj):
         raise AppLoadError(f"{path!r} is not callable (an ASGI app is a callable)")
+    _check_asgi(path, obj, factory)
     return obj
+
+
+def _check_asgi(path: str, obj: Any, factory: bool) -> None:
+    """Refuse, at start-up, what cannot be an ASGI app (rather than serving 500s)."""
+    if inspect.isclass(obj):
+        return  # a class-based app, instantiated per call
+    if hasattr(obj, "bind") and getattr(obj, "app", True) is None:
+        raise AppLoadError(f"{path!r} looks like a middleware, not an app: add it to an "
+                           "app with app.add_middleware(...) and serve the app")
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
+    if takes_varargs or len(positional) == 3:
+        return
+    if not positional and not factory:
+        raise AppLoadError(f"{path!r} takes no arguments: if it builds the app, "
+                           "run it with --factory")
+    raise AppLoadError(f"{path!r} is not an ASGI app: it must accept (scope, receive, send)")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="velithon", description="velithon gateway tools")
+    parser.add_argument("--version", action="version", version=f"velithon {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="serve an ASGI app over HTTP/1.1 and WebSocket")
+    defaults = ServerConfig()
     run.add_argument("app", help='the app to serve, as "module:attribute"')
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
-    run.add_argument("--backlog", type=int, default=2048)
+    run.add_argument("--factory", action="store_true",
+                     help="the attribute is a function that returns the app")
+    run.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default %(default)s)")
+    run.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
+    run.add_argument("--backlog", type=int, default=2048,
+                     help="listen queue length (default %(default)s)")
     run.add_argument("--workers", type=int, default=1,
-                     help="processes accepting from one socket, bound once by a supervisor")
-    run.add_argument("--max-body-size", type=int, default=ServerConfig().max_body_size,
-                     help="bytes (default 16 MiB); larger request bodies get 413")
-    run.add_argument("--max-header-size", type=int, default=ServerConfig().max_header_size)
-    run.add_argument("--max-headers", type=int, default=ServerConfig().max_headers)
-    run.add_argument("--header-timeout", type=float, default=ServerConfig().header_timeout)
-    run.add_argument("--keepalive-timeout", type=float,
-                     default=ServerConfig().keepalive_timeout)
-    run.add_argument("--body-timeout", type=float, default=ServerConfig().body_timeout)
-    run.add_argument("--graceful-timeout", type=float, default=ServerConfig().graceful_timeout)
-    run.add_argument("--limit-concurrency", type=int, default=None,
-                     help="max open connections; at the limit, stop accepting")
-    run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
-    run.add_argument("--log-level", default="info",
-                     choices=["critical", "error", "warning", "info", "debug"])
+                     help="processes accepting from one socket, bound once by a supervisor "
+                          "(default %(default)s)")
+    run.add_argument("--max-body-size", type=parse_size, default=defaults.max_body_size,
+                     metavar="SIZE", help="largest request body: bytes, or with a suffix "
+                     "K/M/G (1024-based: 100M); larger bodies get 413 (default 16M)")
+    run.add_argument("--max-header-size", type=parse_size, default=defaults.max_header_size,
+                     metavar="SIZE", help="largest request head (default 32K)")
+    run.add_argument("--max-headers", type=int, default=defaults.max_headers,
+                     help="most header fields in a request (default %(default)s)")
+    run.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
+                     metavar="SECONDS", help="time to receive a request head "
+                     "(default %(default)g s)")
+    run.add_argument("--keepalive-timeout", type=float, default=defaults.keepalive_timeout,
+                     metavar="SECONDS", help="idle time before a keep-alive connection is "
+                     "closed (default %(default)g s)")
+    run.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                     metavar="SECONDS", help="longest wait for the next piece of a request "
+                     "body (default %(default)g s)")
+    run.add_argument("--graceful-timeout", type=float, default=defaults.graceful_timeout,
+                     metavar="SECONDS", help="how long in-flight requests may finish at "
+                     "shutdown (default %(default)g s)")
+    run.add_argument("--limit-concurrency", type=int, default=None, metavar="N",
+                     help="max open connections; at the limit, stop accepting (default: none)")
+    run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                     help="one log line per request (default: off)")
+    run.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
+                     help="critical, error, warning, info or debug, any case "
+                          "(default %(default)s)")
     demo = commands.add_parser(
         "demo", help="run a gateway over three local backends (no configuration needed)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--log-level", default="warning",
-                      choices=["critical", "error", "warning", "info", "debug"])
+    demo.add_argument("--log-level", default="warning", type=str.lower, choices=_LEVELS,
+                      help="any case (default %(default)s)")
     return parser
+
+
+_LEVELS = ["critical", "error", "warning", "info", "debug"]
+_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``"16777216"``, ``"512K"``, ``"100M"``, ``"1G"`` (1024-based; ``MB``/``MiB`` too)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: use bytes or a number with K, M or G (e.g. 100M)")
+    return int(match.group(1)) * _SUFFIXES[match.group(2).lower()]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("velithon")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _flag_names(message: str) -> str:
+    """Name settings the way the command line spells them (``--max-body-size``)."""
+    fields = {f.name for f in attrs.fields(ServerConfig)}
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
+                  lambda m: "--" + m.group(0).replace("_", "-") if m.group(0) in fields
+                  else m.group(0), message)
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -136,18 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(_flag_names(str(exc)), EXIT_USAGE)
     if args.workers < 1:
         return _fail("--workers must be >= 1", EXIT_USAGE)
     try:
-        app = load_app(args.app)
+        app = load_app(args.app, args.factory)
     except AppLoadError as exc:
         return _fail(str(exc), EXIT_USAGE)
     try:
         if args.workers > 1:
             from .server._workers import run_workers
 
-            return run_workers(load_app, args.app, config, args.workers, on_started=_announce)
+            loader = functools.partial(load_app, factory=args.factory)
+            return run_workers(loader, args.app, config, args.workers, on_started=_announce)
         run_server(app, config, on_started=_announce)
     except ServerStartupError as exc:
         return _fail(str(exc), EXIT_STARTUP)

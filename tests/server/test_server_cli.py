@@ -107,7 +107,7 @@ def test_lifespan_startup_failure_exits_non_zero_with_the_message(
 def test_invalid_option_value_exits_2(project: Path) -> None:
     proc = velithon(project, "run", "myapp:app", "--max-body-size", "0")
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2 and "max_body_size must be > 0" in err
+    assert proc.returncode == 2 and "--max-body-size must be > 0" in err
 
 
 def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
@@ -134,3 +134,93 @@ def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, err
     assert out.splitlines() == ["lifespan shutdown done", "serve returned"]
+
+
+NOT_APPS = textwrap.dedent(
+    """
+    from velithon import Velithon
+    from velithon.gateway import GatewayRoute
+    from velithon.middleware.proxy import ProxyMiddleware
+
+    def make_app():
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"from factory"})
+        return app
+
+    middleware = ProxyMiddleware(targets=["http://127.0.0.1:9"])
+
+    def two_args(scope, receive):
+        pass
+    """
+)
+
+
+@pytest.fixture
+def odd_project(project: Path) -> Path:
+    (project / "odd.py").write_text(NOT_APPS)
+    (project / "badconfig.py").write_text(textwrap.dedent(
+        """
+        from velithon import Velithon
+        from velithon.gateway import GatewayRoute
+
+        app = Velithon()
+        app.routes.append(GatewayRoute("/api/{path:path}", targets=["http://127.0.0.1:9"],
+                                       headers_to_add={"X-A": "a\\r\\nb"}))
+        """))
+    return project
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["badconfig:app"], "configuration error in 'badconfig': Invalid request header"),
+        (["odd:make_app"], "takes no arguments: if it builds the app, run it with --factory"),
+        (["odd:middleware"], "looks like a middleware, not an app"),
+        (["odd:two_args"], "is not an ASGI app: it must accept (scope, receive, send)"),
+        (["myapp:app", "--max-body-size", "lots"], "argument --max-body-size: invalid size"),
+        (["myapp:app", "--log-level", "LOUD"], "argument --log-level: invalid choice"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    odd_project: Path, args: list[str], message: str
+) -> None:
+    proc = velithon(odd_project, "run", *args, "--port", "0")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2, err
+    assert message in err and "Traceback" not in err
+    assert message in err.strip().splitlines()[-1]  # the last line says it all
+
+
+def test_factory_size_suffix_and_level_in_any_case(odd_project: Path) -> None:
+    proc = velithon(odd_project, "run", "odd:make_app", "--factory", "--port", "0",
+                    "--max-body-size", "100M", "--log-level", "WARNING")
+    try:
+        [url] = wait_started(proc)
+        assert httpx.get(url, timeout=5).text == "from factory"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+
+
+def test_version_and_help_name_units_and_defaults(project: Path) -> None:
+    version = subprocess.run([sys.executable, "-m", "velithon._cli", "--version"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    assert version.returncode == 0 and version.stdout.startswith("velithon ")
+    helptext = subprocess.run([sys.executable, "-m", "velithon._cli", "run", "--help"],
+                              capture_output=True, text=True, timeout=20, check=False).stdout
+    for flag in ("--max-body-size SIZE", "--body-timeout SECONDS", "--factory", "--workers"):
+        assert flag in helptext
+    words = " ".join(helptext.split())
+    assert "(default 16M)" in words and "(default 30 s)" in words
+
+
+@pytest.mark.parametrize(("text", "size"), [("1024", 1024), ("512K", 512 * 1024),
+                                             ("100M", 100 * 1024**2), ("1g", 1024**3),
+                                             ("16MiB", 16 * 1024**2), ("2 MB", 2 * 1024**2)])
+def test_sizes_take_suffixes(text: str, size: int) -> None:
+    from velithon._cli import parse_size
+
+    assert parse_size(text) == size
