@@ -16,7 +16,7 @@ never more than one writer of that state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -119,3 +119,30 @@ class HolderBacked:
                         tb: TracebackType | None) -> bool | None:
         context, self._context = self._context, None
         return await context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+    # ---- runtime membership: the same calls on every facade ------------------------
+
+    @property
+    def targets(self) -> list[str]:
+        """Target URLs in constructor order (runtime additions at the end)."""
+        return [m.url for m in self._holder.state.router.members]
+
+    async def add_target(self, url: str, weight: int = 1) -> None:
+        """Start health checks for ``url`` and route to it from now on."""
+        async with self._holder.balancer() as balancer:
+            await balancer.add_target(url, weight)
+
+    async def remove_target(self, url: str, *, drain_timeout: float = 30.0) -> None:
+        """Stop routing to ``url``; its in-flight requests finish first (bounded)."""
+        async with self._holder.balancer() as balancer:
+            await balancer.remove_target(url, drain_timeout=drain_timeout)
+
+    async def set_weights(self, weights: Sequence[int]) -> None:
+        """New weights, one per target in :attr:`targets` order."""
+        async with self._holder.balancer() as balancer:
+            await balancer.set_weights(weights)
+
+    async def drain(self, url: str, draining: bool = True) -> None:
+        """Send ``url`` no new requests (``draining=False`` undoes it); in-flight ones finish."""
+        async with self._holder.balancer() as balancer:
+            await balancer.drain(url, draining)

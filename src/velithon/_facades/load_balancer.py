@@ -91,11 +91,6 @@ class ProxyLoadBalancer(HolderBacked):
         return f"<ProxyLoadBalancer {self.strategy} {list(self.targets)} {mode}>"
 
     @property
-    def targets(self) -> list[str]:
-        """Target URLs in constructor order (runtime additions at the end)."""
-        return [m.url for m in self._holder.state.router.members]
-
-    @property
     def strategy(self) -> str:
         return self._holder.config.strategy
 
@@ -127,18 +122,6 @@ class ProxyLoadBalancer(HolderBacked):
         """Per-target detail: health, breaker, ejection, in-flight, latency, counters."""
         async with self._holder.balancer() as balancer:
             return await target_details(balancer)
-
-    async def add_target(self, url: str, weight: int = 1) -> None:
-        async with self._holder.balancer() as balancer:
-            await balancer.add_target(url, weight)
-
-    async def remove_target(self, url: str) -> None:
-        async with self._holder.balancer() as balancer:
-            await balancer.remove_target(url)
-
-    async def set_weights(self, weights: Sequence[int]) -> None:
-        async with self._holder.balancer() as balancer:
-            await balancer.set_weights(weights)
 
     def statistics(self) -> Any:
         running = self._holder.running

@@ -82,7 +82,6 @@ class ProxyMiddleware(BalancedFacade):
         if upstream_path_prefix and not upstream_path_prefix.startswith("/"):
             raise ConfigError(f"upstream_path_prefix must start with '/': {upstream_path_prefix!r}")
         self.app = app
-        self.targets = target_list
         self.load_balancing_strategy = load_balancing_strategy
         self.weights = list(weights) if weights is not None else None
         self.path_prefix = path_prefix.rstrip("/")

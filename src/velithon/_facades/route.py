@@ -290,7 +290,6 @@ class GatewayRoute(BaseRoute, BalancedFacade):
             ),
             probe=probe,
         )
-        self.targets = list(self._holder.config.targets)
         self.weights = list(weights) if weights is not None else None
         self._forwarder = Forwarder(_forward_config(
             timeout_ms=timeout_ms, max_retries=max_retries, preserve_host=preserve_host,

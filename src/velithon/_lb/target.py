@@ -320,7 +320,7 @@ class TargetActor:
         s.last_probe_detail = msg.detail
         if s.health.record(msg.ok, now):
             if s.health.healthy:
-                LOGGER.warning("target %s is UP (probe: %s)", s.url, msg.detail)
+                LOGGER.info("target %s is UP (probe: %s)", s.url, msg.detail)
             else:
                 LOGGER.warning("target %s is DOWN (probe: %s)", s.url, msg.detail)
         self._publish(now, probe_ok=msg.ok, force=msg.ok)

@@ -272,6 +272,7 @@ class Forwarder:
                        send: Callable[..., Any]) -> tuple[int, str] | None:
         """Try targets until one answers or the retry policy says stop."""
         tried: set[int] = set()
+        failures: list[str] = []  # one summary line per request, not one per try
         attempt = 0
         last_error: tuple[int, str] = (502, "No attempt made")
         while True:
@@ -291,8 +292,7 @@ class Forwarder:
                 if outcome.response is None:
                     lease.report(OutcomeKind.LOCAL, client_time=outcome.client_time)
                     last_error = outcome.error
-                    LOGGER.warning("%s %s via %s failed (try %d): %s", exchange.scope["method"],
-                                   exchange.scope["path"], lease.url, attempt, outcome.cause)
+                    failures.append(f"{lease.url}: {outcome.cause}")
                     retry = self._may_retry(attempt, exchange, error_kind=outcome.error_kind)
                 else:
                     response = outcome.response
@@ -302,15 +302,23 @@ class Forwarder:
                     retry = (status in self.config.retry.retry_on_statuses
                              and self._may_retry(attempt, exchange, status=status))
                     if not retry:
+                        if failures:
+                            LOGGER.info("%s %s answered by %s on try %d after: %s",
+                                        exchange.scope["method"], exchange.scope["path"],
+                                        lease.url, attempt, "; ".join(failures))
                         await self._relay_reporting(lease, response, send, exchange)
                         return None
                     await response.aclose()
                     last_error = (status, f"The upstream service answered {status}")
+                    failures.append(f"{lease.url}: answered {status}")
             if not retry:
                 break
             await self._backoff(attempt, exchange.deadline)  # no lease held while waiting
         self.errors += 1
         status, detail = last_error
+        # the client gets a generic reason; the specifics (addresses, errno) go to the log
+        LOGGER.warning("%s %s failed after %d tries: %s", exchange.scope["method"],
+                       exchange.scope["path"], attempt, "; ".join(failures) or detail)
         if detail.startswith("The upstream service answered"):
             detail = f"{detail} after {attempt} attempt(s)"
         await send_error(send, status, detail,
