@@ -43,14 +43,15 @@ async def test_latency_delays_responses_until_removed() -> None:
         open_toxic_proxy("127.0.0.1", backend.port) as proxy,
         httpx.AsyncClient() as client,
     ):
-        name = proxy.add_toxic(Toxic.latency(0.1))
+        # a delay far above a loopback round trip, so a busy machine cannot blur the two
+        name = proxy.add_toxic(Toxic.latency(0.5))
         start = trio.current_time()
         assert (await client.get(proxy.url)).status_code == 200
-        assert trio.current_time() - start >= 0.1
+        assert trio.current_time() - start >= 0.5
         proxy.remove_toxic(name)
         start = trio.current_time()
         assert (await client.get(proxy.url)).status_code == 200
-        assert trio.current_time() - start < 0.1
+        assert trio.current_time() - start < 0.5
         assert proxy.toxics == {}
 
 
