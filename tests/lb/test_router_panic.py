@@ -96,3 +96,21 @@ def test_a_pick_fails_only_when_no_target_passes_health_checks_or_panic_is_off(
         assert routable == 0 and (healthy == 0 or not panics)
     else:
         assert entry.healthy
+
+
+def test_an_ejection_is_logged_once_not_for_every_later_report(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import trio
+
+    from velithon._lb.messages import EjectRequest
+    from velithon._lb.router import RouterActor
+
+    router = _router([CLOSED, CLOSED, CLOSED])
+    send, receive = trio.open_memory_channel[object](8)
+    actor = RouterActor(router, receive, send)  # type: ignore[arg-type]
+    caplog.set_level("WARNING", logger="velithon.router")
+    for _ in range(5):
+        actor._handle(EjectRequest(0), 1.0)
+    ejections = [r for r in caplog.records if "ejected" in r.getMessage()]
+    assert len(ejections) == 1
+    assert router.entries[0].ejected_until is not None

@@ -520,10 +520,13 @@ class RouterActor:
             case TargetReport():
                 state.report(msg)
             case EjectRequest(target_id=target_id):
+                known = state.by_id(target_id)
+                was_ejected = known is not None and (known.ejected_until or now) > now
                 ejected = state.eject(target_id, now)
                 if ejected is not None:
-                    LOGGER.warning("ejected %s for %.1fs (passive outlier detection)",
-                                   ejected.url, (ejected.ejected_until or now) - now)
+                    if not was_ejected:  # log the transition, not every report that follows
+                        LOGGER.warning("ejected %s for %.1fs (passive outlier detection)",
+                                       ejected.url, (ejected.ejected_until or now) - now)
                     self._forward(ejected, Ejected(ejected.ejected_until))
             case RouterStatus(reply=reply):
                 self.flush_all()  # so target counters are current for the status that follows
