@@ -19,24 +19,14 @@ from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import BackendResponse, RecordedRequest, open_backend
 
 from support.catalogue import (
+    FACADES,
     assert_error_json,
     bounded,
+    facade_args,
     gateway,
     header_names,
     request_bytes,
 )
-
-
-def _facade(kind: str, url: str, **kwargs: Any) -> dict[str, Any]:
-    """``gateway(**...)`` arguments that forward ``/api/...`` to ``url`` via ``kind``."""
-    if kind == "route":
-        return {"routes": [GatewayRoute("/api/{path:path}", [url], **kwargs)]}
-    return {"middleware": [ProxyMiddleware(targets=[url], path_prefix="/api",
-                                           health_check_interval=3600, **kwargs)]}
-
-
-FACADES = pytest.mark.parametrize("facade", ["route", "middleware"])
-
 
 # ---- 11. hop-by-hop removal (request) -----------------------------------------------
 
@@ -45,7 +35,7 @@ FACADES = pytest.mark.parametrize("facade", ["route", "middleware"])
 @bounded(10)
 async def test_11_hop_by_hop_request_headers_are_removed(facade: str) -> None:
     async with open_backend(name="b") as b:
-        args = _facade(facade, b.url)
+        args = facade_args(facade, b.url)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             response = await gw.raw(request_bytes("GET", "/api/x", [
                 ("X-First", "1"),
@@ -111,7 +101,7 @@ async def _hop_by_hop_response(request: RecordedRequest) -> BackendResponse:
 @bounded(10)
 async def test_12_hop_by_hop_response_headers_are_removed(facade: str) -> None:
     async with open_backend(_hop_by_hop_response) as b:
-        args = _facade(facade, b.url)
+        args = facade_args(facade, b.url)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             async with gw.connect() as conn:
                 await conn.send(request_bytes("GET", "/api/x"))
@@ -142,7 +132,7 @@ async def test_12_hop_by_hop_response_headers_are_removed(facade: str) -> None:
 async def test_13_connection_cannot_nominate_framing_host_or_forwarding(facade: str) -> None:
     body = b"payload-0123456789"
     async with open_backend() as b:
-        args = _facade(facade, b.url)
+        args = facade_args(facade, b.url)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             async with gw.connect() as conn:
                 await conn.send(request_bytes("POST", "/api/submit", [
@@ -182,7 +172,7 @@ async def test_13_client_cannot_nominate_a_header_the_route_adds() -> None:
 @bounded(10)
 async def test_14_untrusted_peer_cannot_spoof_forwarding_headers(facade: str) -> None:
     async with open_backend() as b:
-        args = _facade(facade, b.url)
+        args = facade_args(facade, b.url)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             response = await gw.raw(request_bytes("GET", "/api/x", [
                 ("X-Forwarded-For", "1.2.3.4"),
@@ -341,7 +331,7 @@ async def test_16_invalid_host_is_rejected_before_any_backend_contact(
 async def test_17_underscore_lookalikes_of_sensitive_headers_are_dropped(facade: str) -> None:
     body = b"abc"
     async with open_backend() as b:
-        args = _facade(facade, b.url)
+        args = facade_args(facade, b.url)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             response = await gw.raw(request_bytes("POST", "/api/x", [
                 ("Transfer_Encoding", "chunked"),

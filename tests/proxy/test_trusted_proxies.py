@@ -27,10 +27,9 @@ from hypothesis import strategies as st
 from velithon._exceptions import ConfigError
 from velithon._proxy.headers import ForwardedConfig, build_request_headers, client_ip
 from velithon.gateway import GatewayRoute
-from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import open_backend
 
-from support.catalogue import bounded, gateway, request_bytes
+from support.catalogue import FACADES, bounded, facade_args, gateway, request_bytes
 
 LOOPBACK = ForwardedConfig(trusted_proxies=("127.0.0.1/32",))
 INTERNAL = ForwardedConfig(trusted_proxies=("10.0.0.0/8", "2001:db8::/32"))
@@ -266,16 +265,6 @@ def test_an_untrusted_peer_cannot_be_talked_out_of_being_the_client(
 # ---- through a real gateway ------------------------------------------------------------
 
 
-def _facade(kind: str, url: str, **kwargs: Any) -> dict[str, Any]:
-    if kind == "route":
-        return {"routes": [GatewayRoute("/api/{path:path}", [url], **kwargs)]}
-    return {"middleware": [ProxyMiddleware(targets=[url], path_prefix="/api",
-                                           health_check_interval=3600, **kwargs)]}
-
-
-FACADES = pytest.mark.parametrize("facade", ["route", "middleware"])
-
-
 @FACADES
 @pytest.mark.parametrize(("chain", "real_ip"), [
     ("203.0.113.7", "203.0.113.7"),
@@ -287,7 +276,7 @@ FACADES = pytest.mark.parametrize("facade", ["route", "middleware"])
 @bounded(10)
 async def test_gateway_behind_one_trusted_proxy(facade: str, chain: str, real_ip: str) -> None:
     async with open_backend() as b:
-        args = _facade(facade, b.url, trusted_proxies=["127.0.0.1/32"])
+        args = facade_args(facade, b.url, trusted_proxies=["127.0.0.1/32"])
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             response = await gw.raw(request_bytes("GET", "/api/x", [("X-Forwarded-For", chain)]))
             assert response.status == 200
@@ -348,9 +337,9 @@ async def test_client_ip_hashing_keys_on_the_real_client_not_the_forged_prefix()
 
 def _facades_take_hop_count() -> bool:
     try:
-        _facade("route", "http://127.0.0.1:9", trusted_proxies=["127.0.0.1"],
+        facade_args("route", "http://127.0.0.1:9", trusted_proxies=["127.0.0.1"],
                 xff_num_trusted_hops=1)
-        _facade("middleware", "http://127.0.0.1:9", trusted_proxies=["127.0.0.1"],
+        facade_args("middleware", "http://127.0.0.1:9", trusted_proxies=["127.0.0.1"],
                 xff_num_trusted_hops=1)
     except TypeError:
         return False
@@ -365,7 +354,7 @@ def test_facades_take_a_hop_count() -> None:
 @bounded(10)
 async def test_gateway_hop_count(facade: str) -> None:
     async with open_backend() as b:
-        args = _facade(facade, b.url, trusted_proxies=["127.0.0.1"], xff_num_trusted_hops=2)
+        args = facade_args(facade, b.url, trusted_proxies=["127.0.0.1"], xff_num_trusted_hops=2)
         async with gateway(*args.get("routes", ()), middleware=args.get("middleware", ())) as gw:
             response = await gw.raw(request_bytes("GET", "/api/x", [
                 ("X-Forwarded-For", ENVOY_CHAIN)]))

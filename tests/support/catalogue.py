@@ -16,9 +16,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from velithon import Velithon
+from velithon.gateway import GatewayRoute
+from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import (
     RawConnection,
     RawResponse,
@@ -192,3 +195,16 @@ async def no_leaks(*, settle: float = 2.0, fd_slack: int = 4) -> AsyncIterator[N
             await trio.sleep(0.02)
     assert close_wait_count() <= waiting, "a socket was left in CLOSE_WAIT"
     assert open_fd_count() <= fds + fd_slack, (open_fd_count(), fds)
+
+
+def facade_args(kind: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    """``gateway(**...)`` arguments that forward ``/api/...`` to ``url`` via ``kind``
+    (``"route"``: a ``GatewayRoute``; ``"middleware"``: a ``ProxyMiddleware``)."""
+    if kind == "route":
+        return {"routes": [GatewayRoute("/api/{path:path}", [url], **kwargs)]}
+    return {"middleware": [ProxyMiddleware(targets=[url], path_prefix="/api",
+                                           health_check_interval=3600, **kwargs)]}
+
+
+#: Run a test once through each forwarding facade.
+FACADES = pytest.mark.parametrize("facade", ["route", "middleware"])
