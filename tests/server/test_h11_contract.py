@@ -15,26 +15,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon._http11 import FIELD_NAME, FIELD_VALUE
-from velithon.server import ServerConfig, _policy
+from velithon.server import _http_h11
 
 
 def test_the_import_guard_refuses_an_h11_without_header_triples(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    _policy._check_h11_header_items()  # the installed h11 passes
+    _http_h11._check_h11_header_items()  # the installed h11 passes
     monkeypatch.setattr(h11, "Request", lambda **_: types.SimpleNamespace(headers=()))
     with pytest.raises(ImportError, match="velithon needs h11 0.16.x"):
-        _policy._check_h11_header_items()
+        _http_h11._check_h11_header_items()
 
 
-def test_inspect_request_sees_the_headers_h11_publishes() -> None:
+def test_the_header_triples_are_h11s_headers_lowercased() -> None:
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Mixed-Case: V\r\n"
                       b"x-mixed-case: w\r\nCookie: c=1\r\n\r\n")
     event = conn.next_event()
     assert type(event) is h11.Request
-    head = _policy.inspect_request(event, ServerConfig())
-    assert head.headers == list(event.headers)
-    assert head.headers == [(name.lower(), value) for name, value in event.headers.raw_items()]
+    triples = event.headers._full_items
+    assert [(name, value) for _, name, value in triples] == list(event.headers)
+    assert [(raw, value) for raw, _, value in triples] == event.headers.raw_items()
 
 
 def _h11_accepts(name: bytes, value: bytes) -> bool:

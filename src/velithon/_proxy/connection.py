@@ -1,15 +1,18 @@
 """One keep-alive HTTP/1.1 connection to an upstream, and a response streamed from it.
 
 The pool (:mod:`velithon._proxy.pool`) decides *which* connection to use; this module
-owns what happens *on* one: serialising the request with h11, reading and
-policing the response head, streaming the body, and deciding at the end whether
-the connection may be reused.
+owns what happens *on* one: serialising the request, reading and policing the response
+head, streaming the body, and deciding at the end whether the connection may be reused.
+Two kinds of connection do this with the two parsers: :class:`LlhttpConnection` (llhttp
+reads the head, the body is framed here; the fast default) and :class:`H11Connection`
+(h11 for everything, the pure-Python fallback). Both apply the same head rules (size,
+field count, obs-fold, control bytes, status range, no unsolicited 101) and the same
+chunk decoder, so an upstream answer is accepted or refused alike in both modes.
 
-Reuse rule: a connection goes back to the pool only if both h11 sides are ``DONE``
-(which also excludes ``Connection: close`` either way), ``trailing_data == (b"", False)``
-(no bytes past the declared end: extra bytes after Content-Length, a body on
-204/304/HEAD), the request was sent in full, and nothing failed. Everything else closes
-the socket.
+Reuse rule: a connection goes back to the pool only if the request was sent in full,
+the response ended where its framing says, no byte came after it (extra bytes after
+Content-Length, a body on 204/304/HEAD), neither side said ``Connection: close``, and
+nothing failed. Everything else closes the socket.
 
 Closing is synchronous (the trio socket is closed directly, like
 ``trio.aclose_forcefully``), so cancelled code and ``finally`` blocks can clean up
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 import select
 from collections.abc import AsyncIterable, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import h11
 import trio
@@ -32,9 +35,27 @@ from .._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
-from .._http11 import HEAD_CTL, ChunkedBodyError, ChunkedFraming
+from .._http11 import (
+    FIELD_NAME,
+    FIELD_VALUE,
+    H11_REQUEST_FIELDS,
+    HEAD_CTL,
+    ChunkedBodyError,
+    ChunkedDecoder,
+    split_for_h11,
+)
+from .._http11.llhttp import HeadError, HttpParser, ResponseHeadReader
 
-__all__ = ["Connection", "UpstreamResponse", "receive_head", "send_request"]
+__all__ = [
+    "Connection",
+    "H11Connection",
+    "LlhttpConnection",
+    "ResponseHead",
+    "UpstreamResponse",
+    "prepare_request",
+    "receive_head",
+    "send_request",
+]
 
 RECEIVE_SIZE = 65536
 # Bytes bodies up to this size are written inline (no task); bigger ones are sent
@@ -50,253 +71,140 @@ _TE_FIELD = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
 _BYTES = (bytes, bytearray, memoryview)
 NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every request
+# h11's grammar for what it sends: a method token and a target without NUL or whitespace.
+_METHOD = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
+_TARGET = re.compile(rb"[^\x00\s]+").fullmatch
 
 Body = bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 # What h11.Connection.next_event returns.
 _Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
+# How a response body is framed.
+_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
-class Connection:
-    """A TCP (or TLS) stream plus the h11 state machine that lives as long as it does."""
+class ResponseHead(NamedTuple):
+    """A final response head, as either parser read it (field names as sent)."""
 
-    __slots__ = ("stream", "h11", "idle_since", "keep", "framing", "_socket", "_plain",
-                 "_poller")
-
-    def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
-        self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
-        self.idle_since = 0.0
-        # Cleared when the request was cut short, so h11 saying DONE is not enough.
-        self.keep = True
-        # The chunk framing check of the response body being read, handed from
-        # receive_head (which already fed it the body bytes read with the head) to
-        # UpstreamResponse; None when the body is not chunked.
-        self.framing: ChunkedFraming | None = None
-        self._plain = not isinstance(stream, trio.SSLStream)
-        transport: Any = stream if self._plain else stream.transport_stream  # type: ignore[attr-defined]
-        self._socket: trio.socket.SocketType = transport.socket
-        self._poller: Any = None  # a select.poll for looks_dropped, made on first use
-
-    def close(self) -> None:
-        """Close the socket now, without a checkpoint (no TLS close_notify)."""
-        self.keep = False
-        self._socket.close()
-
-    def looks_dropped(self) -> bool:
-        """True if an idle plain-TCP connection is readable: the upstream closed it or sent junk.
-
-        Catches the common stale keep-alive case (the upstream's idle timeout is
-        shorter than ours) before a non-idempotent request is spent on it. TLS
-        connections can be readable for harmless reasons (session tickets), so
-        they rely on the retry path instead.
-        """
-        if not self._plain:
-            return False
-        try:
-            poller = self._poller
-            if poller is None:
-                poller = self._poller = select.poll()
-                poller.register(self._socket.fileno(), select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return True
-
-    def reusable(self) -> bool:
-        h = self.h11
-        return (
-            self.keep
-            and h.our_state is h11.DONE
-            and h.their_state is h11.DONE
-            and h.trailing_data == (b"", False)
-        )
+    status: int
+    reason: bytes
+    http_version: str
+    headers: list[tuple[bytes, bytes]]
 
 
-def local_error(exc: h11.LocalProtocolError, url: str) -> UpstreamRequestError:
+class PreparedRequest(NamedTuple):
+    """A request checked once, to be sent on one connection or, after a reset, another."""
+
+    method: bytes
+    #: llhttp mode: the whole serialised head. h11 mode: the header lines written next
+    #: to h11's (see :func:`~velithon._http11.split_for_h11`).
+    head: bytes
+    #: h11 mode only: the event h11's state machine must send.
+    event: h11.Request | None
+    #: The declared length of a streaming body, which must then be kept (None: chunked).
+    length: int | None
+    chunked: bool
+    #: False when the request itself asks to close the connection after the exchange.
+    persistent: bool
+
+
+def local_error(exc: Exception, url: str) -> UpstreamRequestError:
     return UpstreamRequestError(f"Cannot send the request to {url}: {exc}")
 
 
-async def send_request(
-    conn: Connection,
-    request: h11.Request,
-    body: Body,
-    *,
-    url: str,
-    max_head_bytes: int,
-    max_headers: int,
-    extra: bytes = b"",
-) -> h11.Response:
-    """Send ``request`` (and its body) on ``conn``; return the final response head.
+def prepare_request(parser: HttpParser, method: bytes, target: bytes,
+                    headers: list[tuple[bytes, bytes]], *, url: str) -> PreparedRequest:
+    """Check and serialise a request for ``parser``'s connections.
 
-    ``extra``: header lines already checked and serialised (see
-    :func:`~velithon._proxy.headers.split_for_h11`), written after the request's one ``Host``
-    line, where h11 would have written them.
+    ``headers`` already carry the framing (``Content-Length`` or chunked).
 
-    Small bytes bodies go out in one ``send_all`` with no task. Large and
-    streaming bodies are sent by a child task while this one waits for the head;
-    if the head arrives first the upload stops and the connection is marked
-    not reusable (an early answer such as 413 before the upload is complete).
+    Raises:
+        UpstreamRequestError: a method, target or field that may not be sent (CR, LF or
+            NUL in a value, no Host, ...), with the same rules in both modes.
     """
-    if body is None or (isinstance(body, _BYTES) and len(body) <= INLINE_BODY_LIMIT):
-        h = conn.h11
+    length: int | None = None
+    chunked = False
+    persistent = True
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            length = int(value)
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif lname == b"connection" and any(
+                token.strip().lower() == b"close" for token in value.split(b",")):
+            persistent = False
+    if parser == "h11":
+        # h11 validates every field it is given; it only needs the ones it acts on.
+        split = split_for_h11(headers, H11_REQUEST_FIELDS)
+        extra = b""
+        framed = headers
+        if split is not None and _one_host_first(split[0]):
+            framed, extra = split
         try:
-            payload = _with_extra(h.send(request), extra)
-            if body:
-                payload += h.send(h11.Data(data=cast(bytes, body)))
-            payload += h.send(_EOM)
+            event = h11.Request(method=method, target=target, headers=framed)
         except h11.LocalProtocolError as exc:
             raise local_error(exc, url) from None
-        try:
-            await conn.stream.send_all(payload)
-        except NETWORK_ERRORS:
-            # The upstream may have answered and closed already: read what it said.
-            conn.keep = False
-        return await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                  max_headers=max_headers, method=request.method)
-    return await _send_concurrently(conn, request, body, url=url,
-                                    max_head_bytes=max_head_bytes, max_headers=max_headers,
-                                    extra=extra)
+        return PreparedRequest(method, extra, event, length, chunked, persistent)
+    if _METHOD(method) is None:
+        raise local_error(ValueError("illegal method"), url)
+    if _TARGET(target) is None:
+        raise local_error(ValueError("illegal request target"), url)
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    hosts = 0
+    name_ok, value_ok = FIELD_NAME, FIELD_VALUE
+    for name, value in headers:
+        if name_ok(name) is None or value_ok(value) is None:
+            raise local_error(ValueError(f"illegal header {name[:40]!r}"), url)
+        if len(name) == 4 and name.lower() == b"host":
+            hosts += 1
+        lines += (name, b": ", value, b"\r\n")
+    if hosts != 1:
+        raise local_error(ValueError("a request needs exactly one Host header"), url)
+    lines.append(b"\r\n")
+    return PreparedRequest(method, b"".join(lines), None, length, chunked, persistent)
 
 
-def _with_extra(head: bytes, extra: bytes) -> bytes:
-    """Insert serialised header lines after the request line and the Host line."""
-    if not extra:
-        return head
-    after_host = head.index(b"\r\n", head.index(b"\r\n") + 2) + 2
-    return head[:after_host] + extra + head[after_host:]
+def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:
+    """h11 writes Host lines first: with exactly one, the others can follow it."""
+    if not fields or fields[0][0].lower() != b"host":
+        return False
+    return all(name.lower() != b"host" for name, _ in fields[1:])
 
 
-async def _send_concurrently(
-    conn: Connection, request: h11.Request, body: Body, *, url: str,
-    max_head_bytes: int, max_headers: int, extra: bytes = b"",
-) -> h11.Response:
-    h = conn.h11
-    try:
-        head = _with_extra(h.send(request), extra)
-    except h11.LocalProtocolError as exc:
-        raise local_error(exc, url) from None
-    sent_all = False
-    send_error: Exception | None = None
+def _check_head(buf: bytes, pos: int, end: int, field_count: int, *, url: str,
+                max_head_bytes: int, max_headers: int) -> None:
+    """Check the raw response head ``buf[pos:end]`` that was parsed with ``field_count``.
 
-    async def sender(cancel_scope: trio.CancelScope) -> None:
-        nonlocal sent_all, send_error
-        stream = conn.stream
-        try:
-            await stream.send_all(head)
-            send_error = await _send_body(stream, h, body)
-            if send_error is None:
-                tail = h.send(_EOM)
-                if tail:
-                    await stream.send_all(tail)
-                sent_all = True
-        except h11.LocalProtocolError as exc:
-            send_error = local_error(exc, url)
-        except NETWORK_ERRORS:
-            pass  # the upstream stopped reading; the head reader finds out why
-        except Exception as exc:  # the caller's body iterator failed
-            send_error = exc
-        if send_error is not None:
-            cancel_scope.cancel()
-
-    event: h11.Response | None = None
-    failure: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sender, nursery.cancel_scope)
-        try:
-            event = await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                       max_headers=max_headers, method=request.method)
-        except Exception as exc:
-            failure = exc
-        nursery.cancel_scope.cancel()
-    if send_error is not None:
-        raise send_error
-    if failure is not None:
-        raise failure
-    assert event is not None
-    if not sent_all:
-        conn.keep = False  # answered before the upload finished: never reuse
-    return event
-
-
-async def _send_body(stream: trio.abc.Stream, h: h11.Connection, body: Body
-                     ) -> Exception | None:
-    """Write ``body`` (not ``None``) through ``h``, without the end of the message.
-
-    Returns the exception of a failing body iterator instead of raising it: the
-    caller's body failed (the client went away...), which is not the upstream's
-    fault and must never pass for a network error, even when it is an ``OSError``.
+    Raises:
+        UpstreamProtocolError: a head over ``max_head_bytes`` or ``max_headers``, an
+            obs-folded line, a control character or a bare LF (llhttp refuses those, so
+            h11 mode must too).
     """
-    if isinstance(body, _BYTES):
-        for piece in h.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or ():
-            await stream.send_all(piece)
-        return None
-    assert body is not None
-    chunks = body.__aiter__()
-    while True:
-        try:
-            chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            return None
-        except Exception as exc:
-            return exc
-        if chunk:
-            await stream.send_all(h.send(h11.Data(data=chunk)))
+    if end - pos > max_head_bytes:
+        raise UpstreamProtocolError(
+            f"{url} sent a response head of {end - pos} bytes (limit {max_head_bytes})"
+        )
+    if field_count > max_headers:
+        raise UpstreamProtocolError(
+            f"{url} sent {field_count} response headers (limit {max_headers})"
+        )
+    if _OBS_FOLD.search(buf, pos, end):
+        raise UpstreamProtocolError(f"{url} sent an obsolete folded header line")
+    if HEAD_CTL.search(buf, pos, end):
+        raise UpstreamProtocolError(f"{url} sent a control character in the response head")
+    if buf.count(b"\n", pos, end) != buf.count(b"\r\n", pos, end):
+        raise UpstreamProtocolError(f"{url} sent a line ended by a bare LF in the response head")
 
 
-async def receive_head(
-    conn: Connection, *, url: str, max_head_bytes: int, max_headers: int, method: bytes
-) -> h11.Response:
-    """Read until the final (non-1xx) response head, enforcing our own head limits.
-
-    h11 checks ``max_incomplete_event_size`` only while a head is incomplete,
-    silently unfolds obs-fold and accepts most control characters in field
-    values, so the head bytes are checked here as well. For a chunked body the
-    body bytes that came with the head are checked before anything is relayed
-    (``method`` says whether a body follows at all), so a response whose first
-    chunk is already malformed is refused as a whole.
-    """
-    h = conn.h11
-    conn.framing = None
-    buffered, closed = h.trailing_data
-    buf = buffered  # the raw bytes seen so far, h11's buffer included; usually one receive
-    pos = 0  # where the current head starts in buf
-    interim = 0
-    # Usually nothing is buffered yet: read first instead of asking h11 (saves ~2 µs).
-    event: _Event | None = h11.NEED_DATA if not buffered and not closed else None
-    while True:
-        if event is None:
-            event = _next_event(h, buf, pos, url)
-        if event is h11.NEED_DATA:
-            buf = await _receive_head_bytes(conn, buf, pos, url)
-            event = None
-            continue
-        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
-            raise UpstreamProtocolError(f"{url} sent an unexpected {type(event).__name__}")
-        head_start, pos = pos, _check_head(event, buf, pos, url=url,
-                                           max_head_bytes=max_head_bytes,
-                                           max_headers=max_headers)
-        if type(event) is h11.Response:
-            if _chunked_body(event.status_code, method, buf, head_start, pos):
-                conn.framing = _chunked_framing(buf[pos:], url)
-            return event
-        interim += 1  # 100 Continue, 102, 103: skipped
-        if interim > _MAX_INTERIM:
-            raise UpstreamProtocolError(f"{url} sent more than {_MAX_INTERIM} 1xx responses")
-        event = None
-
-
-def _next_event(h: h11.Connection, buf: bytes, pos: int, url: str) -> _Event:
-    """h11's next event; its parse errors become :class:`UpstreamProtocolError`."""
-    try:
-        return h.next_event()
-    except h11.RemoteProtocolError as exc:
-        if _SWITCHING.match(buf, pos):
-            raise UpstreamProtocolError(
-                f"{url} sent an unsolicited 101 Switching Protocols") from None
-        raise UpstreamProtocolError(f"{url} sent a malformed response head: {exc}") from None
+def _check_status(status: int, url: str) -> None:
+    if status == 101:
+        raise UpstreamProtocolError(f"{url} sent an unsolicited 101 Switching Protocols")
+    if not 100 <= status <= 599:
+        raise UpstreamProtocolError(f"{url} sent a status code out of range: {status}")
 
 
 async def _receive_head_bytes(conn: Connection, buf: bytes, pos: int, url: str) -> bytes:
-    """Read more of the head into h11; return ``buf`` with the new bytes appended.
+    """Read more of a response head; return ``buf`` with the new bytes appended.
 
     A read that fails or finds the end of the stream before any byte of the head
     is a reset (``request_sent``: the upstream may have acted on it); in the middle
@@ -326,43 +234,217 @@ async def _receive_head_bytes(conn: Connection, buf: bytes, pos: int, url: str) 
     start = buf[pos : pos + 5]
     if start != b"HTTP/"[: len(start)]:
         raise UpstreamProtocolError(f"{url} did not answer with HTTP: {start!r}...")
-    conn.h11.receive_data(data)
     return buf
 
 
-def _check_head(event: h11.Response | h11.InformationalResponse, buf: bytes, pos: int, *,
-                url: str, max_head_bytes: int, max_headers: int) -> int:
-    """Check the raw head h11 parsed as ``event``, starting at ``buf[pos]``; return its end.
+def _decoder_fed(body_start: bytes, url: str) -> tuple[ChunkedDecoder, bytes, int]:
+    """A chunk decoder already fed the body bytes that came with the head.
 
-    Raises:
-        UpstreamProtocolError: a head over ``max_head_bytes`` or ``max_headers``, an
-            obs-folded line or a control character.
+    Returns ``(decoder, data decoded, bytes used)``; a malformed start is refused as a
+    head error, so nothing of such a response is relayed.
     """
-    match = _HEAD_END.search(buf, pos)
-    end = match.end() if match else len(buf)
-    if end - pos > max_head_bytes:
-        raise UpstreamProtocolError(
-            f"{url} sent a response head of {end - pos} bytes (limit {max_head_bytes})"
-        )
-    if len(event.headers) > max_headers:
-        raise UpstreamProtocolError(
-            f"{url} sent {len(event.headers)} response headers (limit {max_headers})"
-        )
-    if _OBS_FOLD.search(buf, pos, end):
-        raise UpstreamProtocolError(f"{url} sent an obsolete folded header line")
-    if HEAD_CTL.search(buf, pos, end):
-        raise UpstreamProtocolError(f"{url} sent a control character in the response head")
-    return end
-
-
-def _chunked_framing(body_start: bytes, url: str) -> ChunkedFraming:
-    """A chunk framing check already fed the body bytes that came with the head."""
-    framing = ChunkedFraming(MAX_CHUNK_LINE)
+    decoder = ChunkedDecoder(MAX_CHUNK_LINE)
     try:
-        framing.feed(body_start)
+        data, used = decoder.feed(body_start)
     except ChunkedBodyError as exc:
         raise UpstreamProtocolError(f"{url} sent a malformed chunked body: {exc}") from None
-    return framing
+    return decoder, data, used
+
+
+class Connection:
+    """A TCP (or TLS) stream to an upstream, and the parser state that lives as long as it.
+
+    Subclasses (one per parser) serialise requests and read responses; this base holds
+    what both need: the socket, the idle clock, and whether the request went out whole.
+    """
+
+    __slots__ = ("_plain", "_poller", "_socket", "idle_since", "keep", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
+        self.stream = stream
+        self.idle_since = 0.0
+        # Cleared when the request was cut short or the response broke the reuse rule.
+        self.keep = True
+        self._plain = not isinstance(stream, trio.SSLStream)
+        transport: Any = stream if self._plain else stream.transport_stream  # type: ignore[attr-defined]
+        self._socket: trio.socket.SocketType = transport.socket
+        self._poller: Any = None  # a select.poll for looks_dropped, made on first use
+
+    def close(self) -> None:
+        """Close the socket now, without a checkpoint (no TLS close_notify)."""
+        self.keep = False
+        self._socket.close()
+
+    def looks_dropped(self) -> bool:
+        """True if an idle plain-TCP connection is readable: the upstream closed it or sent junk.
+
+        Catches the common stale keep-alive case (the upstream's idle timeout is
+        shorter than ours) before a non-idempotent request is spent on it. TLS
+        connections can be readable for harmless reasons (session tickets), so
+        they rely on the retry path instead.
+        """
+        if not self._plain:
+            return False
+        try:
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = select.poll()
+                poller.register(self._socket.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    # -- what each parser implements --------------------------------------------------
+    def start_request(self, request: PreparedRequest) -> bytes:
+        """The request head to write on this connection."""
+        raise NotImplementedError
+
+    def encode_data(self, data: bytes) -> bytes:
+        """Request body bytes as framed on the wire."""
+        raise NotImplementedError
+
+    def encode_end(self) -> bytes:
+        """The end of the request body (the last chunk, or nothing)."""
+        raise NotImplementedError
+
+    async def read_head(self, *, url: str, max_head_bytes: int, max_headers: int,
+                        method: bytes) -> ResponseHead:
+        """Read until the final (non-1xx) response head; see :func:`receive_head`."""
+        raise NotImplementedError
+
+    def pull_body(self) -> tuple[bytes, bool] | None:
+        """Body bytes already read, and whether the body ended with them; ``None``
+        when a read is needed. Raises :class:`ChunkedBodyError` or ``ValueError``."""
+        raise NotImplementedError
+
+    def feed_body(self, data: bytes) -> None:
+        """Bytes read from the socket during the body (``b""``: the upstream closed)."""
+        raise NotImplementedError
+
+    def reusable(self) -> bool:
+        """Whether the ended exchange leaves the connection fit for another request."""
+        raise NotImplementedError
+
+    def recycle(self) -> None:
+        """Ready the parser for the next exchange (the connection was found reusable)."""
+
+
+class H11Connection(Connection):
+    """An upstream connection whose messages h11 writes and parses."""
+
+    __slots__ = ("decoder", "h11")
+
+    def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
+        super().__init__(stream, max_head_bytes=max_head_bytes)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        # The chunk check of the response body being read: fed the body bytes that came
+        # with the head, then every later read before h11 parses it. None: not chunked.
+        self.decoder: ChunkedDecoder | None = None
+
+    def start_request(self, request: PreparedRequest) -> bytes:
+        assert request.event is not None
+        head = self.h11.send(request.event)
+        extra = request.head
+        if not extra:
+            return head
+        # after the request line and the Host line, where h11 would have written them
+        after_host = head.index(b"\r\n", head.index(b"\r\n") + 2) + 2
+        return head[:after_host] + extra + head[after_host:]
+
+    def encode_data(self, data: bytes) -> bytes:
+        return self.h11.send(h11.Data(data=data))
+
+    def encode_end(self) -> bytes:
+        return self.h11.send(_EOM)
+
+    async def read_head(self, *, url: str, max_head_bytes: int, max_headers: int,
+                        method: bytes) -> ResponseHead:
+        h = self.h11
+        self.decoder = None
+        buffered, closed = h.trailing_data
+        buf = buffered  # the raw bytes seen so far, h11's buffer included
+        pos = 0  # where the current head starts in buf
+        interim = 0
+        # Usually nothing is buffered yet: read first instead of asking h11 (saves ~2 µs).
+        event: _Event | None = h11.NEED_DATA if not buffered and not closed else None
+        while True:
+            if event is None:
+                event = self._next_event(buf, pos, url)
+            if event is h11.NEED_DATA:
+                before = len(buf)
+                buf = await _receive_head_bytes(self, buf, pos, url)
+                h.receive_data(buf[before:])
+                event = None
+                continue
+            if not isinstance(event, (h11.Response, h11.InformationalResponse)):
+                raise UpstreamProtocolError(f"{url} sent an unexpected {type(event).__name__}")
+            match = _HEAD_END.search(buf, pos)
+            head_start, pos = pos, match.end() if match else len(buf)
+            _check_head(buf, head_start, pos, len(event.headers), url=url,
+                        max_head_bytes=max_head_bytes, max_headers=max_headers)
+            _check_status(event.status_code, url)
+            if type(event) is h11.Response:
+                if _chunked_body(event.status_code, method, buf, head_start, pos):
+                    self.decoder = _decoder_fed(buf[pos:], url)[0]
+                return ResponseHead(event.status_code, bytes(event.reason),
+                                    event.http_version.decode("ascii"),
+                                    event.headers.raw_items())
+            interim += 1  # 100 Continue, 102, 103: skipped
+            if interim > _MAX_INTERIM:
+                raise UpstreamProtocolError(
+                    f"{url} sent more than {_MAX_INTERIM} 1xx responses")
+            event = None
+
+    def _next_event(self, buf: bytes, pos: int, url: str) -> _Event:
+        """h11's next event; its parse errors become :class:`UpstreamProtocolError`."""
+        try:
+            return self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            if _SWITCHING.match(buf, pos):
+                raise UpstreamProtocolError(
+                    f"{url} sent an unsolicited 101 Switching Protocols") from None
+            raise UpstreamProtocolError(
+                f"{url} sent a malformed response head: {exc}") from None
+
+    def pull_body(self) -> tuple[bytes, bool] | None:
+        h = self.h11
+        chunks: list[Any] = []
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                if chunks:  # what came before the failure first; it fails again next time
+                    return b"".join(chunks), False
+                raise ValueError(str(exc)) from None
+            kind = type(event)
+            if kind is h11.Data:
+                chunks.append(event.data)  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                return b"".join(chunks), True
+            elif event is h11.NEED_DATA:
+                return (b"".join(chunks), False) if chunks else None
+            else:
+                raise ValueError(f"unexpected {event!r}")
+
+    def feed_body(self, data: bytes) -> None:
+        decoder = self.decoder
+        if decoder is not None and data and not decoder.done:
+            # checked before h11 parses it: a bad size line would make h11 hand out the
+            # following bytes as chunk data
+            decoder.feed(data)
+        self.h11.receive_data(data)
+
+    def reusable(self) -> bool:
+        h = self.h11
+        return (
+            self.keep
+            and h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+            and h.trailing_data == (b"", False)
+        )
+
+    def recycle(self) -> None:
+        self.h11.start_next_cycle()
 
 
 def _chunked_body(status: int, method: bytes, buf: bytes, start: int, end: int) -> bool:
@@ -379,6 +461,311 @@ def _chunked_body(status: int, method: bytes, buf: bytes, start: int, end: int) 
     return _TE_FIELD.search(buf, start, end) is not None
 
 
+class LlhttpConnection(Connection):
+    """An upstream connection whose response heads llhttp parses; bodies are framed here.
+
+    Requests go out as :func:`prepare_request` serialised them. The bytes read but not
+    yet used sit in one buffer: the head is cut from it at its blank line, checked raw,
+    parsed by llhttp, and the body is then taken by count, by the chunk decoder, or up
+    to the end of the stream, exactly as the head's framing says.
+    """
+
+    __slots__ = ("_buf", "_decoder", "_eof", "_framing", "_left", "_persistent", "_reader",
+                 "_ready", "_send_chunked", "_send_left")
+
+    def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
+        super().__init__(stream, max_head_bytes=max_head_bytes)
+        self._buf = b""
+        self._reader = ResponseHeadReader()
+        self._eof = False
+        self._framing = _NONE
+        self._left = 0  # body bytes the Content-Length still promises
+        self._decoder: ChunkedDecoder | None = None
+        self._ready = b""  # decoded chunk data not yet handed out
+        self._persistent = False  # the upstream keeps the connection open after this
+        self._send_chunked = False
+        self._send_left: int | None = None
+
+    def start_request(self, request: PreparedRequest) -> bytes:
+        self.keep = self.keep and request.persistent
+        self._send_chunked = request.chunked
+        self._send_left = request.length
+        return request.head
+
+    def encode_data(self, data: bytes) -> bytes:
+        if self._send_chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        left = self._send_left
+        if left is not None:
+            if len(data) > left:
+                raise UpstreamRequestError("the request body is longer than its Content-Length")
+            self._send_left = left - len(data)
+        return bytes(data)
+
+    def encode_end(self) -> bytes:
+        if self._send_chunked:
+            return b"0\r\n\r\n"
+        if self._send_left:
+            raise UpstreamRequestError("the request body is shorter than its Content-Length")
+        return b""
+
+    async def read_head(self, *, url: str, max_head_bytes: int, max_headers: int,
+                        method: bytes) -> ResponseHead:
+        buf = self._buf
+        reader = self._reader
+        interim = 0
+        while True:
+            match = _HEAD_END.search(buf)
+            if match is None:
+                if len(buf) > max_head_bytes:
+                    raise UpstreamProtocolError(
+                        f"{url} sent a response head over {max_head_bytes} bytes")
+                buf = await _receive_head_bytes(self, buf, 0, url)
+                continue
+            stop = match.end()
+            _check_head(buf, 0, stop, 0, url=url, max_head_bytes=max_head_bytes,
+                        max_headers=max_headers)
+            reader.begin()
+            try:
+                reader.feed(buf[:stop])
+            except HeadError as exc:
+                raise UpstreamProtocolError(
+                    f"{url} sent a malformed response head: {exc.message}") from None
+            headers = reader.headers
+            if len(headers) > max_headers:
+                raise UpstreamProtocolError(
+                    f"{url} sent {len(headers)} response headers (limit {max_headers})")
+            status = reader.status
+            _check_status(status, url)
+            buf = buf[stop:]
+            if status >= 200:
+                version = reader.version
+                self._buf = b""
+                self._start_body(status, method, version, headers, buf, url)
+                return ResponseHead(status, reader.reason, version.decode("ascii"), headers)
+            interim += 1  # 100 Continue, 102, 103: skipped
+            if interim > _MAX_INTERIM:
+                raise UpstreamProtocolError(
+                    f"{url} sent more than {_MAX_INTERIM} 1xx responses")
+
+    def _start_body(self, status: int, method: bytes, version: bytes,
+                    headers: list[tuple[bytes, bytes]], rest: bytes, url: str) -> None:
+        """Work out the body's framing (RFC 9112 §6.3) and take the bytes already read."""
+        length: bytes | None = None
+        coding: bytes | None = None
+        connection = b""
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                length = value
+            elif lname == b"transfer-encoding":
+                coding = value if coding is None else coding + b", " + value
+            elif lname == b"connection":
+                connection += b"," + value.lower()
+        self._persistent = version == b"1.1" and not any(
+            token.strip() == b"close" for token in connection.split(b","))
+        self._eof = False
+        self._decoder = None
+        self._ready = b""
+        if method == b"HEAD" or status == 204 or status == 304:
+            self._framing = _NONE
+            self._buf = rest
+        elif coding is not None:
+            if coding.lower() != b"chunked":
+                raise UpstreamProtocolError(f"{url} sent an unsupported transfer coding")
+            self._framing = _CHUNKED
+            self._decoder, self._ready, used = _decoder_fed(rest, url)
+            self._buf = rest[used:]
+        elif length is not None:
+            self._framing = _LENGTH
+            self._left = int(length)
+            self._buf = rest
+        else:
+            self._framing = _UNTIL_CLOSE
+            self._buf = rest
+
+    def pull_body(self) -> tuple[bytes, bool] | None:
+        framing = self._framing
+        if framing == _LENGTH:
+            buf, left = self._buf, self._left
+            if len(buf) > left:
+                data, self._buf = buf[:left], buf[left:]
+            else:
+                data, self._buf = buf, b""
+            self._left = left = left - len(data)
+            if not left:
+                return data, True
+            if self._eof:
+                raise ValueError("the upstream closed before the end of its Content-Length")
+            return (data, False) if data else None
+        if framing == _CHUNKED:
+            data, self._ready = self._ready, b""
+            assert self._decoder is not None
+            if self._decoder.done:
+                return data, True
+            if self._eof:
+                raise ValueError("the upstream closed in the middle of a chunked body")
+            return (data, False) if data else None
+        if framing == _UNTIL_CLOSE:
+            data, self._buf = self._buf, b""
+            if self._eof:
+                return data, True
+            return (data, False) if data else None
+        return b"", True
+
+    def feed_body(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+            return
+        decoder = self._decoder
+        if decoder is not None and not decoder.done:
+            decoded, used = decoder.feed(data)
+            self._ready += decoded
+            if used < len(data):
+                self._buf += data[used:]
+        else:
+            self._buf += data
+
+    def reusable(self) -> bool:
+        return (self.keep and self._persistent and not self._buf and not self._eof
+                and self._framing != _UNTIL_CLOSE)
+
+
+def connection_type(parser: HttpParser) -> type[Connection]:
+    """The upstream connection that speaks with ``parser``."""
+    return LlhttpConnection if parser == "httptools" else H11Connection
+
+
+async def send_request(
+    conn: Connection,
+    request: PreparedRequest,
+    body: Body,
+    *,
+    url: str,
+    max_head_bytes: int,
+    max_headers: int,
+) -> ResponseHead:
+    """Send ``request`` (and its body) on ``conn``; return the final response head.
+
+    Small bytes bodies go out in one ``send_all`` with no task. Large and
+    streaming bodies are sent by a child task while this one waits for the head;
+    if the head arrives first the upload stops and the connection is marked
+    not reusable (an early answer such as 413 before the upload is complete).
+    """
+    if body is None or (isinstance(body, _BYTES) and len(body) <= INLINE_BODY_LIMIT):
+        try:
+            payload = conn.start_request(request)
+            if body:
+                payload += conn.encode_data(cast(bytes, body))
+            payload += conn.encode_end()
+        except h11.LocalProtocolError as exc:
+            raise local_error(exc, url) from None
+        try:
+            await conn.stream.send_all(payload)
+        except NETWORK_ERRORS:
+            # The upstream may have answered and closed already: read what it said.
+            conn.keep = False
+        return await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
+                                  max_headers=max_headers, method=request.method)
+    return await _send_concurrently(conn, request, body, url=url,
+                                    max_head_bytes=max_head_bytes, max_headers=max_headers)
+
+
+async def _send_concurrently(
+    conn: Connection, request: PreparedRequest, body: Body, *, url: str,
+    max_head_bytes: int, max_headers: int,
+) -> ResponseHead:
+    try:
+        head = conn.start_request(request)
+    except h11.LocalProtocolError as exc:
+        raise local_error(exc, url) from None
+    sent_all = False
+    send_error: Exception | None = None
+
+    async def sender(cancel_scope: trio.CancelScope) -> None:
+        nonlocal sent_all, send_error
+        stream = conn.stream
+        try:
+            await stream.send_all(head)
+            send_error = await _send_body(stream, conn, body)
+            if send_error is None:
+                tail = conn.encode_end()
+                if tail:
+                    await stream.send_all(tail)
+                sent_all = True
+        except h11.LocalProtocolError as exc:
+            send_error = local_error(exc, url)
+        except UpstreamRequestError as exc:
+            send_error = local_error(exc, url)
+        except NETWORK_ERRORS:
+            pass  # the upstream stopped reading; the head reader finds out why
+        except Exception as exc:  # the caller's body iterator failed
+            send_error = exc
+        if send_error is not None:
+            cancel_scope.cancel()
+
+    event: ResponseHead | None = None
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender, nursery.cancel_scope)
+        try:
+            event = await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
+                                       max_headers=max_headers, method=request.method)
+        except Exception as exc:
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if send_error is not None:
+        raise send_error
+    if failure is not None:
+        raise failure
+    assert event is not None
+    if not sent_all:
+        conn.keep = False  # answered before the upload finished: never reuse
+    return event
+
+
+async def _send_body(stream: trio.abc.Stream, conn: Connection, body: Body
+                     ) -> Exception | None:
+    """Write ``body`` (not ``None``) through ``conn``, without the end of the message.
+
+    Returns the exception of a failing body iterator instead of raising it: the
+    caller's body failed (the client went away...), which is not the upstream's
+    fault and must never pass for a network error, even when it is an ``OSError``.
+    """
+    if isinstance(body, _BYTES):
+        view = memoryview(body)
+        for start in range(0, len(view), RECEIVE_SIZE):
+            await stream.send_all(conn.encode_data(bytes(view[start : start + RECEIVE_SIZE])))
+        return None
+    assert body is not None
+    chunks = body.__aiter__()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+        except Exception as exc:
+            return exc
+        if chunk:
+            await stream.send_all(conn.encode_data(chunk))
+
+
+async def receive_head(
+    conn: Connection, *, url: str, max_head_bytes: int, max_headers: int, method: bytes
+) -> ResponseHead:
+    """Read until the final (non-1xx) response head, enforcing our own head limits.
+
+    Parsers check too little on their own (h11 checks its size limit only while a head
+    is incomplete, unfolds obs-fold and accepts most control characters; llhttp has no
+    size limit), so the raw head bytes are checked as well. For a chunked body the body
+    bytes that came with the head are decoded before anything is relayed (``method``
+    says whether a body follows at all), so a response whose first chunk is already
+    malformed is refused as a whole.
+    """
+    return await conn.read_head(url=url, max_head_bytes=max_head_bytes,
+                                max_headers=max_headers, method=method)
+
+
 class UpstreamResponse:
     """A response head plus its body, streamed from a pooled connection.
 
@@ -391,17 +778,15 @@ class UpstreamResponse:
     """
 
     __slots__ = ("status", "reason", "headers", "http_version", "content_length", "reusable",
-                 "_conn", "_release", "_url", "_done", "_error", "_framing")
+                 "_conn", "_release", "_url", "_done", "_error")
 
-    def __init__(self, event: h11.Response, conn: Connection,
+    def __init__(self, head: ResponseHead, conn: Connection,
                  release: Callable[[Connection, bool], None], url: str) -> None:
-        self.status: int = event.status_code
-        self.reason: bytes = bytes(event.reason)
-        self.http_version: str = event.http_version.decode("ascii")
-        # h11 lowercases names exactly like bytes.lower(); raw_items() avoids the generic
-        # (per-item __getitem__) Sequence iteration of h11's Headers.
+        self.status: int = head.status
+        self.reason: bytes = head.reason
+        self.http_version: str = head.http_version
         headers: list[tuple[bytes, bytes]] = [
-            (name.lower(), value) for name, value in event.headers.raw_items()]
+            (name.lower(), value) for name, value in head.headers]
         length: int | None = None
         chunked = False
         for name, value in headers:
@@ -424,7 +809,6 @@ class UpstreamResponse:
         self._url = url
         self._done = False
         self._error: BaseException | None = None
-        self._framing = conn.framing
 
     def __repr__(self) -> str:
         state = "done" if self._done else ("failed" if self._error else
@@ -437,8 +821,8 @@ class UpstreamResponse:
         return self._done
 
     def receive_buffered(self) -> bytes | None:
-        """Like :meth:`receive_some` but without I/O: the next body bytes h11 already
-        holds (``b""`` at the clean end), or ``None`` when a socket read is needed.
+        """Like :meth:`receive_some` but without I/O: the next body bytes already read
+        (``b""`` at the clean end), or ``None`` when a socket read is needed.
 
         Raises the same errors as :meth:`receive_some`.
         """
@@ -462,30 +846,19 @@ class UpstreamResponse:
         return conn
 
     def _pull(self, conn: Connection) -> bytes | None:
-        """Drain the body events h11 holds; ``None`` if there are none and it needs data."""
-        h = conn.h11
-        chunks: list[Any] = []
-        while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._fail(UpstreamBodyError(f"{self._url}: incomplete response body: {exc}"))
-                if chunks:
-                    return b"".join(chunks)
-                raise self._error from None  # type: ignore[misc]
-            kind = type(event)
-            if kind is h11.Data:
-                chunks.append(event.data)  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
-                self._finish(conn)
-                return b"".join(chunks)
-            elif event is h11.NEED_DATA:
-                if chunks:
-                    return b"".join(chunks)
-                return None
-            else:
-                self._fail(UpstreamBodyError(f"{self._url}: unexpected {event!r}"))
-                raise self._error  # type: ignore[misc]
+        """The body bytes already read; ``None`` if there are none and a read is needed."""
+        try:
+            pulled = conn.pull_body()
+        except ValueError as exc:  # ChunkedBodyError included
+            self._fail(UpstreamBodyError(f"{self._url}: incomplete response body: {exc}"))
+            raise self._error from None  # type: ignore[misc]
+        if pulled is None:
+            return None
+        data, ended = pulled
+        if ended:
+            self._finish(conn)
+            return data
+        return data or None
 
     async def receive_some(self) -> bytes:
         """Return the next body bytes, ``b""`` at the clean end.
@@ -509,17 +882,12 @@ class UpstreamResponse:
                     self._fail(UpstreamBodyError(
                         f"{self._url}: connection broke during the response body: {exc}"))
                     raise self._error from exc  # type: ignore[misc]
-                framing = self._framing
-                if framing is not None and data and not framing.done:
-                    # checked before h11 parses it: a bad size line would make h11
-                    # hand out the following bytes as chunk data
-                    try:
-                        framing.feed(data)
-                    except ChunkedBodyError as exc:
-                        self._fail(UpstreamBodyError(
-                            f"{self._url}: malformed chunked response body: {exc}"))
-                        raise self._error from None  # type: ignore[misc]
-                conn.h11.receive_data(data)
+                try:
+                    conn.feed_body(data)
+                except ChunkedBodyError as exc:
+                    self._fail(UpstreamBodyError(
+                        f"{self._url}: malformed chunked response body: {exc}"))
+                    raise self._error from None  # type: ignore[misc]
         except BaseException:
             # Cancelled, or anything above: a half-read connection is never reused.
             if self._conn is not None:

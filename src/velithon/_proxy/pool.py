@@ -7,8 +7,8 @@ ends cleanly (see ``_upstream_conn`` for the reuse rule).
 
 Why not httpx: on the hot path every microsecond is per request, and httpx
 costs 3-9x more per request here (``benchmarks/bench_upstream.py``). This pool
-is one h11 state machine per TCP connection (``TCP_NODELAY`` is trio's
-default), LIFO reuse, no per-request task for small bytes bodies, and no
+is one parser (llhttp, or h11 as the fallback) per TCP connection (``TCP_NODELAY`` is
+trio's default), LIFO reuse, no per-request task for small bytes bodies, and no
 timeouts of its own besides ``connect_timeout``: callers wrap requests in
 ``trio.fail_after``, and cancellation anywhere closes the connection, which is
 never returned half-used. Before an idle plain-TCP connection is reused, a
@@ -32,7 +32,6 @@ from collections import deque
 from collections.abc import AsyncIterable, Iterable
 
 import attrs
-import h11
 import trio
 
 from .._exceptions import (
@@ -41,9 +40,17 @@ from .._exceptions import (
     UpstreamConnectTimeout,
     UpstreamResetError,
 )
-from .._http11 import H11_REQUEST_FIELDS, split_for_h11
+from .._http11.llhttp import resolve_parser
 from .._lb.retry import is_idempotent
-from .connection import Body, Connection, UpstreamResponse, local_error, send_request
+from .connection import (
+    Body,
+    Connection,
+    PreparedRequest,
+    UpstreamResponse,
+    connection_type,
+    prepare_request,
+    send_request,
+)
 from .origin import Origin
 
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
@@ -65,14 +72,18 @@ class PoolConfig:
     idle_timeout: float = 60.0
     connect_timeout: float = 5.0
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False)
+    #: The response parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
+    parser: str = "auto"
 
     def check(self, url: str) -> None:
         Origin.parse(url)
+        resolve_parser(self.parser)
 
     def open(self, url: str) -> UpstreamPool:
         return UpstreamPool(Origin.parse(url), max_idle=self.max_idle,
                             idle_timeout=self.idle_timeout,
-                            connect_timeout=self.connect_timeout, ssl_context=self.ssl_context)
+                            connect_timeout=self.connect_timeout, ssl_context=self.ssl_context,
+                            parser=self.parser)
 
 
 @attrs.frozen
@@ -86,13 +97,6 @@ class PoolStatistics:
     opened_total: int
     reused_total: int
     discarded_total: int
-
-
-def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:
-    """h11 writes Host lines first: with exactly one, the others can follow it."""
-    if not fields or fields[0][0].lower() != b"host":
-        return False
-    return all(name.lower() != b"host" for name, _ in fields[1:])
 
 
 def _frame(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
@@ -134,6 +138,7 @@ class UpstreamPool:
         connect_timeout: seconds for TCP connect plus TLS handshake.
         ssl_context: for https; default ``ssl.create_default_context()``.
         max_head_bytes, max_headers: response head limits (→ ``UpstreamProtocolError``).
+        parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
 
     Use it as an async context manager, or call :meth:`aclose`.
     """
@@ -148,6 +153,7 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None = None,
         max_head_bytes: int = 64 * 1024,
         max_headers: int = 100,
+        parser: str = "auto",
     ) -> None:
         self.origin = origin if isinstance(origin, Origin) else Origin.parse(origin)
         if max_idle < 0 or idle_timeout < 0 or connect_timeout <= 0:
@@ -162,6 +168,8 @@ class UpstreamPool:
         self._ssl_context = ssl_context
         self._max_head_bytes = max_head_bytes
         self._max_headers = max_headers
+        self._parser = resolve_parser(parser)
+        self._connection_type = connection_type(self._parser)
         self._url = self.origin.url
         # Mutable state: the idle connections (oldest first) and four counters.
         self._idle: deque[Connection] = deque()
@@ -214,36 +222,28 @@ class UpstreamPool:
         """
         if self._closed:
             raise trio.ClosedResourceError(f"{self!r} is closed")
-        try:
-            framed = _frame(method, headers, body)
-            # h11 validates every field it is given; it only needs the ones it acts on.
-            split = split_for_h11(framed, H11_REQUEST_FIELDS)
-            extra = b""
-            if split is not None and _one_host_first(split[0]):
-                framed, extra = split
-            request = h11.Request(method=method, target=target, headers=framed)
-        except h11.LocalProtocolError as exc:
-            raise local_error(exc, self._url) from None
+        request = prepare_request(self._parser, method, target,
+                                  _frame(method, headers, body), url=self._url)
         conn = self._acquire()
         if conn is not None:
             try:
-                return await self._exchange(conn, request, body, extra)
+                return await self._exchange(conn, request, body)
             except UpstreamResetError:
                 if not (is_idempotent(method.decode("latin-1"))
                         and (body is None or isinstance(body, _BYTES))):
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.
-        return await self._exchange(await self._connect(), request, body, extra)
+        return await self._exchange(await self._connect(), request, body)
 
     # ---- internals -----------------------------------------------------------------
 
-    async def _exchange(self, conn: Connection, request: h11.Request, body: Body,
-                        extra: bytes = b"") -> UpstreamResponse:
+    async def _exchange(self, conn: Connection, request: PreparedRequest, body: Body
+                        ) -> UpstreamResponse:
         try:
-            event = await send_request(conn, request, body, url=self._url,
-                                       max_head_bytes=self._max_head_bytes,
-                                       max_headers=self._max_headers, extra=extra)
-            return UpstreamResponse(event, conn, self._release, self._url)
+            head = await send_request(conn, request, body, url=self._url,
+                                      max_head_bytes=self._max_head_bytes,
+                                      max_headers=self._max_headers)
+            return UpstreamResponse(head, conn, self._release, self._url)
         except BaseException:
             self._release(conn, False)
             raise
@@ -272,7 +272,7 @@ class UpstreamPool:
         """Take a connection back from a finished exchange (sync: safe when cancelled)."""
         self._active -= 1
         if reuse and not self._closed and self._max_idle > 0:
-            conn.h11.start_next_cycle()
+            conn.recycle()
             conn.idle_since = trio.current_time()
             if len(self._idle) >= self._max_idle:
                 self._idle.popleft().close()
@@ -313,7 +313,7 @@ class UpstreamPool:
             raise
         self._opened += 1
         self._active += 1
-        return Connection(stream, max_head_bytes=self._max_head_bytes)
+        return self._connection_type(stream, max_head_bytes=self._max_head_bytes)
 
 
 def _close_quietly(stream: trio.SocketStream | None) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from .._http11.llhttp import resolve_parser
+
 __all__ = ["ServerConfig"]
 
 KIB = 1024
@@ -30,6 +32,10 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | 
 def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"ServerConfig.port must be in 0..65535, got {value!r}")
+
+
+def _parser_choice(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    resolve_parser(value)  # raises ConfigError with the choices
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +67,9 @@ class ServerConfig:
     lifespan_timeout: float = attrs.field(default=30.0, validator=_positive)
 
     limit_concurrency: int | None = attrs.field(default=None, validator=_positive)
+    #: The request parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
+    #: A gateway served by this server uses the same parser for its upstream responses.
+    http: str = attrs.field(default="auto", validator=_parser_choice)
     access_log: bool = False
     ws_max_message_size: int = attrs.field(default=16 * MIB, validator=_positive)
 

@@ -1,11 +1,16 @@
-"""One TCP connection speaking HTTP/1.1 (h11) to an ASGI app.
+"""One TCP connection speaking HTTP/1.1 to an ASGI app: the part both parsers share.
 
-Hot-path design: one task per connection, one ``h11.Connection`` per socket, and the app
-is called *in* that task. The request body is read by the app's own ``receive()`` calls (one
-socket read per call, so there is never more than one chunk read ahead), which is why a
-plain GET/POST needs no extra task. A response that is ``http.response.start`` followed by
-a final body goes out in one ``send_all`` (trio's ``SocketStream`` already sets
-``TCP_NODELAY``, so it leaves at once).
+Hot-path design: one task per connection, and the app is called *in* that task. The
+request body is read by the app's own ``receive()`` calls (one socket read per call, so
+there is never more than one chunk read ahead), which is why a plain GET/POST needs no
+extra task. A response that is ``http.response.start`` followed by a final body goes out
+in one ``send_all`` (trio's ``SocketStream`` already sets ``TCP_NODELAY``, so it leaves
+at once).
+
+Parsing and serialising are left to a subclass, one per parser: :mod:`._http_llhttp`
+(llhttp heads, our own body framing; the fast default) and :mod:`._http_h11` (h11, the
+pure-Python fallback). :func:`connection_class` picks one. Everything else lives here
+once: deadlines, the ASGI ``receive``/``send`` glue, errors, draining and closing.
 
 Timeouts cost nothing per request: each connection publishes one ``deadline`` (and what
 it guards), and the server's watchdog task cancels the connection's single cancel scope
@@ -26,24 +31,16 @@ import socket
 import struct
 from typing import Any
 
-import h11
 import trio
 
 from .._exceptions import ResponseAborted
-from .._http11 import (
-    H11_RESPONSE_FIELDS,
-    ChunkedBodyError,
-    ChunkedFraming,
-    split_for_h11,
-)
+from .._http11 import ChunkedBodyError, ChunkedDecoder
+from .._http11.llhttp import HttpParser
 from .._types import Message
 from ._policy import (
     RequestHead,
     RequestRejected,
     error_response,
-    inspect_request,
-    protocol_error_message,
-    scan_head,
 )
 from ._state import (
     ClientDisconnected,
@@ -53,7 +50,7 @@ from ._state import (
 )
 from ._ws import WebSocketSession
 
-__all__ = ["ServerConnection"]
+__all__ = ["InvalidResponse", "ServerConnection", "connection_class"]
 
 READ_SIZE = 65536
 _LINGER_TIME = 1.0
@@ -61,34 +58,48 @@ _LINGER_BYTES = 256 * 1024
 _DRAIN_UNREAD_BYTES = 64 * 1024
 _FORCED_WRITE_TIME = 1.0
 # Connection phases, which are also the kinds of deadline the watchdog enforces.
-_IDLE, _HEAD, _REQUEST, _BODY, _SEND, _WEBSOCKET = "idle", "head", "request", "body", "send", "ws"
+IDLE, HEAD, REQUEST, BODY, SEND, WEBSOCKET = "idle", "head", "request", "body", "send", "ws"
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_REASONS = {code.value: code.phrase.encode() for code in http.HTTPStatus}
-_NO_BODY_STATUS = frozenset((204, 304))
+REASONS = {code.value: code.phrase.encode() for code in http.HTTPStatus}
+NO_BODY_STATUS = frozenset((204, 304))
 _SERVER = (b"server", b"velithon")
 _CLOSE = (b"connection", b"close")
-_EOM = h11.EndOfMessage()  # events are immutable: one instance serves every response
+
+
+class InvalidResponse(Exception):
+    """The app's response cannot be sent as it is (bad field, body longer than its length)."""
+
+
+def connection_class(parser: HttpParser) -> type[ServerConnection]:
+    """The connection type that speaks HTTP/1.1 with ``parser``."""
+    if parser == "httptools":
+        from ._http_llhttp import LlhttpConnection
+        return LlhttpConnection
+    from ._http_h11 import H11Connection
+    return H11Connection
 
 
 class ServerConnection:
-    """Serve requests on one accepted stream until it closes; see the module docstring."""
+    """Serve requests on one accepted stream until it closes; see the module docstring.
+
+    Subclasses implement the parser-specific steps: :meth:`_next_request`,
+    :meth:`_start_body`, :meth:`_feed_body`, :meth:`_buffer`, the ``_encode_*`` methods,
+    :meth:`_continue`, :meth:`_reuse` and the WebSocket hand-over
+    (:meth:`handshake_has_body`, :meth:`switch_protocols`).
+    """
 
     def __init__(self, stream: trio.SocketStream, state: ServerState) -> None:
         self.stream = stream
         self.state = state
         self.config = state.config
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.config.max_header_size
-        )
         self.client = _address(stream, peer=True)
         self.server = _address(stream, peer=False)
         self._conn_scope = trio.CancelScope()
         self.deadline = math.inf  # read by the watchdog; inf = no timer running
-        self._deadline_kind = _IDLE
+        self._deadline_kind = IDLE
         self._expired: str | None = None
-        self._phase = _IDLE
+        self._phase = IDLE
         self._draining = False
         self._forced = False
         self._started = self._complete = self._disconnected = False
@@ -106,7 +117,7 @@ class ServerConnection:
 
     def begin_drain(self) -> None:
         self._draining = True
-        if self._phase is _IDLE:
+        if self._phase is IDLE:
             self._conn_scope.cancel()
         elif self.websocket is not None:
             self.websocket.going_away()
@@ -114,7 +125,7 @@ class ServerConnection:
     def enter_websocket(self, session: Any) -> None:
         """The connection now carries a WebSocket session (no deadlines but sends)."""
         self.websocket = session
-        self._phase = _WEBSOCKET
+        self._phase = WEBSOCKET
         if self._draining:
             session.going_away()
 
@@ -140,11 +151,11 @@ class ServerConnection:
     async def _after_cancel(self) -> None:
         """A deadline passed or the drain gave up: answer if we still can, else reset."""
         phase, expired = self._phase, self._expired
-        if phase is _IDLE or expired == _SEND:
-            if expired == _SEND:
+        if phase is IDLE or expired == SEND:
+            if expired == SEND:
                 self.abort()
             return
-        if phase is _WEBSOCKET:
+        if phase is WEBSOCKET:
             if self.websocket is not None:
                 with trio.move_on_after(_FORCED_WRITE_TIME):
                     await self.websocket.close_going_away()
@@ -155,7 +166,7 @@ class ServerConnection:
             return
         if self._forced:
             status, message = 503, "server is shutting down"
-        elif phase is _HEAD:
+        elif phase is HEAD:
             status, message = 408, "timed out reading request headers"
         else:
             status, message = 408, "timed out reading request body"
@@ -163,66 +174,84 @@ class ServerConnection:
             await self.send_error(status, message)
 
     async def _serve(self) -> None:
-        conn = self.conn
-        config = self.config
         while True:
             try:
-                event = await self._next_request()
-                if event is None:
+                head = await self._next_request()
+                if head is None:
                     return
-                head = inspect_request(event, config)
             except RequestRejected as exc:
                 await self.send_error(exc.status, exc.message)
-                return
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                logger.debug("%s sent an unparsable request head: %r", self.client, str(exc))
-                await self.send_error(status, protocol_error_message(status))
                 return
             if head.websocket:
                 await WebSocketSession(self, head).run()
                 return
-            if not await self._handle(event, head):
+            if not await self._handle(head):
                 return
-            conn.start_next_cycle()
 
-    async def _next_request(self) -> h11.Request | None:
-        """Read and return the next request head, or ``None`` to close silently."""
-        conn = self.conn
-        config = self.config
-        while True:
-            buf, closed = conn.trailing_data
-            if buf:
-                scan_head(buf, config)
-                if self._phase is not _HEAD:
-                    self._phase = _HEAD
-                    self._deadline_kind = _HEAD
-                    self.deadline = trio.current_time() + config.header_timeout
-                event = conn.next_event()
-            elif closed or conn.their_state is not h11.IDLE:
-                event = conn.next_event()
-            else:
-                event = h11.NEED_DATA  # nothing buffered: skip asking h11 (saves ~2 µs)
-            if event is h11.NEED_DATA:
-                if self._phase is not _HEAD:
-                    if self._draining:
-                        return None
-                    self._phase = _IDLE
-                    self._deadline_kind = _IDLE
-                    self.deadline = trio.current_time() + config.keepalive_timeout
-                conn.receive_data(await self.stream.receive_some(READ_SIZE))
-                continue
-            self.deadline = math.inf
-            if type(event) is h11.Request:
-                self._phase = _REQUEST
-                return event
-            return None  # ConnectionClosed
+    def _enter_head(self) -> None:
+        """Bytes of a new request head arrived: the header timeout runs from now."""
+        self._phase = HEAD
+        self._deadline_kind = HEAD
+        self.deadline = trio.current_time() + self.config.header_timeout
+
+    def _enter_idle(self) -> None:
+        """Waiting for the next request on a kept-alive connection."""
+        self._phase = IDLE
+        self._deadline_kind = IDLE
+        self.deadline = trio.current_time() + self.config.keepalive_timeout
+
+    # -- parser-specific steps ----------------------------------------------------------
+    async def _next_request(self) -> RequestHead | None:
+        """Read and return the next request head, or ``None`` to close silently.
+
+        Raises:
+            RequestRejected: the head breaks a rule; answer and close.
+        """
+        raise NotImplementedError
+
+    def _start_body(self, head: RequestHead) -> None:
+        """Set up reading ``head``'s body and take what is already buffered."""
+        raise NotImplementedError
+
+    def _feed_body(self, data: bytes) -> None:
+        """Body bytes just read: queue what the app gets in ``_pending``."""
+        raise NotImplementedError
+
+    def _buffer(self, data: bytes) -> None:
+        """Bytes read after the request body (a pipelined request): keep them."""
+        raise NotImplementedError
+
+    def _continue(self) -> bytes:
+        """The serialised ``100 Continue``."""
+        raise NotImplementedError
+
+    def _encode_head(self, start: Message, final_length: int | None) -> bytes:
+        """The serialised response head (``final_length``: the whole body's, if known)."""
+        raise NotImplementedError
+
+    def _encode_body(self, body: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _encode_end(self) -> bytes:
+        raise NotImplementedError
+
+    def _reuse(self) -> str:
+        """After the exchange: ``"reuse"``, ``"eof"`` (half-close) or ``"linger"``."""
+        raise NotImplementedError
+
+    def handshake_has_body(self, head: RequestHead) -> bool:
+        """Whether a WebSocket handshake request came with a body (refused)."""
+        raise NotImplementedError
+
+    def switch_protocols(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        """``(the serialised 101 response, bytes the client sent after its handshake)``."""
+        raise NotImplementedError
 
     # -- one request --------------------------------------------------------------------
-    async def _handle(self, event: h11.Request, head: RequestHead) -> bool:
+    async def _handle(self, head: RequestHead) -> bool:
         """Run the app for one request; return True if the connection may be reused."""
-        self._method = _METHODS.get(event.method) or event.method.decode("ascii")
-        self._is_head = event.method == b"HEAD"
+        self._head = head
+        self._is_head = head.method == "HEAD"
         self._start: Message | None = None  # http.response.start not yet written
         self._started = False  # response head handed to the socket
         self._complete = False
@@ -236,28 +265,22 @@ class ServerConnection:
         self._disconnect_scope: trio.CancelScope | None = None
         self._no_body = False
         self._sent_100 = False
-        self._expect_100 = self.conn.they_are_waiting_for_100_continue
-        self._chunked = head.chunked
-        self._framing: ChunkedFraming | None = None
-        if self._chunked:
-            buffered = self.conn.trailing_data[0]
-            self._fed = len(buffered)
-            self._chunks = 0
-            self._framing = ChunkedFraming(self.config.max_chunk_header_size)
-            self._check_framing(buffered)
-        if self._body_error is None:
-            self._pull_body()
+        self._expect_100 = head.expect_100
+        self._decoder: ChunkedDecoder | None = None
+        if head.chunked:
+            self._decoder = ChunkedDecoder(self.config.max_chunk_header_size)
+        self._start_body(head)
         if self._body_error is not None:
             await self.send_error(*self._body_error)
             return False
         scope = {
             "type": "http",
             "asgi": _ASGI.copy(),
-            "http_version": event.http_version.decode("ascii"),
+            "http_version": head.http_version,
             "server": self.server,
             "client": self.client,
             "scheme": "http",
-            "method": self._method,
+            "method": head.method,
             "root_path": self.config.root_path,
             "path": head.path,
             "raw_path": head.raw_path,
@@ -279,14 +302,18 @@ class ServerConnection:
             if self.config.access_log:
                 access_logger.info(
                     '%s - "%s %s HTTP/%s" %d', "%s:%s" % (self.client or ("-", "-")),
-                    self._method, event.target.decode("latin-1"), scope["http_version"],
+                    head.method, head.target.decode("latin-1"), head.http_version,
                     self._status,
                 )
+
+    def _is_invalid_response(self, failure: BaseException) -> bool:
+        """Whether ``failure`` says the app's response could not be serialised."""
+        return isinstance(failure, InvalidResponse)
 
     async def _finish(self, failure: BaseException | None) -> bool:
         """Settle the exchange after the app returned; True if we can read another request."""
         if failure is not None:
-            if isinstance(failure, h11.LocalProtocolError):
+            if self._is_invalid_response(failure):
                 logger.error("app sent an invalid response: %s", failure)
             elif isinstance(failure, ResponseAborted):
                 logger.warning("response aborted: %s", failure)  # deliberate: no traceback
@@ -311,8 +338,7 @@ class ServerConnection:
         return False
 
     async def _prepare_reuse(self) -> bool:
-        conn = self.conn
-        if conn.their_state is h11.SEND_BODY and not (self._expect_100 and not self._sent_100):
+        if not self._body_done and not (self._expect_100 and not self._sent_100):
             # Unread request body: skip a small remainder to keep the connection alive.
             budget = _DRAIN_UNREAD_BYTES
             with trio.move_on_after(min(self.config.body_timeout, _LINGER_TIME)):
@@ -322,79 +348,39 @@ class ServerConnection:
                 ):
                     budget -= await self._read_body()
                     self._pending.clear()
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._draining:
+        verdict = self._reuse()
+        if verdict == "reuse" and not self._draining:
             return True
-        if conn.our_state is h11.MUST_CLOSE and conn.their_state is h11.MUST_CLOSE:
+        if verdict == "eof":
             await self.stream.send_eof()
             return False
         await self.close_lingering()
         return False
 
     # -- request body -------------------------------------------------------------------
-    def _pull_body(self) -> None:
-        """Move body events h11 already has into ``_pending``; enforce size rules."""
-        conn = self.conn
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                logger.debug("%s sent an unparsable request body: %r", self.client, str(exc))
-                self._body_error = (status, protocol_error_message(status))
-                return
-            if type(event) is h11.Data:
-                data = event.data
-                self._received += len(data)
-                self._pending.append(data)
-                if self._chunked and event.chunk_start:
-                    self._chunks += 1
-                limit = self.config.max_body_size
-                if limit is not None and self._received > limit:
-                    self._body_error = (413, "request body too large")
-                    return
-            elif type(event) is h11.EndOfMessage:  # request trailers (event.headers): dropped
-                self._body_done = True
-                if self._chunked:
-                    self._check_chunk_overhead(len(conn.trailing_data[0]))
-                return
-            else:
-                if self._chunked and event is h11.NEED_DATA:
-                    self._check_chunk_overhead(len(conn.trailing_data[0]))
-                return
-
-    def _check_framing(self, data: bytes) -> None:
-        """Vet chunk-size lines in ``data`` before h11 sees it (see :class:`ChunkedFraming`).
-
-        h11 would take a 20-hex-digit size as a real length and hand the app the next
-        lines as chunk data, and it accepts a bare CR in a chunk extension.
-        """
-        framing = self._framing
-        if framing is None or framing.done:
-            return
+    def _decode_chunked(self, data: bytes) -> tuple[bytes, int]:
+        """Run ``data`` through the chunk decoder; a framing error becomes a 400."""
+        assert self._decoder is not None
         try:
-            framing.feed(data)
+            return self._decoder.feed(data)
         except ChunkedBodyError as exc:
             self._body_error = (400, str(exc))
+            return b"", len(data)
 
-    def _check_chunk_overhead(self, buffered: int) -> None:
-        """Cap chunk-extension lines: h11 accepts and discards any length of them.
-
-        Framing bytes (size lines, extensions, CRLFs, trailers) may average 64 bytes per
-        chunk plus one ``max_chunk_header_size`` allowance; a partial line h11 is still
-        holding may not exceed the allowance either.
-        """
-        allowance = self.config.max_chunk_header_size
-        overhead = self._fed - self._received - buffered
-        if buffered > allowance or overhead > allowance + 64 * self._chunks:
-            self._body_error = (400, "chunk extension too long")
+    def _add_body(self, data: bytes) -> None:
+        """Queue request body bytes for the app, within ``max_body_size``."""
+        self._received += len(data)
+        self._pending.append(data)
+        limit = self.config.max_body_size
+        if limit is not None and self._received > limit:
+            self._body_error = (413, "request body too large")
 
     async def _read_body(self) -> int:
-        """One socket read into h11 while the body is incomplete; returns bytes read."""
-        conn = self.conn
+        """One socket read while the body is incomplete; returns bytes read."""
         if self._expect_100 and not self._sent_100 and not self._started:
             self._sent_100 = True
-            await self.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        self._deadline_kind = _BODY
+            await self.write(self._continue())
+        self._deadline_kind = BODY
         self.deadline = trio.current_time() + self.config.body_timeout
         try:
             data = await self.stream.receive_some(READ_SIZE)
@@ -404,13 +390,7 @@ class ServerConnection:
         if not data:
             self._disconnected = True
             return 0
-        if self._chunked:
-            self._fed += len(data)
-            self._check_framing(data)
-            if self._body_error is not None:
-                return len(data)  # never parsed: no byte of a bad chunk reaches the app
-        conn.receive_data(data)
-        self._pull_body()
+        self._feed_body(data)
         return len(data)
 
     async def receive(self) -> Message:
@@ -446,7 +426,7 @@ class ServerConnection:
                 if not data:
                     self._disconnected = True
                 budget -= len(data)
-                self.conn.receive_data(data)
+                self._buffer(data)
         self._disconnect_scope = None
         return _DISCONNECT
 
@@ -461,22 +441,21 @@ class ServerConnection:
                 raise RuntimeError("http.response.body sent after the response completed")
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            conn = self.conn
             start = self._start
             if start is not None:
                 self._start = None
-                out = self._send_head(start, None if more else len(body))
+                out = self._encode_head(start, None if more else len(body))
                 if body and not self._no_body:
-                    out += conn.send(h11.Data(data=body))
+                    out += self._encode_body(body)
                 self._started = True
             elif not self._started:
                 raise RuntimeError("http.response.body sent before http.response.start")
             elif body and not self._no_body:
-                out = conn.send(h11.Data(data=body))
+                out = self._encode_body(body)
             else:
                 out = b""
             if not more:
-                out += conn.send(_EOM)
+                out += self._encode_end()
                 self._complete = True
                 if self._disconnect_scope is not None:
                     self._disconnect_scope.cancel()
@@ -490,30 +469,11 @@ class ServerConnection:
         elif kind != "http.response.trailers":
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http scope")
 
-    def _send_head(self, start: Message, final_length: int | None) -> bytes:
-        """The serialised response head, with h11's state machine advanced past it.
-
-        h11 validates every field of a response twice (its framing clean-up builds a
-        second event), yet acts only on framing and ``Connection``. So h11 gets just
-        those; the others are checked with h11's own grammar and written by us right
-        after the status line, which is where h11 writes them too (it appends what it
-        adds). Any field that is not plain, valid bytes sends the whole head through h11.
-        """
-        status = start["status"]
-        headers = self._response_fields(start, status, final_length)
-        reason = _REASONS.get(status, b"")
-        split = split_for_h11(headers, H11_RESPONSE_FIELDS)
-        if split is None:
-            return self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
-        fields, extra = split
-        head = self.conn.send(h11.Response(status_code=status, headers=fields, reason=reason))
-        after_status = head.index(b"\r\n") + 2
-        return head[:after_status] + extra + head[after_status:]
-
     def _response_fields(self, start: Message, status: int, final_length: int | None
                          ) -> list[tuple[bytes, bytes]]:
+        """The app's fields plus ours: Date, Server, a known length, a draining close."""
         app_headers = start.get("headers") or ()
-        self._no_body = self._is_head or status in _NO_BODY_STATUS
+        self._no_body = self._is_head or status in NO_BODY_STATUS
         # our Date and Server only where the app (e.g. a proxied upstream) sent none:
         # RFC 9110 allows a single Date
         has_date = has_server = False
@@ -526,7 +486,7 @@ class ServerConnection:
         if not has_server:
             headers.append(_SERVER)
         headers.extend(app_headers)
-        if final_length is not None and status not in _NO_BODY_STATUS and status >= 200:
+        if final_length is not None and status not in NO_BODY_STATUS and status >= 200:
             if final_length or not self._is_head:
                 for name, _ in app_headers:
                     if len(name) == 14 and name.lower() == b"content-length":
@@ -540,7 +500,7 @@ class ServerConnection:
     # -- I/O helpers (also used by the WebSocket session) --------------------------------
     async def write(self, data: bytes) -> None:
         """``send_all`` under the send deadline; a dead client → ClientDisconnected."""
-        self._deadline_kind = _SEND
+        self._deadline_kind = SEND
         self.deadline = trio.current_time() + self.config.send_timeout
         try:
             await self.stream.send_all(data)

@@ -1,20 +1,20 @@
-"""Request-head policies that h11 does not enforce (pure, no I/O).
+"""Request-head policies that neither parser enforces (pure, no I/O).
 
-h11 is a sound parser but not a smuggling firewall: it accepts TE + CL, TE on HTTP/1.0,
-``HTTP/2.0``, absolute/authority/asterisk targets with any method, obs-fold, and it checks
-its size limit only while an event is incomplete. The functions here close those gaps. They
-raise :class:`RequestRejected` with the status to answer; the connection then sends a JSON
-error with ``Connection: close``.
+A parser is not a smuggling firewall. h11 accepts TE + CL, TE on HTTP/1.0, ``HTTP/2.0``,
+absolute/authority/asterisk targets with any method, any method token, obs-fold and bare
+LF line ends, and it checks its size limit only while an event is incomplete; llhttp
+accepts versions 0.9 to 2.0, a missing or repeated Host, a leading empty line, several
+spaces between request-line parts, and heads of any size. The functions here close those
+gaps, the same way for both parsers, so a request gets the same answer in either mode.
+They raise :class:`RequestRejected` with the status to answer; the connection then sends
+a JSON error with ``Connection: close``.
 
-Three checks run at different moments:
+Two checks run at different moments:
 
-* :func:`scan_head` looks at the *raw* bytes h11 has buffered, before h11 parses them, so
-  oversize heads are refused even when they arrive whole in one read, and folded lines and
-  control characters are seen before h11 silently unfolds or accepts them.
-* :func:`inspect_request` looks at the parsed :class:`h11.Request`.
-* :class:`ChunkedFraming` follows a chunked body's raw bytes one step ahead of h11, whose
-  chunk grammar takes a 20-digit size (far past any real length) and a bare CR in a
-  chunk extension. The upstream client uses it on chunked responses too.
+* :func:`scan_head` looks at the *raw* head bytes before the parser sees them, so
+  oversize heads are refused even when they arrive whole in one read, and folded lines,
+  bare LFs and control characters are seen before a parser silently accepts them.
+* :func:`inspect_request` looks at the parsed request line and fields.
 
 Error messages are fixed strings: nothing the client sent is ever echoed back, so an error
 page cannot be used to reflect markup or probe what the parser saw.
@@ -26,14 +26,14 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
-import h11
-
 from .._http11 import HEAD_CTL, error_body, reason
+from .._http11.llhttp import LLHTTP_METHODS
 from ._config import ServerConfig
 
 __all__ = [
     "RequestHead",
     "RequestRejected",
+    "check_length_fields",
     "error_response",
     "inspect_request",
     "protocol_error_message",
@@ -47,33 +47,15 @@ _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([
 _ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
 # Slack for "METHOD " and " HTTP/1.1\r" around the target when the line is incomplete.
 _LINE_SLACK = 32
+_LINE_ENDS = (b"\r", b"\n")
+_CONTENT_LENGTH_LINE = re.compile(rb"\ncontent-length[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_KNOWN_METHODS = {method: method.decode("ascii") for method in LLHTTP_METHODS}
 # h11's messages quote the offending bytes; a client gets only the status's own words.
 _PROTOCOL_ERRORS = {
     400: "malformed request",
     431: "request header fields too large",
     501: "unsupported transfer coding",
 }
-
-
-def _check_h11_header_items() -> None:
-    """Fail at import, not on the first request, if h11 stores parsed headers differently.
-
-    :func:`inspect_request` reads ``h11.Headers._full_items``, h11's private list of
-    ``(raw name, lowercased name, value)`` triples: building the same list through the
-    public views (``raw_items()`` or iteration) costs about twice as much on every
-    request. The dependency on h11 is pinned to 0.16.x for this reason.
-
-    Raises:
-        ImportError: the installed h11 does not keep its headers that way.
-    """
-    probe = h11.Request(method="GET", target="/", headers=[("Host", "a")])
-    if getattr(probe.headers, "_full_items", None) != [(b"Host", b"host", b"a")]:
-        raise ImportError(
-            f"velithon needs h11 0.16.x (found h11 {getattr(h11, '__version__', '?')}): "
-            "h11.Headers no longer keeps its (raw name, name, value) triples in _full_items")
-
-
-_check_h11_header_items()
 
 
 class RequestRejected(Exception):
@@ -88,6 +70,9 @@ class RequestRejected(Exception):
 class RequestHead(NamedTuple):
     """What the connection needs from a validated request head."""
 
+    method: str
+    target: bytes
+    http_version: str
     raw_path: bytes
     query_string: bytes
     path: str
@@ -95,6 +80,10 @@ class RequestHead(NamedTuple):
     content_length: int | None
     chunked: bool
     websocket: bool
+    #: HTTP/1.1 without ``Connection: close`` (HTTP/1.0 keep-alive is not offered).
+    keep_alive: bool
+    #: The client waits for ``100 Continue`` before sending its body.
+    expect_100: bool
 
 
 def protocol_error_message(status: int) -> str:
@@ -126,8 +115,9 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
 
     Raises:
         RequestRejected: 414 for an overlong request line, 431 for too many or too large
-            header lines, 400 for obs-fold (strict mode), whitespace before the first header
-            or a control character (other than HTAB) in the head.
+            header lines, 400 for an empty line or extra spaces around the request line,
+            a bare LF, obs-fold (strict mode), whitespace before the first header or a
+            control character (other than HTAB) in the head.
     """
     match = _HEAD_END.search(buf)
     complete = match is not None
@@ -144,10 +134,16 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
         raise RequestRejected(414, "request target too long")
     if end > config.max_header_size:
         raise RequestRejected(431, "request header block too large")
+    if buf[:1] in _LINE_ENDS:
+        raise RequestRejected(400, "empty line before the request line")
+    if buf.count(b" ", 0, line_end) != 2:
+        raise RequestRejected(400, "malformed request line")
     if HEAD_CTL.search(buf, 0, end) is not None:
         # h11 accepts most control bytes in field values (cookie compatibility); a proxy
         # must not pass them on to backends that split or log on them.
         raise RequestRejected(400, "control character in request head")
+    if complete and buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end):
+        raise RequestRejected(400, "bare LF in request head")
     if line_end == end:
         return
     lines = buf.count(b"\n", line_end + 1, end) + complete
@@ -159,6 +155,22 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
         buf.find(b"\n ", line_end + 1, end) >= 0 or buf.find(b"\n\t", line_end + 1, end) >= 0
     ):
         raise RequestRejected(400, "obsolete line folding is not allowed")
+
+
+def check_length_fields(buf: bytes) -> None:
+    """Refuse a ``Content-Length`` sent twice or as a list, even with equal values.
+
+    h11 merges such repeats into one value; llhttp refuses them. Checked on the raw head
+    (``buf`` starts with it) in h11 mode, so both modes give the same answer.
+
+    Raises:
+        RequestRejected: 400.
+    """
+    match = _HEAD_END.search(buf)
+    end = match.start() if match is not None else len(buf)
+    values = _CONTENT_LENGTH_LINE.findall(buf, 0, end)
+    if len(values) > 1 or (values and b"," in values[0]):
+        raise RequestRejected(400, "repeated Content-Length")
 
 
 def _check_host(host: bytes) -> None:
@@ -191,51 +203,75 @@ def _split_target(method: bytes, target: bytes, host: bytes | None) -> tuple[byt
     return raw_path or b"/", query
 
 
-def inspect_request(event: h11.Request, config: ServerConfig) -> RequestHead:
-    """Apply framing, version, target and Host rules to a parsed request.
+def inspect_request(method: bytes, target: bytes, version: bytes,
+                    headers: list[tuple[bytes, bytes]], config: ServerConfig) -> RequestHead:
+    """Apply method, framing, version, target and Host rules to a parsed request.
+
+    ``headers`` are ``(lowercased name, value)`` pairs as the parser read them.
 
     Raises:
-        RequestRejected: with the status code to answer (400, 405, 413, 414, 431, 505).
+        RequestRejected: with the status code to answer (400, 405, 413, 414, 431, 501, 505).
     """
-    version = event.http_version
-    method = event.method
-    target = event.target
-    _check_request_line(version, method, target, config)
-    items = event.headers._full_items  # (raw name, lowercased name, value), parsed by h11
-    if len(items) > config.max_headers:
+    method_name = _check_request_line(version, method, target, config)
+    if len(headers) > config.max_headers:
         raise RequestRejected(431, "too many request headers")
-    headers = [(name, value) for _, name, value in items]
-    host, cl, te, upgrade, connection = _request_fields(headers)
-    if te:
-        if cl is not None:
+    fields = _request_fields(headers)
+    if fields.hosts > 1:
+        raise RequestRejected(400, "more than one Host header")
+    host = fields.host
+    if host is None:
+        if version == b"1.1":
+            raise RequestRejected(400, "missing Host header")
+    else:
+        _check_host(host)
+    te = fields.transfer_encoding
+    if te is not None:
+        if te.lower() != b"chunked":
+            raise RequestRejected(501, "unsupported transfer coding")
+        if fields.content_length is not None:
             raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
         if version == b"1.0":
             raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
-    if host is not None:
-        _check_host(host)
     raw_path, query = _split_target(method, target, host)
-    content_length = int(cl) if cl is not None else None
-    limit = config.max_body_size
-    if limit is not None and content_length is not None and content_length > limit:
-        raise RequestRejected(413, "request body too large")
+    content_length = None
+    if fields.content_length is not None:
+        content_length = int(fields.content_length)
+        limit = config.max_body_size
+        if limit is not None and content_length > limit:
+            raise RequestRejected(413, "request body too large")
     path = raw_path.decode("latin-1")
     if "%" in path:
         path = unquote(path)
-    # A real handshake needs both headers; h11 pauses for a protocol switch only then.
+    connection = fields.connection.lower() if fields.connection is not None else b""
+    upgrade = fields.upgrade
+    # A real handshake needs both headers; a parser pauses for a protocol switch only then.
     websocket = (
         upgrade is not None
-        and connection is not None
         and method == b"GET"
         and version == b"1.1"  # RFC 6455 §4.1: an HTTP/1.1 handshake, never 1.0
         and b"websocket" in upgrade.lower()
-        and b"upgrade" in connection.lower()
+        and b"upgrade" in connection
     )
-    return RequestHead(raw_path, query, path, headers, content_length, te, websocket)
+    keep_alive = version == b"1.1" and (not connection or not _has_token(connection, b"close"))
+    expect = fields.expect
+    expect_100 = (version == b"1.1" and expect is not None
+                  and _has_token(expect.lower(), b"100-continue"))
+    return RequestHead(method_name, target, version.decode("ascii"), raw_path, query, path,
+                       headers, content_length, te is not None, websocket, keep_alive,
+                       expect_100)
+
+
+def _has_token(value: bytes, token: bytes) -> bool:
+    """Whether the comma-separated, lowercased field ``value`` lists ``token``."""
+    return any(part.strip() == token for part in value.split(b","))
 
 
 def _check_request_line(version: bytes, method: bytes, target: bytes,
-                        config: ServerConfig) -> None:
-    """The version, method and target-size rules of :func:`inspect_request`."""
+                        config: ServerConfig) -> str:
+    """The version, method and target-size rules of :func:`inspect_request`; the method."""
+    name = _KNOWN_METHODS.get(method)
+    if name is None:
+        raise RequestRejected(501, "request method not implemented")
     if version != b"1.1" and version != b"1.0":
         raise RequestRejected(505, "HTTP version not supported")
     if method == b"CONNECT":
@@ -247,25 +283,42 @@ def _check_request_line(version: bytes, method: bytes, target: bytes,
         # target carrying one is malformed, and routing or forwarding it would disagree
         # with backends that cut it off.
         raise RequestRejected(400, "fragment in request target")
+    return name
 
 
-def _request_fields(headers: list[tuple[bytes, bytes]]
-                    ) -> tuple[bytes | None, bytes | None, bool, bytes | None, bytes | None]:
-    """``(host, content_length, has_transfer_encoding, upgrade, connection)`` of a request.
+class _Fields:
+    """The fields of a request that the rules above look at (the last line wins)."""
 
-    For a field sent on several lines, the last line's value is returned.
-    """
-    host = cl = upgrade = connection = None
-    te = False
+    __slots__ = ("connection", "content_length", "expect", "host", "hosts",
+                 "transfer_encoding", "upgrade")
+
+    def __init__(self) -> None:
+        self.host: bytes | None = None
+        self.hosts = 0
+        self.content_length: bytes | None = None
+        self.transfer_encoding: bytes | None = None
+        self.upgrade: bytes | None = None
+        self.connection: bytes | None = None
+        self.expect: bytes | None = None
+
+
+def _request_fields(headers: list[tuple[bytes, bytes]]) -> _Fields:
+    """One pass over the request's fields. Repeated ``Transfer-Encoding`` lines are joined
+    (so ``chunked`` twice is refused as a coding list), other repeats keep the last."""
+    fields = _Fields()
     for name, value in headers:
         if name == b"host":
-            host = value
+            fields.host = value
+            fields.hosts += 1
         elif name == b"content-length":
-            cl = value
+            fields.content_length = value
         elif name == b"transfer-encoding":
-            te = True
+            te = fields.transfer_encoding
+            fields.transfer_encoding = value if te is None else te + b", " + value
         elif name == b"upgrade":
-            upgrade = value
+            fields.upgrade = value
         elif name == b"connection":
-            connection = value
-    return host, cl, te, upgrade, connection
+            fields.connection = value
+        elif name == b"expect":
+            fields.expect = value
+    return fields

@@ -29,10 +29,11 @@ from typing import Any, Literal
 
 import trio
 
+from .._http11.llhttp import resolve_parser, using_parser
 from .._structured import first_leaf
 from .._types import ASGIApp
 from ._config import ServerConfig
-from ._http import ServerConnection
+from ._http import connection_class
 from ._lifespan import Lifespan, LifespanFailure
 from ._state import ServerState, logger
 
@@ -142,6 +143,7 @@ class _Server:
         self.listeners = listeners
         limit = state.config.limit_concurrency
         self._slots = trio.Semaphore(limit) if limit is not None else None
+        self._connection_class = connection_class(resolve_parser(state.config.http))
 
     async def run(
         self, shutdown_trigger: trio.Event, *, task_status: trio.TaskStatus[list[tuple[str, int]]]
@@ -232,7 +234,7 @@ class _Server:
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection; nothing it does may stop the server."""
         try:
-            conn = ServerConnection(stream, self.state)
+            conn = self._connection_class(stream, self.state)
             self.state.register(conn)
             try:
                 await conn.run()
@@ -271,32 +273,43 @@ async def serve_tcp(
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     failure: str | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            lifespan = Lifespan(app, config.lifespan_timeout)
-            await nursery.start(lifespan.run)
-            try:
-                await lifespan.startup()
-            except LifespanFailure as exc:
-                failure = f"lifespan startup failed: {exc}"
-            else:
-                try:
-                    if sockets is None:
-                        listeners = await open_listeners(config)
-                    else:
-                        listeners = _wrap(sockets)
-                except ServerStartupError as exc:
-                    failure = str(exc)
-                else:
-                    state = ServerState(app, config, lifespan.state)
-                    await _Server(state, listeners).run(trigger, task_status=task_status)
-                await lifespan.shutdown()  # only after every connection has drained
-            nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
+        # the app's tasks (lifespan, services, upstream pools) use the server's parser
+        with using_parser(resolve_parser(config.http)):
+            failure = await _serve(app, config, trigger, sockets, task_status)
     finally:
         for sock in sockets or ():
             sock.close()  # no-op once a listener closed it
     if failure is not None:
         # raised outside the nursery so callers get it unwrapped (no ExceptionGroup)
         raise ServerStartupError(failure)
+
+
+async def _serve(app: ASGIApp, config: ServerConfig, trigger: trio.Event,
+                 sockets: Sequence[socket.socket] | None,
+                 task_status: trio.TaskStatus[list[tuple[str, int]]]) -> str | None:
+    """Run the lifespan and the server; return why startup failed, if it did."""
+    failure: str | None = None
+    async with trio.open_nursery() as nursery:
+        lifespan = Lifespan(app, config.lifespan_timeout)
+        await nursery.start(lifespan.run)
+        try:
+            await lifespan.startup()
+        except LifespanFailure as exc:
+            failure = f"lifespan startup failed: {exc}"
+        else:
+            try:
+                if sockets is None:
+                    listeners = await open_listeners(config)
+                else:
+                    listeners = _wrap(sockets)
+            except ServerStartupError as exc:
+                failure = str(exc)
+            else:
+                state = ServerState(app, config, lifespan.state)
+                await _Server(state, listeners).run(trigger, task_status=task_status)
+            await lifespan.shutdown()  # only after every connection has drained
+        nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
+    return failure
 
 
 def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:

@@ -1,10 +1,11 @@
 """WebSocket upgrade of an HTTP/1.1 connection, spoken to the app as an ASGI websocket scope.
 
-h11 parses the handshake and pauses (``MIGHT_SWITCH_PROTOCOL``); the 101 goes out through
-h11, and any frame bytes the client sent early (h11's ``trailing_data``) are fed to wsproto
-first. Like the http side, the app's own ``receive()`` drives socket reads, so there is no
-reader task: pings are answered and close frames acknowledged as the app receives. Sends
-take a lock because an app may send and receive from different tasks.
+The HTTP connection parses the handshake and hands over: it says whether the handshake
+carried a body (refused), serialises the 101, and returns any frame bytes the client sent
+early, which are fed to wsproto first. Like the http side, the app's own ``receive()``
+drives socket reads, so there is no reader task: pings are answered and close frames
+acknowledged as the app receives. Sends take a lock because an app may send and receive
+from different tasks.
 
 Shutdown: :meth:`WebSocketSession.going_away` interrupts a pending ``receive()`` and the
 connection is closed with 1001; a close *before* accept is answered with an HTTP 403.
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import h11
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -70,11 +70,9 @@ class WebSocketSession:
 
     async def run(self) -> None:
         http = self.http
-        conn = http.conn
-        while (event := conn.next_event()) is not h11.PAUSED:
-            if type(event) is not h11.EndOfMessage:  # a body, or an incomplete one
-                await http.send_error(400, "a websocket handshake has no body")
-                return
+        if http.handshake_has_body(self.head):
+            await http.send_error(400, "a websocket handshake has no body")
+            return
         headers = dict(self.head.headers)
         if headers.get(b"sec-websocket-version") != b"13":
             await http.send_error(426, "unsupported websocket version",
@@ -285,10 +283,8 @@ class WebSocketSession:
         if message.get("subprotocol"):
             headers.append((b"sec-websocket-protocol", message["subprotocol"].encode()))
         headers.extend(message.get("headers") or ())
-        conn = self.http.conn
-        out = conn.send(h11.InformationalResponse(status_code=101, headers=headers))
+        out, early = self.http.switch_protocols(headers)
         self.ws = Connection(ConnectionType.SERVER)
-        early = conn.trailing_data[0]
         if early:
             self.ws.receive_data(early)
             self._events.extend(self.ws.events())

@@ -1,0 +1,118 @@
+"""HTTP/1.1 on the wire: the rules the server and the upstream client share.
+
+Both ends of the gateway speak HTTP/1.1 and must hold messages to the same rules, with
+either parser: which bytes a head may contain, how a chunked body is decoded
+(:mod:`.chunked`), how heads are read with llhttp (:mod:`.llhttp`) or serialised next to
+h11, and what an error response the gateway writes itself looks like. One home for
+each, so a request refused on one leg or in one parser mode is refused everywhere for
+the same reason.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .._types import HeaderList
+from .chunked import (
+    FRAMING_PER_CHUNK,
+    MAX_CHUNK_SIZE,
+    MAX_TRAILER_BYTES,
+    ChunkedBodyError,
+    ChunkedDecoder,
+)
+
+__all__ = [
+    "H11_REQUEST_FIELDS",
+    "H11_RESPONSE_FIELDS",
+    "HEAD_CTL",
+    "MAX_CHUNK_SIZE",
+    "ChunkedBodyError",
+    "ChunkedDecoder",
+    "FRAMING_PER_CHUNK",
+    "MAX_TRAILER_BYTES",
+    "FIELD_NAME",
+    "FIELD_VALUE",
+    "error_body",
+    "reason",
+    "split_for_h11",
+]
+
+# Control characters that may not appear anywhere in a message head (RFC 9110 §5.5: field
+# values are VCHAR, SP, HTAB and obs-text; RFC 9112 §3/§4: so are the start lines). CR and
+# LF are left to the line splitter, which refuses a bare CR itself.
+HEAD_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def reason(status: int) -> bytes:
+    """The standard reason phrase (empty for unknown codes, which HTTP allows)."""
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+#: What an error means when whoever raised it said nothing more.
+_DEFAULT_DETAIL = {
+    404: "No route matches the requested path",
+    405: "The method is not allowed for this path",
+    500: "The server could not complete the request",
+}
+
+
+def error_body(status: int, detail: str | None = None) -> bytes:
+    """The JSON body of every error the server, the app or the gateway writes itself.
+
+    ``{"error": <reason phrase>, "status": <code>, "detail": <message>}``: the same keys
+    whoever answered, so clients parse one shape. ``detail`` never quotes what the client
+    sent; without one, a fixed sentence for the status is used.
+    """
+    phrase = reason(status).decode() or "Error"
+    content = {"error": phrase, "status": status,
+               "detail": detail if detail is not None else _DEFAULT_DETAIL.get(status, phrase)}
+    return json.dumps(content, separators=(",", ":")).encode()
+
+
+# ---- serialising heads next to h11 (hot path) -------------------------------------------
+# h11 validates every header of an event it sends (twice for a response: its framing
+# clean-up builds a second event), although most of them never influence its state
+# machine. Callers therefore give h11 only the fields it acts on, and serialise the others
+# themselves after checking them with these patterns, which are h11's own grammar
+# (``h11._abnf``: ``field_name = token``; ``field_value`` = optional runs of
+# ``[^\x00\s]`` joined by spaces/tabs: no CR, LF or NUL, no edge whitespace).
+FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
+FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
+#: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).
+H11_REQUEST_FIELDS = frozenset({
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect",
+})
+#: Response fields h11's server state machine reads (framing and keep-alive).
+H11_RESPONSE_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def split_for_h11(headers: Iterable[tuple[Any, Any]], h11_fields: frozenset[bytes]
+                  ) -> tuple[HeaderList, bytes] | None:
+    """``(fields for h11, the other fields serialised)``, or ``None`` to let h11 do it all.
+
+    The other fields are checked exactly as h11 would check them and written as h11
+    writes them (``name: value\\r\\n``, name as given). ``None`` when any field is not
+    plain bytes or fails the check: the caller then passes every field to h11, which
+    raises the error it always raised.
+    """
+    own: HeaderList = []
+    lines: list[bytes] = []
+    name_ok = FIELD_NAME
+    value_ok = FIELD_VALUE
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes:
+            return None
+        if name.lower() in h11_fields:
+            own.append((name, value))
+        elif name_ok(name) is not None and value_ok(value) is not None:
+            lines.append(name + b": " + value + b"\r\n")
+        else:
+            return None
+    return own, b"".join(lines)
