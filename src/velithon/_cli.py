@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ._exceptions import ConfigError
+from ._http11.llhttp import PARSER_CHOICES
 from .server._config import ServerConfig
 from .server._run import ServerStartupError, configure_logging, run_server
 
@@ -143,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="max open connections; at the limit, stop accepting (default: none)")
     run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                      help="one log line per request (default: off)")
+    run.add_argument("--http", default="auto", type=str.lower, choices=PARSER_CHOICES,
+                     help="HTTP/1.1 parser for requests and upstream responses: httptools "
+                          "(llhttp, fast), h11 (pure Python) or auto: httptools when "
+                          "installed (default %(default)s)")
     run.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
                      help="critical, error, warning, info or debug, any case "
                           "(default %(default)s)")
@@ -198,6 +203,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         graceful_timeout=args.graceful_timeout,
         limit_concurrency=args.limit_concurrency,
         access_log=args.access_log,
+        http=args.http,
     )
 
 

@@ -160,25 +160,22 @@ class Lease:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        with trio.CancelScope(shield=True):  # a cancelled request still gives its lease back
-            await self._give_back()
-
-    async def _give_back(self) -> None:
         if self._finished:
             return
         self._finished = True
         latency = max(trio.current_time() - self.started_at - self._client_time, 0.0)
         done = Done(self.target_id, self.epoch, self._kind, latency, self._status)
         try:
-            self._router.send_nowait(done)
+            self._router.send_nowait(done)  # the usual case: no wait, no cancel scope
         except trio.WouldBlock:
             # The router drains its inbox continuously (a restarting router resumes
             # where it stopped); waiting is bounded by the balancer's shutdown, which
-            # closes the channel.
-            try:
-                await self._router.send(done)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass  # the balancer shut down: nobody is left to count
+            # closes the channel. Shielded: a cancelled request still gives its lease back.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._router.send(done)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass  # the balancer shut down: nobody is left to count
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the balancer shut down: nobody is left to count
 

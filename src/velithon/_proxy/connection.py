@@ -45,6 +45,7 @@ from .._http11 import (
     split_for_h11,
 )
 from .._http11.llhttp import HeadError, HttpParser, ResponseHeadReader
+from .._sockio import FastSocket
 
 __all__ = [
     "Connection",
@@ -212,7 +213,7 @@ async def _receive_head_bytes(conn: Connection, buf: bytes, pos: int, url: str) 
     refused at once.
     """
     try:
-        data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
+        data = cast(bytes, await conn.io.receive_some(RECEIVE_SIZE))
     except NETWORK_ERRORS as exc:
         if buf:
             raise UpstreamProtocolError(
@@ -258,7 +259,7 @@ class Connection:
     what both need: the socket, the idle clock, and whether the request went out whole.
     """
 
-    __slots__ = ("_plain", "_poller", "_socket", "idle_since", "keep", "stream")
+    __slots__ = ("_plain", "_poller", "_socket", "idle_since", "io", "keep", "stream")
 
     def __init__(self, stream: trio.abc.Stream, *, max_head_bytes: int) -> None:
         self.stream = stream
@@ -268,6 +269,8 @@ class Connection:
         self._plain = not isinstance(stream, trio.SSLStream)
         transport: Any = stream if self._plain else stream.transport_stream  # type: ignore[attr-defined]
         self._socket: trio.socket.SocketType = transport.socket
+        # plain TCP skips trio's per-call scheduling (see FastSocket); TLS needs the stream
+        self.io: FastSocket | trio.abc.Stream = FastSocket(transport) if self._plain else stream
         self._poller: Any = None  # a select.poll for looks_dropped, made on first use
 
     def close(self) -> None:
@@ -661,7 +664,7 @@ async def send_request(
         except h11.LocalProtocolError as exc:
             raise local_error(exc, url) from None
         try:
-            await conn.stream.send_all(payload)
+            await conn.io.send_all(payload)
         except NETWORK_ERRORS:
             # The upstream may have answered and closed already: read what it said.
             conn.keep = False
@@ -684,7 +687,7 @@ async def _send_concurrently(
 
     async def sender(cancel_scope: trio.CancelScope) -> None:
         nonlocal sent_all, send_error
-        stream = conn.stream
+        stream = conn.io
         try:
             await stream.send_all(head)
             send_error = await _send_body(stream, conn, body)
@@ -724,7 +727,7 @@ async def _send_concurrently(
     return event
 
 
-async def _send_body(stream: trio.abc.Stream, conn: Connection, body: Body
+async def _send_body(stream: FastSocket | trio.abc.Stream, conn: Connection, body: Body
                      ) -> Exception | None:
     """Write ``body`` (not ``None``) through ``conn``, without the end of the message.
 
@@ -877,7 +880,7 @@ class UpstreamResponse:
                 if chunk is not None:
                     return chunk
                 try:
-                    data = cast(bytes, await conn.stream.receive_some(RECEIVE_SIZE))
+                    data = cast(bytes, await conn.io.receive_some(RECEIVE_SIZE))
                 except NETWORK_ERRORS as exc:
                     self._fail(UpstreamBodyError(
                         f"{self._url}: connection broke during the response body: {exc}"))

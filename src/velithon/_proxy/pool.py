@@ -11,8 +11,8 @@ is one parser (llhttp, or h11 as the fallback) per TCP connection (``TCP_NODELAY
 trio's default), LIFO reuse, no per-request task for small bytes bodies, and no
 timeouts of its own besides ``connect_timeout``: callers wrap requests in
 ``trio.fail_after``, and cancellation anywhere closes the connection, which is
-never returned half-used. Before an idle plain-TCP connection is reused, a
-zero-timeout poll drops it if the upstream already closed it.
+never returned half-used. Before a plain-TCP connection idle for over a second is
+reused, a zero-timeout poll drops it if the upstream already closed it.
 
 Error handling:
     * connect failure or ``connect_timeout`` → ``UpstreamConnectError``
@@ -56,6 +56,11 @@ from .origin import Origin
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
 
 _WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
+#: Seconds a connection must have been idle before reuse polls it for a close by the
+#: upstream. Upstreams close idle connections after seconds (2 s for gunicorn, 5 s for
+#: uvicorn and Node, 75 s for nginx), not milliseconds; under load connections are
+#: reused within milliseconds, where the poll (a system call) would only cost time.
+LIVENESS_CHECK_AFTER = 1.0
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -139,6 +144,8 @@ class UpstreamPool:
         ssl_context: for https; default ``ssl.create_default_context()``.
         max_head_bytes, max_headers: response head limits (→ ``UpstreamProtocolError``).
         parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
+        check_idle_after: seconds of idleness after which a connection is polled for a
+            close by the upstream before reuse (0: always).
 
     Use it as an async context manager, or call :meth:`aclose`.
     """
@@ -154,6 +161,7 @@ class UpstreamPool:
         max_head_bytes: int = 64 * 1024,
         max_headers: int = 100,
         parser: str = "auto",
+        check_idle_after: float = LIVENESS_CHECK_AFTER,
     ) -> None:
         self.origin = origin if isinstance(origin, Origin) else Origin.parse(origin)
         if max_idle < 0 or idle_timeout < 0 or connect_timeout <= 0:
@@ -169,6 +177,7 @@ class UpstreamPool:
         self._max_head_bytes = max_head_bytes
         self._max_headers = max_headers
         self._parser = resolve_parser(parser)
+        self._check_after = check_idle_after
         self._connection_type = connection_type(self._parser)
         self._url = self.origin.url
         # Mutable state: the idle connections (oldest first) and four counters.
@@ -257,9 +266,10 @@ class UpstreamPool:
         while idle and idle[0].idle_since < oldest_allowed:
             idle.popleft().close()
             self._discarded += 1
+        recent = trio.current_time() - self._check_after
         while idle:
             conn = idle.pop()
-            if conn.looks_dropped():
+            if conn.idle_since < recent and conn.looks_dropped():
                 conn.close()
                 self._discarded += 1
                 continue

@@ -36,6 +36,7 @@ import trio
 from .._exceptions import ResponseAborted
 from .._http11 import ChunkedBodyError, ChunkedDecoder
 from .._http11.llhttp import HttpParser
+from .._sockio import FastSocket
 from .._types import Message
 from ._policy import (
     RequestHead,
@@ -91,6 +92,7 @@ class ServerConnection:
 
     def __init__(self, stream: trio.SocketStream, state: ServerState) -> None:
         self.stream = stream
+        self.io = FastSocket(stream)  # the hot path's reads and writes
         self.state = state
         self.config = state.config
         self.client = _address(stream, peer=True)
@@ -383,7 +385,7 @@ class ServerConnection:
         self._deadline_kind = BODY
         self.deadline = trio.current_time() + self.config.body_timeout
         try:
-            data = await self.stream.receive_some(READ_SIZE)
+            data = await self.io.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""  # reset by the client: the app sees http.disconnect, not an error
         self.deadline = math.inf
@@ -420,7 +422,7 @@ class ServerConnection:
                 if budget <= 0:
                     await trio.sleep_forever()
                 try:
-                    data = await self.stream.receive_some(READ_SIZE)
+                    data = await self.io.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:
@@ -503,7 +505,7 @@ class ServerConnection:
         self._deadline_kind = SEND
         self.deadline = trio.current_time() + self.config.send_timeout
         try:
-            await self.stream.send_all(data)
+            await self.io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._disconnected = True
             raise ClientDisconnected("client disconnected") from exc

@@ -82,7 +82,7 @@ class H11Connection(ServerConnection):
                     if self._draining:
                         return None
                     self._enter_idle()
-                conn.receive_data(await self.stream.receive_some(READ_SIZE))
+                conn.receive_data(await self.io.receive_some(READ_SIZE))
                 continue
             self.deadline = math.inf
             if type(event) is not h11.Request:

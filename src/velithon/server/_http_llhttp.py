@@ -141,7 +141,7 @@ class LlhttpConnection(ServerConnection):
                 return None
             else:
                 self._enter_idle()
-            data = await self.stream.receive_some(READ_SIZE)
+            data = await self.io.receive_some(READ_SIZE)
             if not data:
                 if buf:
                     raise RequestRejected(400, "malformed request")  # cut inside a head

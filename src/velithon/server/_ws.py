@@ -174,7 +174,7 @@ class WebSocketSession:
             if self._going_away and ws.state is ConnectionState.OPEN:
                 scope.cancel()
             try:
-                data = await self.http.stream.receive_some(READ_SIZE)
+                data = await self.http.io.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""  # the client reset the connection: an abnormal closure (1006)
         self._read_scope = None
