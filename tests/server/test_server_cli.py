@@ -36,6 +36,12 @@ APP = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _both_parsers() -> None:
+    """Subprocess tests: the parser is the command line's concern (see test_parser_choice)."""
+
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "myapp.py").write_text(APP)

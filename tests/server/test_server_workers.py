@@ -114,6 +114,12 @@ class Server:
 Start = Callable[..., Server]
 
 
+@pytest.fixture(autouse=True)
+def _both_parsers() -> None:
+    """Subprocess tests: the parser is the command line's concern (see test_parser_choice)."""
+
+
+
 @pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(max_workers=2) as executor:
