@@ -42,6 +42,7 @@ from .._http11 import (
     HEAD_CTL,
     ChunkedBodyError,
     ChunkedDecoder,
+    fields_valid,
     split_for_h11,
 )
 from .._http11.llhttp import HeadError, HttpParser, ResponseHeadReader
@@ -150,19 +151,17 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         raise local_error(ValueError("illegal method"), url)
     if _TARGET(target) is None:
         raise local_error(ValueError("illegal request target"), url)
-    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    hosts = 0
-    name_ok, value_ok = FIELD_NAME, FIELD_VALUE
-    for name, value in headers:
-        if name_ok(name) is None or value_ok(value) is None:
-            raise local_error(ValueError(f"illegal header {name[:40]!r}"), url)
-        if len(name) == 4 and name.lower() == b"host":
-            hosts += 1
-        lines += (name, b": ", value, b"\r\n")
-    if hosts != 1:
+    names = [name for name, _ in headers]
+    values = [value for _, value in headers]
+    if not fields_valid(names, values):
+        for name, value in headers:
+            if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
+                raise local_error(ValueError(f"illegal header {name[:40]!r}"), url)
+    if sum(1 for name in names if len(name) == 4 and name.lower() == b"host") != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
-    lines.append(b"\r\n")
-    return PreparedRequest(method, b"".join(lines), None, length, chunked, persistent)
+    head = b"".join([method, b" ", target, b" HTTP/1.1\r\n",
+                     *[name + b": " + value + b"\r\n" for name, value in headers], b"\r\n"])
+    return PreparedRequest(method, head, None, length, chunked, persistent)
 
 
 def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:

@@ -19,7 +19,7 @@ import re
 
 import trio
 
-from .._http11 import FIELD_NAME, FIELD_VALUE
+from .._http11 import FIELD_NAME, FIELD_VALUE, fields_valid
 from .._http11.llhttp import HeadError, RequestHeadReader
 from .._types import Message
 from ._http import (
@@ -40,6 +40,7 @@ __all__ = ["LlhttpConnection"]
 _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 # An obs-folded line break, replaced by one space when ``strict_obs_fold`` is off (as h11
 # unfolds); heads are then fed to llhttp whole, since a fold shows only at the next line.
 _OBS_FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
@@ -68,17 +69,18 @@ def field_lines(headers: object) -> tuple[list[bytes], list[tuple[bytes, bytes, 
     Raises:
         InvalidResponse: a name or value h11 would refuse to send.
     """
+    fields = [(name if type(name) is bytes else _as_bytes(name),
+               value if type(value) is bytes else _as_bytes(value))
+              for name, value in headers]  # type: ignore[attr-defined]
+    if not fields_valid([name for name, _ in fields], [value for _, value in fields]):
+        for name, value in fields:
+            if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
+                raise InvalidResponse(f"invalid response header {name[:40]!r}")
     lines: list[bytes] = []
     framing: list[tuple[bytes, bytes, bytes]] = []
-    for name, value in headers:  # type: ignore[attr-defined]
-        if type(name) is not bytes:
-            name = _as_bytes(name)
-        if type(value) is not bytes:
-            value = _as_bytes(value)
-        if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
-            raise InvalidResponse(f"invalid response header {name[:40]!r}")
+    for name, value in fields:
         lname = name.lower()
-        if lname in (b"content-length", b"transfer-encoding", b"connection"):
+        if lname in _FRAMING_FIELDS:
             framing.append((name, lname, value))
         else:
             lines.append(name + b": " + value + b"\r\n")
