@@ -59,6 +59,17 @@ class FastSocket:
             await self._maybe_yield()
             return data
 
+    async def receive_when_ready(self, max_bytes: int) -> bytes:
+        """:meth:`receive_some` for when bytes are unlikely to be there yet.
+
+        The next request on a kept-alive connection, or the response to a request just
+        sent, is almost never in the socket yet: trying first would cost a failed
+        system call on every request, so this waits for readiness first.
+        """
+        self._unyielded = 0
+        await trio.lowlevel.wait_readable(self._socket)
+        return await self.receive_some(max_bytes)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``, waiting for the socket to drain when it is full."""
         view = memoryview(data)

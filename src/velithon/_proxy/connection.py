@@ -212,7 +212,11 @@ async def _receive_head_bytes(conn: Connection, buf: bytes, pos: int, url: str) 
     refused at once.
     """
     try:
-        data = cast(bytes, await conn.io.receive_some(RECEIVE_SIZE))
+        io = conn.io
+        if buf or not isinstance(io, FastSocket):
+            data = cast(bytes, await io.receive_some(RECEIVE_SIZE))
+        else:  # the response to a request just sent is rarely there yet
+            data = await io.receive_when_ready(RECEIVE_SIZE)
     except NETWORK_ERRORS as exc:
         if buf:
             raise UpstreamProtocolError(

@@ -82,7 +82,10 @@ class H11Connection(ServerConnection):
                     if self._draining:
                         return None
                     self._enter_idle()
-                conn.receive_data(await self.io.receive_some(READ_SIZE))
+                if buf:
+                    conn.receive_data(await self.io.receive_some(READ_SIZE))
+                else:  # between requests: the next one is rarely there yet
+                    conn.receive_data(await self.io.receive_when_ready(READ_SIZE))
                 continue
             self.deadline = math.inf
             if type(event) is not h11.Request:

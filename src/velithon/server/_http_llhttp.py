@@ -143,7 +143,10 @@ class LlhttpConnection(ServerConnection):
                 return None
             else:
                 self._enter_idle()
-            data = await self.io.receive_some(READ_SIZE)
+            if buf:
+                data = await self.io.receive_some(READ_SIZE)
+            else:  # between requests: the next one is rarely there yet
+                data = await self.io.receive_when_ready(READ_SIZE)
             if not data:
                 if buf:
                     raise RequestRejected(400, "malformed request")  # cut inside a head
