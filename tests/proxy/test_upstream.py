@@ -252,11 +252,9 @@ async def test_stale_retry_happens_only_once() -> None:
 
 async def test_idle_connection_closed_by_upstream_is_skipped_before_sending() -> None:
     # The upstream closed the idle connection (FIN already here): even a POST,
-    # which is never replayed, goes out on a fresh connection. (A pool polls only
-    # connections idle for a while; 0 here, so the test need not wait a second.)
+    # which is never replayed, goes out on a fresh connection.
     backend = Scripted([ok(b"first"), THEN_CLOSE])
-    async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}",
-                                                    check_idle_after=0) as pool:
+    async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
         assert await get(pool, port) == (200, b"first")
         await backend.wait_closed(1)
         assert await get(pool, port, b"POST", b"once") == (200, b"default")

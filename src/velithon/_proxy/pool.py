@@ -11,8 +11,9 @@ is one parser (llhttp, or h11 as the fallback) per TCP connection (``TCP_NODELAY
 trio's default), LIFO reuse, no per-request task for small bytes bodies, and no
 timeouts of its own besides ``connect_timeout``: callers wrap requests in
 ``trio.fail_after``, and cancellation anywhere closes the connection, which is
-never returned half-used. Before a plain-TCP connection idle for over a second is
-reused, a zero-timeout poll drops it if the upstream already closed it.
+never returned half-used. Before a plain-TCP connection is reused, a zero-timeout
+poll drops it if the upstream already closed it (for a request that could be replayed
+on a fresh connection, only when it was idle for over a second).
 
 Error handling:
     * connect failure or ``connect_timeout`` → ``UpstreamConnectError``
@@ -27,6 +28,7 @@ Error handling:
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
@@ -56,10 +58,8 @@ from .origin import Origin
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
 
 _WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
-#: Seconds a connection must have been idle before reuse polls it for a close by the
-#: upstream. Upstreams close idle connections after seconds (2 s for gunicorn, 5 s for
-#: uvicorn and Node, 75 s for nginx), not milliseconds; under load connections are
-#: reused within milliseconds, where the poll (a system call) would only cost time.
+#: Seconds a connection must have been idle before reuse for a replayable request polls
+#: it for a close by the upstream (see ``UpstreamPool._acquire``).
 LIVENESS_CHECK_AFTER = 1.0
 _BYTES = (bytes, bytearray, memoryview)
 
@@ -145,7 +145,8 @@ class UpstreamPool:
         max_head_bytes, max_headers: response head limits (→ ``UpstreamProtocolError``).
         parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
         check_idle_after: seconds of idleness after which a connection is polled for a
-            close by the upstream before reuse (0: always).
+            close by the upstream before reuse for a replayable request (0: always;
+            other requests always poll).
 
     Use it as an async context manager, or call :meth:`aclose`.
     """
@@ -233,13 +234,14 @@ class UpstreamPool:
             raise trio.ClosedResourceError(f"{self!r} is closed")
         request = prepare_request(self._parser, method, target,
                                   _frame(method, headers, body), url=self._url)
-        conn = self._acquire()
+        replayable = (is_idempotent(method.decode("latin-1"))
+                      and (body is None or isinstance(body, _BYTES)))
+        conn = self._acquire(replayable)
         if conn is not None:
             try:
                 return await self._exchange(conn, request, body)
             except UpstreamResetError:
-                if not (is_idempotent(method.decode("latin-1"))
-                        and (body is None or isinstance(body, _BYTES))):
+                if not replayable:
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.
         return await self._exchange(await self._connect(), request, body)
@@ -257,8 +259,15 @@ class UpstreamPool:
             self._release(conn, False)
             raise
 
-    def _acquire(self) -> Connection | None:
-        """Pop the most recently used live idle connection (LIFO), discarding dead ones."""
+    def _acquire(self, replayable: bool) -> Connection | None:
+        """Pop the most recently used live idle connection (LIFO), discarding dead ones.
+
+        A request that cannot be replayed is never spent on a connection the upstream
+        has closed: every connection is polled first. A replayable one is, if it comes
+        to that, replayed once on a fresh connection, so only connections idle for
+        over ``check_idle_after`` are polled for it: under load connections are reused
+        within milliseconds, where the poll (a system call) would only cost time.
+        """
         idle = self._idle
         if not idle:
             return None
@@ -266,7 +275,7 @@ class UpstreamPool:
         while idle and idle[0].idle_since < oldest_allowed:
             idle.popleft().close()
             self._discarded += 1
-        recent = trio.current_time() - self._check_after
+        recent = trio.current_time() - self._check_after if replayable else math.inf
         while idle:
             conn = idle.pop()
             if conn.idle_since < recent and conn.looks_dropped():
