@@ -142,8 +142,10 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
         # h11 accepts most control bytes in field values (cookie compatibility); a proxy
         # must not pass them on to backends that split or log on them.
         raise RequestRejected(400, "control character in request head")
-    if complete and buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end):
-        raise RequestRejected(400, "bare LF in request head")
+    if match is not None:
+        stop = match.end()  # the blank line included: it may be the only bare LF
+        if buf.count(b"\n", 0, stop) != buf.count(b"\r\n", 0, stop):
+            raise RequestRejected(400, "bare LF in request head")
     if line_end == end:
         return
     lines = buf.count(b"\n", line_end + 1, end) + complete
