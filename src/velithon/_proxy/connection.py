@@ -123,18 +123,7 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         UpstreamRequestError: a method, target or field that may not be sent (CR, LF or
             NUL in a value, no Host, ...), with the same rules in both modes.
     """
-    length: int | None = None
-    chunked = False
-    persistent = True
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            length = int(value)
-        elif lname == b"transfer-encoding":
-            chunked = True
-        elif lname == b"connection" and any(
-                token.strip().lower() == b"close" for token in value.split(b",")):
-            persistent = False
+    length, chunked, persistent = _request_framing(headers)
     if parser == "h11":
         # h11 validates every field it is given; it only needs the ones it acts on.
         split = split_for_h11(headers, H11_REQUEST_FIELDS)
@@ -160,8 +149,37 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
     if sum(1 for name in names if len(name) == 4 and name.lower() == b"host") != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
     head = b"".join([method, b" ", target, b" HTTP/1.1\r\n",
-                     *[name + b": " + value + b"\r\n" for name, value in headers], b"\r\n"])
+                     *[name + b": " + value + b"\r\n" for name, value in _in_h11_order(headers)],
+                     b"\r\n"])
     return PreparedRequest(method, head, None, length, chunked, persistent)
+
+
+def _request_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
+    """``(declared length, chunked, persistent)`` of a framed request."""
+    length: int | None = None
+    chunked = False
+    persistent = True
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            length = int(value)
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif lname == b"connection" and any(
+                token.strip().lower() == b"close" for token in value.split(b",")):
+            persistent = False
+    return length, chunked, persistent
+
+
+def _in_h11_order(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The fields in the order h11 mode writes them (see :meth:`H11Connection.start_request`):
+    when the one Host comes before the other fields h11 acts on, Host goes first, then
+    every field h11 does not act on, then h11's. Both modes thus send the same bytes."""
+    own = [item for item in headers if item[0].lower() in H11_REQUEST_FIELDS]
+    if not _one_host_first(own) or len(own) == len(headers):
+        return headers
+    others = [item for item in headers if item[0].lower() not in H11_REQUEST_FIELDS]
+    return [own[0], *others, *own[1:]]
 
 
 def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:

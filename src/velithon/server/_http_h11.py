@@ -19,7 +19,6 @@ from ._http import HEAD, READ_SIZE, REASONS, REQUEST, InvalidResponse, ServerCon
 from ._policy import (
     RequestHead,
     RequestRejected,
-    check_length_fields,
     inspect_request,
     protocol_error_message,
     scan_head,
@@ -90,7 +89,6 @@ class H11Connection(ServerConnection):
             self.deadline = math.inf
             if type(event) is not h11.Request:
                 return None  # ConnectionClosed
-            check_length_fields(buf)
             self._phase = REQUEST
             headers = [(name, value) for _, name, value in event.headers._full_items]
             return inspect_request(event.method, event.target, event.http_version, headers,

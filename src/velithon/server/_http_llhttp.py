@@ -42,7 +42,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 # An obs-folded line break, replaced by one space when ``strict_obs_fold`` is off (as h11
-# unfolds); heads are then fed to llhttp whole, since a fold shows only at the next line.
+# unfolds it).
 _OBS_FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 
 
@@ -87,18 +87,6 @@ def field_lines(headers: object) -> tuple[list[bytes], list[tuple[bytes, bytes, 
     return lines, framing
 
 
-def _rejected(exc: HeadError, buf: bytes) -> RequestRejected:
-    """The answer to a head llhttp refused; an unknown method is 501 only if it is a token
-    (anything else there is a malformed request line, as h11 says)."""
-    if buf.startswith(b"CONNECT "):
-        return RequestRejected(405, "CONNECT is not supported")
-    if exc.message == "request method not implemented":
-        space = buf.find(b" ")
-        if FIELD_NAME(buf[:space] if space >= 0 else buf) is None:
-            return RequestRejected(400, "malformed request")
-    return RequestRejected(exc.status, exc.message)
-
-
 class LlhttpConnection(ServerConnection):
     """A server connection whose request heads llhttp parses; see the module docstring."""
 
@@ -113,27 +101,25 @@ class LlhttpConnection(ServerConnection):
 
     async def _next_request(self) -> RequestHead | None:
         config = self.config
-        reader = self._reader
-        reader.begin()
-        fed = 0  # bytes of buf llhttp has parsed
         buf = self._buf
         while True:
             if buf:
                 if self._phase is not HEAD:
                     self._enter_head()
-                scan_head(buf, config)
+                scan_head(buf, config)  # every rule that decides a status comes first
                 end = buf.find(b"\r\n\r\n")
-                stop = end + 4 if end >= 0 else len(buf)
-                if stop > fed and (end >= 0 or config.strict_obs_fold):
-                    piece = buf[fed:stop] if fed or stop < len(buf) else buf
-                    if not config.strict_obs_fold:
-                        piece = _OBS_FOLD.sub(b" ", piece)
-                    try:
-                        reader.feed(piece)
-                    except HeadError as exc:
-                        raise _rejected(exc, buf) from None
-                    fed = stop
                 if end >= 0:
+                    # llhttp sees the head once, whole, after the raw checks passed
+                    stop = end + 4
+                    head = buf[:stop] if stop < len(buf) else buf
+                    if not config.strict_obs_fold:
+                        head = _OBS_FOLD.sub(b" ", head)
+                    reader = self._reader
+                    reader.begin()
+                    try:
+                        reader.feed(head)
+                    except HeadError as exc:
+                        raise RequestRejected(exc.status, exc.message) from None
                     self._buf = buf[stop:]
                     self.deadline = math.inf
                     self._phase = REQUEST

@@ -33,7 +33,6 @@ from ._config import ServerConfig
 __all__ = [
     "RequestHead",
     "RequestRejected",
-    "check_length_fields",
     "error_response",
     "inspect_request",
     "protocol_error_message",
@@ -48,8 +47,13 @@ _ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
 # Slack for "METHOD " and " HTTP/1.1\r" around the target when the line is incomplete.
 _LINE_SLACK = 32
 _LINE_ENDS = (b"\r", b"\n")
-_CONTENT_LENGTH_LINE = re.compile(rb"\ncontent-length[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _KNOWN_METHODS = {method: method.decode("ascii") for method in LLHTTP_METHODS}
+_TOKEN_PREFIX = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]*").fullmatch
+# method SP target SP version CR: a token, visible ASCII, HTTP/digit.digit (h11's grammar).
+_REQUEST_LINE = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])\r")
+_FRAMING_LINE = re.compile(rb"\n(transfer-encoding|content-length):([^\r\n]*)",
+                           re.IGNORECASE)
 # h11's messages quote the offending bytes; a client gets only the status's own words.
 _PROTOCOL_ERRORS = {
     400: "malformed request",
@@ -113,11 +117,15 @@ def error_response(status: int, message: str, extra: bytes = b"") -> bytes:
 def scan_head(buf: bytes, config: ServerConfig) -> None:
     """Check the raw, possibly incomplete, request head at the start of ``buf``.
 
+    Runs before either parser sees the bytes, on every read of a head, so the answer to
+    a bad request does not depend on the parser: the checks go in one fixed order and
+    the first that fails decides. Before the request line is complete, only bytes that
+    cannot begin a method are refused (garbage such as a TLS hello gets its 400 at
+    once); then the request line (:func:`_check_request_line`); then the head's size
+    and bytes; once the head is complete, its framing fields (:func:`_check_framing`).
+
     Raises:
-        RequestRejected: 414 for an overlong request line, 431 for too many or too large
-            header lines, 400 for an empty line or extra spaces around the request line,
-            a bare LF, obs-fold (strict mode), whitespace before the first header or a
-            control character (other than HTAB) in the head.
+        RequestRejected: 400, 405, 414, 431, 501 or 505 (see the functions named).
     """
     match = _HEAD_END.search(buf)
     complete = match is not None
@@ -125,6 +133,9 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
     # With no header lines the request line's LF is the one that starts the terminator.
     line_end = buf.find(b"\n", 0, end + complete)
     if line_end < 0:
+        space = buf.find(b" ")
+        if _TOKEN_PREFIX(buf, 0, space if space >= 0 else len(buf)) is None:
+            raise RequestRejected(400, "malformed request")
         if end > config.max_uri_length + _LINE_SLACK:
             raise RequestRejected(414, "request target too long")
         if end > config.max_header_size:
@@ -132,12 +143,9 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
         return
     if line_end > config.max_uri_length + _LINE_SLACK:
         raise RequestRejected(414, "request target too long")
+    _check_request_line(buf, line_end, config)
     if end > config.max_header_size:
         raise RequestRejected(431, "request header block too large")
-    if buf[:1] in _LINE_ENDS:
-        raise RequestRejected(400, "empty line before the request line")
-    if buf.count(b" ", 0, line_end) != 2:
-        raise RequestRejected(400, "malformed request line")
     if HEAD_CTL.search(buf, 0, end) is not None:
         # h11 accepts most control bytes in field values (cookie compatibility); a proxy
         # must not pass them on to backends that split or log on them.
@@ -157,22 +165,64 @@ def scan_head(buf: bytes, config: ServerConfig) -> None:
         buf.find(b"\n ", line_end + 1, end) >= 0 or buf.find(b"\n\t", line_end + 1, end) >= 0
     ):
         raise RequestRejected(400, "obsolete line folding is not allowed")
+    if complete:
+        _check_framing(buf, line_end, end, buf[line_end - 9 : line_end - 1] == b"HTTP/1.0")
 
 
-def check_length_fields(buf: bytes) -> None:
-    """Refuse a ``Content-Length`` sent twice or as a list, even with equal values.
-
-    h11 merges such repeats into one value; llhttp refuses them. Checked on the raw head
-    (``buf`` starts with it) in h11 mode, so both modes give the same answer.
+def _check_request_line(buf: bytes, line_end: int, config: ServerConfig) -> None:
+    """The request line's syntax (400), then its meaning: 501, 505, 405, 414, 400.
 
     Raises:
-        RequestRejected: 400.
+        RequestRejected: a malformed line (not ``method SP target SP HTTP/d.d CRLF``,
+            with a token method and a visible-ASCII target), an unknown method (501),
+            a version other than 1.0/1.1 (505), ``CONNECT`` (405), a target over
+            ``max_uri_length`` (414) or with a fragment (400).
     """
-    match = _HEAD_END.search(buf)
-    end = match.start() if match is not None else len(buf)
-    values = _CONTENT_LENGTH_LINE.findall(buf, 0, end)
-    if len(values) > 1 or (values and b"," in values[0]):
-        raise RequestRejected(400, "repeated Content-Length")
+    if buf[:1] in _LINE_ENDS:
+        raise RequestRejected(400, "empty line before the request line")
+    match = _REQUEST_LINE.fullmatch(buf, 0, line_end)
+    if match is None:
+        raise RequestRejected(400, "malformed request line")
+    method, target, version = match.group(1, 2, 3)
+    if method not in LLHTTP_METHODS:
+        raise RequestRejected(501, "request method not implemented")
+    if version != b"1.1" and version != b"1.0":
+        raise RequestRejected(505, "HTTP version not supported")
+    if method == b"CONNECT":
+        raise RequestRejected(405, "CONNECT is not supported")
+    if len(target) > config.max_uri_length:
+        raise RequestRejected(414, "request target too long")
+    if b"#" in target:
+        # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
+        # target carrying one is malformed, and routing or forwarding it would disagree
+        # with backends that cut it off.
+        raise RequestRejected(400, "fragment in request target")
+
+
+def _check_framing(buf: bytes, line_end: int, end: int, http10: bool) -> None:
+    """``Transfer-Encoding`` and ``Content-Length`` as sent, before a parser merges them.
+
+    h11 joins repeated fields and strips tabs; llhttp keeps them and refuses other
+    shapes. One strict reading serves both: a single ``Transfer-Encoding: chunked``
+    line (spaces around the value only), a single ``Content-Length`` of digits, never
+    both, and no transfer coding in HTTP/1.0.
+
+    Raises:
+        RequestRejected: 501 for any other transfer coding, 400 otherwise.
+    """
+    codings: list[bytes] = []
+    lengths: list[bytes] = []
+    for name, value in _FRAMING_LINE.findall(buf, line_end, end):
+        (codings if len(name) == 17 else lengths).append(value)
+    if codings:
+        if len(codings) > 1 or codings[0].strip(b" ").lower() != b"chunked":
+            raise RequestRejected(501, "unsupported transfer coding")
+        if lengths:
+            raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
+        if http10:
+            raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if lengths and (len(lengths) > 1 or not lengths[0].strip(b" \t").isdigit()):
+        raise RequestRejected(400, "invalid or repeated Content-Length")
 
 
 def _check_host(host: bytes) -> None:
@@ -214,7 +264,7 @@ def inspect_request(method: bytes, target: bytes, version: bytes,
     Raises:
         RequestRejected: with the status code to answer (400, 405, 413, 414, 431, 501, 505).
     """
-    method_name = _check_request_line(version, method, target, config)
+    method_name = _KNOWN_METHODS[method]  # scan_head refused any other
     if len(headers) > config.max_headers:
         raise RequestRejected(431, "too many request headers")
     fields = _request_fields(headers)
@@ -226,14 +276,7 @@ def inspect_request(method: bytes, target: bytes, version: bytes,
             raise RequestRejected(400, "missing Host header")
     else:
         _check_host(host)
-    te = fields.transfer_encoding
-    if te is not None:
-        if te.lower() != b"chunked":
-            raise RequestRejected(501, "unsupported transfer coding")
-        if fields.content_length is not None:
-            raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
-        if version == b"1.0":
-            raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
+    te = fields.transfer_encoding  # its shape was checked raw by scan_head
     raw_path, query = _split_target(method, target, host)
     content_length = None
     if fields.content_length is not None:
@@ -266,26 +309,6 @@ def inspect_request(method: bytes, target: bytes, version: bytes,
 def _has_token(value: bytes, token: bytes) -> bool:
     """Whether the comma-separated, lowercased field ``value`` lists ``token``."""
     return any(part.strip() == token for part in value.split(b","))
-
-
-def _check_request_line(version: bytes, method: bytes, target: bytes,
-                        config: ServerConfig) -> str:
-    """The version, method and target-size rules of :func:`inspect_request`; the method."""
-    name = _KNOWN_METHODS.get(method)
-    if name is None:
-        raise RequestRejected(501, "request method not implemented")
-    if version != b"1.1" and version != b"1.0":
-        raise RequestRejected(505, "HTTP version not supported")
-    if method == b"CONNECT":
-        raise RequestRejected(405, "CONNECT is not supported")
-    if len(target) > config.max_uri_length:
-        raise RequestRejected(414, "request target too long")
-    if b"#" in target:
-        # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
-        # target carrying one is malformed, and routing or forwarding it would disagree
-        # with backends that cut it off.
-        raise RequestRejected(400, "fragment in request target")
-    return name
 
 
 class _Fields:
