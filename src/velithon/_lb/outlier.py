@@ -216,6 +216,8 @@ class OutlierDetector:
 
     def tick(self, now: float) -> list[int]:
         """Expire ejections and decay multipliers; returns the indices un-ejected now."""
+        if not self.ejections:
+            return []  # nothing was ever ejected: no state to expire (every pick calls this)
         back = []
         for i, slot in enumerate(self._slots):
             was = slot.ejected_until is not None
