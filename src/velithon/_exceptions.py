@@ -86,7 +86,8 @@ class ResponseAborted(VelithonError):
 
     The server closes the client connection without completing the message
     (so the client sees a truncated body, never a complete-looking one) and
-    logs one warning line instead of a crash traceback.
+    logs one warning line instead of a crash traceback. If the response head had
+    not reached the socket yet, the client gets a ``502`` instead.
     """
 
 

@@ -8,8 +8,11 @@ the call first and waits for readiness only when the kernel says it would block,
 which is exactly when trio would have to wait anyway.
 
 Skipping the yield must not let one busy connection starve the others, or delay its
-own cancellation (deadlines and shutdown work by cancelling): every
-:data:`YIELD_EVERY` operations that did not wait, one checkpoint is taken.
+own cancellation (deadlines and shutdown work by cancelling): once :data:`YIELD_AFTER`
+seconds have passed since this socket last waited or yielded, the next operation takes a
+checkpoint first. The checkpoint always comes *before* the system call, never after: a
+cancellation must never land between bytes read (or written) and the caller learning
+of them, or a request's bytes would silently vanish from the stream.
 
 Errors match ``SocketStream``'s: a failed system call becomes
 ``trio.BrokenResourceError`` (the ``OSError`` as its cause), a closed socket
@@ -23,41 +26,45 @@ import os
 
 import trio
 
-__all__ = ["YIELD_EVERY", "FastSocket"]
+__all__ = ["YIELD_AFTER", "FastSocket"]
 
-#: Operations completed without waiting after which one checkpoint is taken anyway.
-YIELD_EVERY = 16
+#: Seconds of work without waiting after which a socket operation yields first.
+YIELD_AFTER = 0.002
 
 
 class FastSocket:
     """``send_all``/``receive_some`` for one connected, non-blocking TCP socket."""
 
-    __slots__ = ("_fd", "_socket", "_unyielded")
+    __slots__ = ("_fd", "_socket", "_waited")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._socket = stream.socket
         self._fd = stream.socket.fileno()
-        self._unyielded = 0
+        self._waited = trio.current_time()  # when this socket last waited or yielded
 
-    async def _maybe_yield(self) -> None:
-        self._unyielded += 1
-        if self._unyielded >= YIELD_EVERY:
-            self._unyielded = 0
+    def restart_clock(self) -> None:
+        """Count from now: the task just waited elsewhere (a pooled connection taken up
+        by a request that waited for the router)."""
+        self._waited = trio.current_time()
+
+    async def _yield_if_due(self) -> None:
+        """A checkpoint if this socket has not waited for a while (before any I/O)."""
+        now = trio.current_time()
+        if now - self._waited >= YIELD_AFTER:
+            self._waited = now
             await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
+        await self._yield_if_due()
         while True:
             try:
-                data = os.read(self._fd, max_bytes)
+                return os.read(self._fd, max_bytes)
             except BlockingIOError:
-                self._unyielded = 0
                 await trio.lowlevel.wait_readable(self._socket)
-                continue
+                self._waited = trio.current_time()
             except OSError as exc:
                 raise _broken(exc) from exc
-            await self._maybe_yield()
-            return data
 
     async def receive_when_ready(self, max_bytes: int) -> bytes:
         """:meth:`receive_some` for when bytes are unlikely to be there yet.
@@ -66,12 +73,17 @@ class FastSocket:
         sent, is almost never in the socket yet: trying first would cost a failed
         system call on every request, so this waits for readiness first.
         """
-        self._unyielded = 0
         await trio.lowlevel.wait_readable(self._socket)
+        self._waited = trio.current_time()
         return await self.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data``, waiting for the socket to drain when it is full."""
+        """Write all of ``data``, waiting for the socket to drain when it is full.
+
+        A cancellation can only come before the first byte is written or while waiting
+        for room, as with trio's own ``send_all``.
+        """
+        await self._yield_if_due()
         view = memoryview(data)
         total = len(view)
         sent = 0
@@ -79,12 +91,10 @@ class FastSocket:
             try:
                 sent += os.write(self._fd, view[sent:] if sent else view)
             except BlockingIOError:
-                self._unyielded = 0
                 await trio.lowlevel.wait_writable(self._socket)
-                continue
+                self._waited = trio.current_time()
             except OSError as exc:
                 raise _broken(exc) from exc
-        await self._maybe_yield()
 
 
 def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:

@@ -273,6 +273,21 @@ MID_BODY = [
 ]
 
 
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
+@bounded(10)
+async def test_35_upstream_gone_right_after_its_head_is_a_502(rst: bool) -> None:
+    # No body byte came, so no byte of the response reached the client either: the
+    # client can still be told properly (502), not with a 500 or a cut connection.
+    async with open_backend() as a:
+        a.set_fault(Fault.truncate(0, declared=10, rst=rst), times=1)
+        route = GatewayRoute("/api/{path:path}", [a.url], max_retries=0)
+        async with gateway(route) as gw:
+            response = await gw.raw(request_bytes("GET", "/api/x"))
+            again = await gw.raw(request_bytes("GET", "/api/again"))
+    assert response.status == 502 and response.complete
+    assert again.status == 200 and again.complete
+
+
 @pytest.mark.parametrize("fault", MID_BODY)
 @bounded(10)
 async def test_35_mid_body_failure_aborts_the_client_connection(fault: Fault) -> None:

@@ -8,6 +8,7 @@ connection was reused or thrown away (``statistics()``).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import ssl
@@ -250,6 +251,29 @@ async def test_stale_retry_happens_only_once() -> None:
         assert backend.connections == 2
 
 
+async def test_bytes_arriving_on_an_idle_connection_discard_it() -> None:
+    # A late second response (or a body after a HEAD answer) sits in the socket of an
+    # idle pooled connection: the next request, however soon, must not read it as its
+    # own response.
+    strays = [ok(b"secret of another")]  # sent once, 50 ms after the first response
+
+    async def late_extra(stream: trio.SocketStream) -> None:
+        reader = Reader(stream)
+        with contextlib.suppress(trio.BrokenResourceError):  # the pool resets it: fine
+            while (request := await reader.request()) is not None:
+                await stream.send_all(ok(b"for " + request.target))
+                if strays:
+                    await trio.sleep(0.05)
+                    await stream.send_all(strays.pop())
+
+    async with serve(late_extra) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        assert await get(pool, port) == (200, b"for /")
+        await trio.sleep(0.2)  # the stray response has arrived
+        for _ in range(3):
+            assert await get(pool, port) == (200, b"for /")
+        assert pool.statistics().discarded_total == 1
+
+
 async def test_idle_connection_closed_by_upstream_is_skipped_before_sending() -> None:
     # The upstream closed the idle connection (FIN already here): even a POST,
     # which is never replayed, goes out on a fresh connection.
@@ -420,14 +444,22 @@ _MALFORMED = {  # name: (raw bytes, what the error must say)
     "obs-fold": (b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", "folded"),
     "obs-fold-tab-bare-lf": (b"HTTP/1.1 200 OK\nX-A: a\n\tb\nContent-Length: 0\n\n", "folded"),
     "conflicting-cl": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-                       "conflicting Content-Length|Duplicate Content-Length"),
+                       "conflicting|Duplicate Content-Length|repeated Content-Length"),
     "bad-cl": (b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
-               "bad Content-Length|Invalid character in Content-Length"),
+               "bad Content-Length|Invalid character in Content-Length|invalid or repeated"),
     "te-gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
                 "Only Transfer-Encoding: chunked|unsupported transfer coding"),
     "unsolicited-101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: upgrade\r\n\r\n", "unsolicited 101"),
     "too-many-1xx": (b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + ok(), "more than 16 1xx"),
+    "http-1.2": (b"HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n",
+                 "without HTTP/1.1 or HTTP/1.0|Invalid HTTP version"),
+    "equal-cl-twice": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+                       "repeated Content-Length"),
+    "equal-cl-list": (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+                      "repeated Content-Length"),
+    "cl-over-2-64": (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nok",
+                     "repeated Content-Length"),
     "partial-head-then-close": (b"HTTP/1.1 200 OK\r\nContent-Le",
                                 "in the middle of the response head"),
 }

@@ -64,6 +64,9 @@ REJECTED = {
     "cl-empty": (post(H + b"Content-Length: \r\n", b"hello"), 400),
     "cl-space": (post(H + b"Content-Length: 5 5\r\n", b"hello"), 400),
     "cl-21-digits": (post(H + b"Content-Length: " + b"1" * 21 + b"\r\n", b"hello"), 400),
+    "cl-21-chars-leading-zeros": (post(H + b"Content-Length: " + b"0" * 20 + b"5\r\n",
+                                       b"hello"), 400),
+    "cl-over-2-64": (post(H + b"Content-Length: 99999999999999999999\r\n", b"hello"), 400),
     # A3 bad Transfer-Encoding
     "te-xchunked": (post(H + b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"), 501),
     "te-chunked-twice": (post(H + b"Transfer-Encoding: chunked, chunked\r\n", b"0\r\n\r\n"), 501),

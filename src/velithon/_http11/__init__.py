@@ -40,12 +40,20 @@ __all__ = [
     "fields_valid",
     "reason",
     "split_for_h11",
+    "valid_length",
 ]
 
 # Control characters that may not appear anywhere in a message head (RFC 9110 §5.5: field
 # values are VCHAR, SP, HTAB and obs-text; RFC 9112 §3/§4: so are the start lines). CR and
 # LF are left to the line splitter, which refuses a bare CR itself.
 HEAD_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def valid_length(value: bytes) -> bool:
+    """Whether a raw ``Content-Length`` value is one both parsers read the same way:
+    digits (optional whitespace around), at most 20 of them, below 2^64."""
+    digits = value.strip(b" \t")
+    return digits.isdigit() and len(digits) <= 20 and int(digits) < 2**64
 
 
 def reason(status: int) -> bytes:

@@ -44,6 +44,7 @@ from .._http11 import (
     ChunkedDecoder,
     fields_valid,
     split_for_h11,
+    valid_length,
 )
 from .._http11.llhttp import HeadError, HttpParser, ResponseHeadReader
 from .._sockio import FastSocket
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 RECEIVE_SIZE = 65536
+CHUNKED_READ_SIZE = 16384
 # Bytes bodies up to this size are written inline (no task); bigger ones are sent
 # concurrently with reading the head, so an early answer (413) cannot deadlock us.
 INLINE_BODY_LIMIT = 65536
@@ -70,6 +72,8 @@ _SWITCHING = re.compile(rb"HTTP/1\.[01] 101\b")
 # Longest chunk-size line (extension included) accepted from an upstream.
 MAX_CHUNK_LINE = 4096
 _TE_FIELD = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length:([^\r\n]*)", re.IGNORECASE)
+_VERSIONS = (b"HTTP/1.1 ", b"HTTP/1.0 ")
 _BYTES = (bytes, bytearray, memoryview)
 NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every request
@@ -195,8 +199,9 @@ def _check_head(buf: bytes, pos: int, end: int, field_count: int, *, url: str,
 
     Raises:
         UpstreamProtocolError: a head over ``max_head_bytes`` or ``max_headers``, an
-            obs-folded line, a control character or a bare LF (llhttp refuses those, so
-            h11 mode must too).
+            obs-folded line, a control character, a bare LF, a version other than
+            1.0/1.1, or a repeated, listed or oversized ``Content-Length`` (llhttp
+            refuses those, so h11 mode must too).
     """
     if end - pos > max_head_bytes:
         raise UpstreamProtocolError(
@@ -212,6 +217,11 @@ def _check_head(buf: bytes, pos: int, end: int, field_count: int, *, url: str,
         raise UpstreamProtocolError(f"{url} sent a control character in the response head")
     if buf.count(b"\n", pos, end) != buf.count(b"\r\n", pos, end):
         raise UpstreamProtocolError(f"{url} sent a line ended by a bare LF in the response head")
+    if buf[pos : pos + 9] not in _VERSIONS:
+        raise UpstreamProtocolError(f"{url} sent a status line without HTTP/1.1 or HTTP/1.0")
+    lengths = _CONTENT_LENGTH.findall(buf, pos, end)
+    if lengths and (len(lengths) > 1 or not valid_length(lengths[0])):
+        raise UpstreamProtocolError(f"{url} sent an invalid or repeated Content-Length")
 
 
 def _check_status(status: int, url: str) -> None:
@@ -298,6 +308,21 @@ class Connection:
         """Close the socket now, without a checkpoint (no TLS close_notify)."""
         self.keep = False
         self._socket.close()
+
+    def taken(self) -> None:
+        """An idle connection is taken up for a request (its I/O clock restarts)."""
+        if isinstance(self.io, FastSocket):
+            self.io.restart_clock()
+
+    def body_read_size(self) -> int:
+        """How much to read at once for the body: less for a chunked one, whose decoding
+        costs Python time per chunk, so one read of tiny chunks cannot hold the event
+        loop for long."""
+        return CHUNKED_READ_SIZE if self.chunked_body() else RECEIVE_SIZE
+
+    def chunked_body(self) -> bool:
+        """Whether the response body being read is chunked."""
+        raise NotImplementedError
 
     def looks_dropped(self) -> bool:
         """True if an idle plain-TCP connection is readable: the upstream closed it or sent junk.
@@ -449,6 +474,9 @@ class H11Connection(Connection):
                 return (b"".join(chunks), False) if chunks else None
             else:
                 raise ValueError(f"unexpected {event!r}")
+
+    def chunked_body(self) -> bool:
+        return self.decoder is not None
 
     def feed_body(self, data: bytes) -> None:
         decoder = self.decoder
@@ -636,6 +664,9 @@ class LlhttpConnection(Connection):
                 return data, True
             return (data, False) if data else None
         return b"", True
+
+    def chunked_body(self) -> bool:
+        return self._decoder is not None
 
     def feed_body(self, data: bytes) -> None:
         if not data:
@@ -901,7 +932,7 @@ class UpstreamResponse:
                 if chunk is not None:
                     return chunk
                 try:
-                    data = cast(bytes, await conn.io.receive_some(RECEIVE_SIZE))
+                    data = cast(bytes, await conn.io.receive_some(conn.body_read_size()))
                 except NETWORK_ERRORS as exc:
                     self._fail(UpstreamBodyError(
                         f"{self._url}: connection broke during the response body: {exc}"))

@@ -12,8 +12,7 @@ trio's default), LIFO reuse, no per-request task for small bytes bodies, and no
 timeouts of its own besides ``connect_timeout``: callers wrap requests in
 ``trio.fail_after``, and cancellation anywhere closes the connection, which is
 never returned half-used. Before a plain-TCP connection is reused, a zero-timeout
-poll drops it if the upstream already closed it (for a request that could be replayed
-on a fresh connection, only when it was idle for over a second).
+poll drops it if the upstream already closed it or sent bytes nobody asked for.
 
 Error handling:
     * connect failure or ``connect_timeout`` → ``UpstreamConnectError``
@@ -28,7 +27,6 @@ Error handling:
 
 from __future__ import annotations
 
-import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
@@ -58,9 +56,6 @@ from .origin import Origin
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
 
 _WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
-#: Seconds a connection must have been idle before reuse for a replayable request polls
-#: it for a close by the upstream (see ``UpstreamPool._acquire``).
-LIVENESS_CHECK_AFTER = 1.0
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -144,9 +139,6 @@ class UpstreamPool:
         ssl_context: for https; default ``ssl.create_default_context()``.
         max_head_bytes, max_headers: response head limits (→ ``UpstreamProtocolError``).
         parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
-        check_idle_after: seconds of idleness after which a connection is polled for a
-            close by the upstream before reuse for a replayable request (0: always;
-            other requests always poll).
 
     Use it as an async context manager, or call :meth:`aclose`.
     """
@@ -162,7 +154,6 @@ class UpstreamPool:
         max_head_bytes: int = 64 * 1024,
         max_headers: int = 100,
         parser: str = "auto",
-        check_idle_after: float = LIVENESS_CHECK_AFTER,
     ) -> None:
         self.origin = origin if isinstance(origin, Origin) else Origin.parse(origin)
         if max_idle < 0 or idle_timeout < 0 or connect_timeout <= 0:
@@ -178,7 +169,6 @@ class UpstreamPool:
         self._max_head_bytes = max_head_bytes
         self._max_headers = max_headers
         self._parser = resolve_parser(parser)
-        self._check_after = check_idle_after
         self._connection_type = connection_type(self._parser)
         self._url = self.origin.url
         # Mutable state: the idle connections (oldest first) and four counters.
@@ -236,7 +226,7 @@ class UpstreamPool:
                                   _frame(method, headers, body), url=self._url)
         replayable = (is_idempotent(method.decode("latin-1"))
                       and (body is None or isinstance(body, _BYTES)))
-        conn = self._acquire(replayable)
+        conn = self._acquire()
         if conn is not None:
             try:
                 return await self._exchange(conn, request, body)
@@ -259,14 +249,13 @@ class UpstreamPool:
             self._release(conn, False)
             raise
 
-    def _acquire(self, replayable: bool) -> Connection | None:
+    def _acquire(self) -> Connection | None:
         """Pop the most recently used live idle connection (LIFO), discarding dead ones.
 
-        A request that cannot be replayed is never spent on a connection the upstream
-        has closed: every connection is polled first. A replayable one is, if it comes
-        to that, replayed once on a fresh connection, so only connections idle for
-        over ``check_idle_after`` are polled for it: under load connections are reused
-        within milliseconds, where the poll (a system call) would only cost time.
+        Every connection is polled before reuse, however briefly it was idle: readable
+        means the upstream closed it or sent bytes nobody asked for (a late second
+        response, a body after a HEAD answer), which would otherwise be read as the
+        next request's response.
         """
         idle = self._idle
         if not idle:
@@ -275,15 +264,15 @@ class UpstreamPool:
         while idle and idle[0].idle_since < oldest_allowed:
             idle.popleft().close()
             self._discarded += 1
-        recent = trio.current_time() - self._check_after if replayable else math.inf
         while idle:
             conn = idle.pop()
-            if conn.idle_since < recent and conn.looks_dropped():
+            if conn.looks_dropped():
                 conn.close()
                 self._discarded += 1
                 continue
             self._active += 1
             self._reused += 1
+            conn.taken()
             return conn
         return None
 

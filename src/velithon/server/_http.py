@@ -54,6 +54,7 @@ from ._ws import WebSocketSession
 __all__ = ["InvalidResponse", "ServerConnection", "connection_class"]
 
 READ_SIZE = 65536
+CHUNKED_READ_SIZE = 16384
 _LINGER_TIME = 1.0
 _LINGER_BYTES = 256 * 1024
 _DRAIN_UNREAD_BYTES = 64 * 1024
@@ -333,6 +334,10 @@ class ServerConnection:
             return False
         if self._body_error is not None:
             await self.send_error(*self._body_error)
+        elif isinstance(failure, ResponseAborted):
+            # aborted before its head reached the socket (a proxy whose upstream failed
+            # right after its head): still time to say so properly
+            await self.send_error(502, "the response could not be completed")
         elif failure is not None:
             await self.send_error(500, "internal server error")
         elif not self._complete:
@@ -384,8 +389,11 @@ class ServerConnection:
             await self.write(self._continue())
         self._deadline_kind = BODY
         self.deadline = trio.current_time() + self.config.body_timeout
+        # a chunked body is read in smaller pieces: decoding costs Python time per
+        # chunk, and one read of tiny chunks must not hold the event loop for long
+        size = CHUNKED_READ_SIZE if self._decoder is not None else READ_SIZE
         try:
-            data = await self.io.receive_some(READ_SIZE)
+            data = await self.io.receive_some(size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""  # reset by the client: the app sees http.disconnect, not an error
         self.deadline = math.inf

@@ -26,7 +26,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from .._http11 import HEAD_CTL, error_body, reason
+from .._http11 import HEAD_CTL, error_body, reason, valid_length
 from .._http11.llhttp import LLHTTP_METHODS
 from ._config import ServerConfig
 
@@ -204,8 +204,9 @@ def _check_framing(buf: bytes, line_end: int, end: int, http10: bool) -> None:
 
     h11 joins repeated fields and strips tabs; llhttp keeps them and refuses other
     shapes. One strict reading serves both: a single ``Transfer-Encoding: chunked``
-    line (spaces around the value only), a single ``Content-Length`` of digits, never
-    both, and no transfer coding in HTTP/1.0.
+    line (spaces around the value only), a single ``Content-Length`` (see
+    :func:`~velithon._http11.valid_length`), never both, and no transfer coding in
+    HTTP/1.0.
 
     Raises:
         RequestRejected: 501 for any other transfer coding, 400 otherwise.
@@ -221,7 +222,7 @@ def _check_framing(buf: bytes, line_end: int, end: int, http10: bool) -> None:
             raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
         if http10:
             raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
-    if lengths and (len(lengths) > 1 or not lengths[0].strip(b" \t").isdigit()):
+    if lengths and (len(lengths) > 1 or not valid_length(lengths[0])):
         raise RequestRejected(400, "invalid or repeated Content-Length")
 
 
