@@ -274,6 +274,29 @@ async def test_bytes_arriving_on_an_idle_connection_discard_it() -> None:
         assert pool.statistics().discarded_total == 1
 
 
+async def test_sweep_closes_idle_connections_the_upstream_closed() -> None:
+    # No request comes to take the connection (a target that is down or ejected):
+    # the sweep after a health probe gives its socket back.
+    backend = Scripted([ok(b"first"), THEN_CLOSE])
+    async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        assert await get(pool, port) == (200, b"first")
+        await backend.wait_closed(1)
+        await trio.sleep(0.05)  # the FIN has arrived
+        assert pool.statistics().idle == 1  # nothing took it: it is still held
+        pool.sweep()
+        assert pool.statistics() == PoolStatistics(0, 0, 1, 0, 1)
+
+
+async def test_sweep_keeps_live_idle_connections() -> None:
+    backend = Scripted()
+    async with serve(backend) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        assert await get(pool, port) == (200, b"default")
+        pool.sweep()
+        assert pool.statistics().idle == 1
+        assert await get(pool, port) == (200, b"default")
+        assert pool.statistics().reused_total == 1
+
+
 async def test_idle_connection_closed_by_upstream_is_skipped_before_sending() -> None:
     # The upstream closed the idle connection (FIN already here): even a POST,
     # which is never replayed, goes out on a fresh connection.

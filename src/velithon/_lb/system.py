@@ -74,9 +74,13 @@ def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
 
 
 class TargetPool(Protocol):
-    """What the engine needs of a target's connection pool: a way to close it."""
+    """What the engine needs of a target's connection pool: a way to close it, and one
+    to drop idle connections that died (called after each health probe, so a dead or
+    ejected target's sockets do not wait for its next request)."""
 
     async def aclose(self) -> None: ...
+
+    def sweep(self) -> None: ...
 
 
 class TargetPools(Protocol):
@@ -283,11 +287,11 @@ class Balancer:
         entry.inbox = send
         scope = trio.CancelScope()
         self._target_scopes[entry.url] = scope
-        await self._nursery.start(self._run_target, tstate, send, receive, scope)
+        await self._nursery.start(self._run_target, tstate, send, receive, scope, entry.pool)
 
     async def _run_target(self, tstate: TargetState, send: trio.MemorySendChannel[TargetMsg],
                           receive: trio.MemoryReceiveChannel[TargetMsg],
-                          scope: trio.CancelScope, *,
+                          scope: trio.CancelScope, pool: TargetPool | None, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         stats = SupervisedStats(tstate.url)
@@ -304,6 +308,7 @@ class Balancer:
                 health_config=config.health,
                 run_probe_loop=config.active_health_checks,
                 rng=self._rng,
+                pool=pool,
             )
             await actor.run(task_status=task_status)
 

@@ -176,6 +176,7 @@ class TargetActor:
         health_config: HealthCheckConfig,
         run_probe_loop: bool,
         rng: random.Random | None = None,
+        pool: Any = None,
     ) -> None:
         self.state = state
         self._inbox = inbox
@@ -185,6 +186,7 @@ class TargetActor:
         self._health_config = health_config
         self._run_probe_loop = run_probe_loop and probe is not None
         self._rng = rng or random.Random()
+        self._pool = pool  # swept of dead idle connections after each probe
         self._outbox: list[Any] = []
         self._last_report: TargetReport | None = None
         self._self_send_live: trio.MemorySendChannel[TargetMsg] = self_send
@@ -314,6 +316,8 @@ class TargetActor:
         self._publish(now)
 
     def _on_probe(self, msg: ProbeResult, now: float) -> None:
+        if self._pool is not None:
+            self._pool.sweep()
         s = self.state
         s.probes += 1
         s.last_probe_status = msg.status

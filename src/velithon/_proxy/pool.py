@@ -249,6 +249,27 @@ class UpstreamPool:
             self._release(conn, False)
             raise
 
+    def sweep(self) -> None:
+        """Close idle connections that expired or that the upstream closed.
+
+        Reuse checks both lazily; this lets a target that gets no requests (down, or
+        ejected) give its sockets back, instead of holding them half-closed until its
+        next request. Called by the target's actor after each health probe.
+        """
+        idle = self._idle
+        if not idle:
+            return
+        oldest_allowed = trio.current_time() - self._idle_timeout
+        kept = [conn for conn in idle
+                if conn.idle_since >= oldest_allowed and not conn.looks_dropped()]
+        if len(kept) < len(idle):
+            for conn in idle:
+                if conn not in kept:
+                    conn.close()
+                    self._discarded += 1
+            idle.clear()
+            idle.extend(kept)
+
     def _acquire(self) -> Connection | None:
         """Pop the most recently used live idle connection (LIFO), discarding dead ones.
 
