@@ -180,7 +180,8 @@ def tool_versions() -> str:
     wrk = _first_line(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")
     nginx = _first_line(["nginx", "-v"]).removeprefix("nginx version: nginx/")
     parts = [f"Python {platform.python_version()}", f"wrk {wrk}", f"nginx {nginx}"]
-    for dist in ("velithon", "trio", "h11", "aiohttp", "uvloop", "hypercorn", "httpx"):
+    for dist in ("velithon", "trio", "httptools", "h11", "aiohttp", "uvloop", "hypercorn",
+                 "httpx"):
         try:
             parts.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:

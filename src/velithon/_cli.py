@@ -20,7 +20,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -104,10 +104,19 @@ def _check_asgi(path: str, obj: Any, factory: bool) -> None:
     raise AppLoadError(f"{path!r} is not an ASGI app: it must accept (scope, receive, send)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the flag and what is wrong);
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="velithon", description="velithon gateway tools")
+    parser = _Parser(prog="velithon", description="velithon gateway tools")
     parser.add_argument("--version", action="version", version=f"velithon {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
     run = commands.add_parser("run", help="serve an ASGI app over HTTP/1.1 and WebSocket")
     defaults = ServerConfig()
     run.add_argument("app", help='the app to serve, as "module:attribute"')

@@ -87,6 +87,7 @@ def test_velithon_run_takes_http(tmp_path: Path) -> None:
                           "--http", "picohttp"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=20, check=False)
     assert bad.returncode == 2 and "--http" in bad.stderr and "h11" in bad.stderr
+    assert bad.stderr.count("\n") == 1, bad.stderr  # one line, no usage block
     for mode in ("h11", "HTTPTOOLS"):
         proc = subprocess.Popen([sys.executable, "-m", "velithon._cli", "run", "hello:app",
                                  "--port", "0", "--http", mode], cwd=tmp_path,
