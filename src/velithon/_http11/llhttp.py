@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
 from .._exceptions import ConfigError
 
@@ -108,42 +108,44 @@ def _request_error(exc: Exception) -> HeadError:
     return HeadError(400, "malformed request")
 
 
-class RequestHeadReader:
-    """Reads request heads, one after the other, with one llhttp parser while it can.
+class _HeadReader:
+    """One llhttp parser reading heads one after the other, reused while it can be.
 
-    Call :meth:`begin` before each head, then :meth:`feed` it the head's bytes (in any
-    number of pieces, never past the blank line) until it returns True. The parser is
-    reused when the previous message ended inside it (no body); otherwise llhttp would
-    take the next head for body bytes, so a fresh one is made.
+    Call :meth:`begin` before each head, then :meth:`feed` it the head's bytes (never
+    past the blank line). The parser is reused when the previous message ended inside
+    it (no body); otherwise llhttp would take the next head for body bytes, so a fresh
+    one is made.
     """
 
-    __slots__ = ("_ended", "_parser", "headers", "target")
+    __slots__ = ("_ended", "_parser", "headers")
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = self._new_parser()
         self._ended = True
-        self.target = b""
         self.headers: list[tuple[bytes, bytes]] = []
 
-    # llhttp callbacks (httptools only calls the ones that exist)
-    def on_url(self, url: bytes) -> None:
-        self.target += url
+    def _new_parser(self) -> Any:
+        raise NotImplementedError
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value.rstrip(_OWS)))
+    def _error(self, exc: Exception) -> HeadError:
+        raise NotImplementedError
 
+    def _clear(self) -> None:
+        """Forget the previous head's parts."""
+        self.headers = []
+
+    # llhttp callback (httptools only calls the ones that exist)
     def on_message_complete(self) -> None:
         self._ended = True
 
     def begin(self) -> None:
         if not self._ended:
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = self._new_parser()
         self._ended = False
-        self.target = b""
-        self.headers = []
+        self._clear()
 
     def feed(self, data: bytes) -> None:
-        """Parse more of the head. Raises :class:`HeadError` for a head llhttp refuses."""
+        """Parse the head. Raises :class:`HeadError` for a head llhttp refuses."""
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -152,36 +154,51 @@ class RequestHeadReader:
             self._ended = False
         except httptools.HttpParserError as exc:
             self._ended = False
-            raise _request_error(exc) from None
-
-    @property
-    def method(self) -> bytes:
-        return self._parser.get_method()
+            raise self._error(exc) from None
 
     @property
     def version(self) -> bytes:
-        return self._parser.get_http_version().encode()
+        return self._parser.get_http_version().encode()  # type: ignore[no-any-return]
 
 
-class ResponseHeadReader:
-    """Reads response heads from one upstream connection; see :class:`RequestHeadReader`."""
+class RequestHeadReader(_HeadReader):
+    """Reads request heads; field names come lowercased, values without trailing OWS."""
 
-    __slots__ = ("_ended", "_parser", "headers", "reason")
+    __slots__ = ("target",)
 
     def __init__(self) -> None:
-        self._parser = self._new_parser()
-        self._ended = True
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+        self.target = b""
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        return httptools.HttpRequestParser(self)
+
+    def _error(self, exc: Exception) -> HeadError:
+        return _request_error(exc)
+
+    def _clear(self) -> None:
+        self.headers = []
+        self.target = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.rstrip(_OWS)))
+        self.headers.append((name.lower(), value.rstrip(_OWS)))
 
-    def on_message_complete(self) -> None:
-        self._ended = True
+    @property
+    def method(self) -> bytes:
+        return self._parser.get_method()  # type: ignore[no-any-return]
+
+
+class ResponseHeadReader(_HeadReader):
+    """Reads response heads from one upstream connection; names as sent."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = b""
 
     def _new_parser(self) -> httptools.HttpResponseParser:
         parser = httptools.HttpResponseParser(self)
@@ -191,30 +208,22 @@ class ResponseHeadReader:
         parser.set_dangerous_leniencies(lenient_chunked_length=True)
         return parser
 
-    def begin(self) -> None:
-        if not self._ended:
-            self._parser = self._new_parser()
-        self._ended = False
-        self.reason = b""
-        self.headers = []
+    def _error(self, exc: Exception) -> HeadError:
+        return HeadError(502, str(exc))
 
-    def feed(self, data: bytes) -> None:
-        """Parse a whole response head. Raises :class:`HeadError` (status 502) if refused."""
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._ended = False
-        except httptools.HttpParserError as exc:
-            self._ended = False
-            raise HeadError(502, str(exc)) from None
+    def _clear(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.rstrip(_OWS)))
 
     @property
     def status(self) -> int:
-        return self._parser.get_status_code()
-
-    @property
-    def version(self) -> bytes:
-        return self._parser.get_http_version().encode()
+        return self._parser.get_status_code()  # type: ignore[no-any-return]
 
 
 @contextmanager
