@@ -37,7 +37,7 @@ __all__ = [
     "FIELD_NAME",
     "FIELD_VALUE",
     "error_body",
-    "fields_valid",
+    "invalid_field",
     "reason",
     "split_for_h11",
     "valid_length",
@@ -98,16 +98,23 @@ _NAMES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+\n)*").fullmatch
 _VALUES = re.compile(rb"(?:(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?\n)*").fullmatch
 
 
-def fields_valid(names: list[bytes], values: list[bytes]) -> bool:
-    """Whether every name is a :data:`FIELD_NAME` and every value a :data:`FIELD_VALUE`.
+def invalid_field(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The name of the first field that is not a :data:`FIELD_NAME` with a
+    :data:`FIELD_VALUE`, or ``None`` when all are.
 
-    Two regular-expression passes over the joined lists (LF cannot occur in either
-    grammar, so it separates them safely) instead of two per field: a head of ten
-    fields is checked in a fifth of the time. On False, check field by field to say
-    which one failed.
+    Two regular-expression passes over the joined names and values (LF cannot occur
+    in either grammar, so it separates them safely) instead of two per field; only a
+    head that fails is walked field by field, to say which one.
     """
-    return (_NAMES(b"\n".join(names) + b"\n") is not None
-            and _VALUES(b"\n".join(values) + b"\n") is not None)
+    names = [name for name, _ in headers]
+    values = [value for _, value in headers]
+    if (_NAMES(b"\n".join(names) + b"\n") is not None
+            and _VALUES(b"\n".join(values) + b"\n") is not None):
+        return None
+    for name, value in zip(names, values, strict=True):
+        if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
+            return name
+    return None  # pragma: no cover - the joined check and the field check agree
 
 
 #: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).

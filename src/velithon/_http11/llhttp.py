@@ -97,17 +97,6 @@ class HeadError(Exception):
         self.message = message
 
 
-def _request_error(exc: Exception) -> HeadError:
-    if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        return HeadError(501, "request method not implemented")
-    text = str(exc)
-    if "HTTP version" in text:
-        return HeadError(505, "HTTP version not supported")
-    if "Transfer-Encoding" in text and "Content-Length" not in text:
-        return HeadError(501, "unsupported transfer coding")
-    return HeadError(400, "malformed request")
-
-
 class _HeadReader:
     """One llhttp parser reading heads one after the other, reused while it can be.
 
@@ -174,7 +163,9 @@ class RequestHeadReader(_HeadReader):
         return httptools.HttpRequestParser(self)
 
     def _error(self, exc: Exception) -> HeadError:
-        return _request_error(exc)
+        # The server checks method, version and framing fields before llhttp sees a
+        # head (so both parsers answer 501/505 alike): what llhttp refuses is syntax.
+        return HeadError(400, "malformed request")
 
     def _clear(self) -> None:
         self.headers = []

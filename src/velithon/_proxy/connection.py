@@ -36,13 +36,11 @@ from .._exceptions import (
     UpstreamResetError,
 )
 from .._http11 import (
-    FIELD_NAME,
-    FIELD_VALUE,
     H11_REQUEST_FIELDS,
     HEAD_CTL,
     ChunkedBodyError,
     ChunkedDecoder,
-    fields_valid,
+    invalid_field,
     split_for_h11,
     valid_length,
 )
@@ -56,7 +54,6 @@ __all__ = [
     "ResponseHead",
     "UpstreamResponse",
     "prepare_request",
-    "receive_head",
     "send_request",
 ]
 
@@ -144,13 +141,10 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         raise local_error(ValueError("illegal method"), url)
     if _TARGET(target) is None:
         raise local_error(ValueError("illegal request target"), url)
-    names = [name for name, _ in headers]
-    values = [value for _, value in headers]
-    if not fields_valid(names, values):
-        for name, value in headers:
-            if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
-                raise local_error(ValueError(f"illegal header {name[:40]!r}"), url)
-    if sum(1 for name in names if len(name) == 4 and name.lower() == b"host") != 1:
+    bad = invalid_field(headers)
+    if bad is not None:
+        raise local_error(ValueError(f"illegal header {bad[:40]!r}"), url)
+    if sum(1 for name, _ in headers if len(name) == 4 and name.lower() == b"host") != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
     head = b"".join([method, b" ", target, b" HTTP/1.1\r\n",
                      *[name + b": " + value + b"\r\n" for name, value in _in_h11_order(headers)],
@@ -358,7 +352,15 @@ class Connection:
 
     async def read_head(self, *, url: str, max_head_bytes: int, max_headers: int,
                         method: bytes) -> ResponseHead:
-        """Read until the final (non-1xx) response head; see :func:`receive_head`."""
+        """Read until the final (non-1xx) response head, enforcing our own head limits.
+
+        Parsers check too little on their own (h11 checks its size limit only while a
+        head is incomplete, unfolds obs-fold and accepts most control characters;
+        llhttp has no size limit), so the raw head bytes are checked as well. For a
+        chunked body the body bytes that came with the head are decoded before anything
+        is relayed (``method`` says whether a body follows at all), so a response whose
+        first chunk is already malformed is refused as a whole.
+        """
         raise NotImplementedError
 
     def pull_body(self) -> tuple[bytes, bool] | None:
@@ -720,8 +722,8 @@ async def send_request(
         except NETWORK_ERRORS:
             # The upstream may have answered and closed already: read what it said.
             conn.keep = False
-        return await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                  max_headers=max_headers, method=request.method)
+        return await conn.read_head(url=url, max_head_bytes=max_head_bytes,
+                                    max_headers=max_headers, method=request.method)
     return await _send_concurrently(conn, request, body, url=url,
                                     max_head_bytes=max_head_bytes, max_headers=max_headers)
 
@@ -764,8 +766,8 @@ async def _send_concurrently(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender, nursery.cancel_scope)
         try:
-            event = await receive_head(conn, url=url, max_head_bytes=max_head_bytes,
-                                       max_headers=max_headers, method=request.method)
+            event = await conn.read_head(url=url, max_head_bytes=max_head_bytes,
+                                         max_headers=max_headers, method=request.method)
         except Exception as exc:
             failure = exc
         nursery.cancel_scope.cancel()
@@ -803,22 +805,6 @@ async def _send_body(stream: FastSocket | trio.abc.Stream, conn: Connection, bod
             return exc
         if chunk:
             await stream.send_all(conn.encode_data(chunk))
-
-
-async def receive_head(
-    conn: Connection, *, url: str, max_head_bytes: int, max_headers: int, method: bytes
-) -> ResponseHead:
-    """Read until the final (non-1xx) response head, enforcing our own head limits.
-
-    Parsers check too little on their own (h11 checks its size limit only while a head
-    is incomplete, unfolds obs-fold and accepts most control characters; llhttp has no
-    size limit), so the raw head bytes are checked as well. For a chunked body the body
-    bytes that came with the head are decoded before anything is relayed (``method``
-    says whether a body follows at all), so a response whose first chunk is already
-    malformed is refused as a whole.
-    """
-    return await conn.read_head(url=url, max_head_bytes=max_head_bytes,
-                                max_headers=max_headers, method=method)
 
 
 class UpstreamResponse:

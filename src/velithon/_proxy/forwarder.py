@@ -453,7 +453,7 @@ class Forwarder:
                         "headers": headers})
         except OSError as exc:
             raise ClientDisconnected() from exc
-        # Body bytes h11 already holds need no I/O, hence no deadline scope; the usual
+        # Body bytes already read need no I/O, hence no deadline scope; the usual
         # small response (head and body in one read) is sent in a single final message.
         chunk = response.receive_buffered()
         if chunk is not None and response.complete and response.content_length is not None:

@@ -19,7 +19,7 @@ import re
 
 import trio
 
-from .._http11 import FIELD_NAME, FIELD_VALUE, fields_valid
+from .._http11 import invalid_field
 from .._http11.llhttp import HeadError, RequestHeadReader
 from .._types import Message
 from ._http import (
@@ -72,10 +72,9 @@ def field_lines(headers: object) -> tuple[list[bytes], list[tuple[bytes, bytes, 
     fields = [(name if type(name) is bytes else _as_bytes(name),
                value if type(value) is bytes else _as_bytes(value))
               for name, value in headers]  # type: ignore[attr-defined]
-    if not fields_valid([name for name, _ in fields], [value for _, value in fields]):
-        for name, value in fields:
-            if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
-                raise InvalidResponse(f"invalid response header {name[:40]!r}")
+    bad = invalid_field(fields)
+    if bad is not None:
+        raise InvalidResponse(f"invalid response header {bad[:40]!r}")
     lines: list[bytes] = []
     framing: list[tuple[bytes, bytes, bytes]] = []
     for name, value in fields:
