@@ -29,6 +29,7 @@ import trio
 
 from .._exceptions import NoTargetAvailable, Overloaded
 from .._structured import owning_nursery
+from .alarms import AlarmClock
 from .breaker import BreakerConfig
 from .health import HealthCheckConfig
 from .messages import (
@@ -247,6 +248,8 @@ class Balancer:
         self._router_stats = SupervisedStats("router")
         self._router_done = trio.Event()
         self._closed = False
+        #: Deadlines of tries in flight (see :mod:`velithon._lb.alarms`).
+        self.alarms = AlarmClock()
 
     def __repr__(self) -> str:
         entries = self.state.router.entries
@@ -262,6 +265,7 @@ class Balancer:
     # ---- lifecycle -------------------------------------------------------------
 
     async def _start(self) -> None:
+        await self._nursery.start(self.alarms.run)
         for entry in self.state.router.entries:
             await self._start_target(entry)
         await self._nursery.start(self._run_router)

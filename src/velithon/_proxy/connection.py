@@ -303,6 +303,16 @@ class Connection:
         self.keep = False
         self._socket.close()
 
+    def abort(self) -> None:
+        """Make this connection's I/O fail from now on, from any task: a task waiting on
+        it wakes to an error. The descriptor stays open until its owner closes it, so its
+        number cannot be reused under that owner."""
+        self.keep = False
+        try:
+            self._socket.shutdown(trio.socket.SHUT_RDWR)
+        except OSError:
+            pass  # already shut down or never connected: the owner's I/O fails anyway
+
     def taken(self) -> None:
         """An idle connection is taken up for a request (its I/O clock restarts)."""
         if isinstance(self.io, FastSocket):

@@ -51,10 +51,12 @@ from .._exceptions import (
     UpstreamResetError,
 )
 from .._http11 import error_body
+from .._lb.alarms import AlarmClock
 from .._lb.messages import OutcomeKind
 from .._lb.retry import RetryPolicy
 from .._lb.router import Lease
 from .._types import Scope
+from .connection import UpstreamResponse
 from .headers import (
     ForwardedConfig,
     build_request_headers,
@@ -188,6 +190,7 @@ class _Exchange:
     wait: ClientWait
     key: bytes | None
     base_deadline: float
+    alarms: AlarmClock
 
     @property
     def deadline(self) -> float:
@@ -253,7 +256,8 @@ class Forwarder:
                 chunked_buffer_limit=cfg.buffer_chunked_uploads)
             # the budget starts once the gateway can act; client waits extend it
             exchange = _Exchange(scope, method, target, upload, wait, self.key_for(scope),
-                                 trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total)
+                                 trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total,
+                                 balancer.alarms)
             return await self._forward(balancer, exchange, send)
         except ClientDisconnected:
             return None  # the client left: nobody to answer, no verdict on any target
@@ -363,25 +367,33 @@ class Forwarder:
         wait = exchange.wait
         waited_before = wait.total
         failure: _Try | None = None
-        with trio.move_on_at(try_deadline) as try_scope:
-            wait.attach(try_scope)  # waits for the client's upload move the deadline out
-            try:
-                response = await lease.pool.request(exchange.method, path, headers, upload.body)
-                return _Try(response, client_time=wait.total - waited_before)
-            except UpstreamRequestError:
-                raise
-            except UpstreamConnectError as exc:
-                failure = _Try(None, "connect", _CONNECT_FAILED, exc)
-            except UpstreamResetError as exc:
-                failure = _Try(None, "reset", _RESET, exc)
-            except UpstreamProtocolError as exc:
-                failure = _Try(None, "protocol", _INVALID, exc)
-            except UpstreamError as exc:
-                failure = _Try(None, "reset", _RESET, exc)
-            finally:
-                wait.attach(None)
-        if failure is None:
+        response: UpstreamResponse | None = None
+        alarms = exchange.alarms
+        alarm = alarms.set(try_deadline)  # not a cancel scope: see velithon._lb.alarms
+        wait.attach(alarm)  # waits for the client's upload move the deadline out
+        try:
+            response = await lease.pool.request(exchange.method, path, headers, upload.body,
+                                                alarm)
+        except UpstreamRequestError:
+            raise
+        except UpstreamConnectError as exc:
+            failure = _Try(None, "connect", _CONNECT_FAILED, exc)
+        except UpstreamResetError as exc:
+            failure = _Try(None, "reset", _RESET, exc)
+        except UpstreamProtocolError as exc:
+            failure = _Try(None, "protocol", _INVALID, exc)
+        except UpstreamError as exc:
+            failure = _Try(None, "reset", _RESET, exc)
+        finally:
+            alarms.clear(alarm)
+            wait.attach(None)
+        if alarm.fired:  # whatever failed, the deadline was first (its alarm broke the I/O)
+            if response is not None:
+                response.close()
             failure = _Try(None, "timeout", _TIMED_OUT, "timed out")
+        elif response is not None:
+            return _Try(response, client_time=wait.total - waited_before)
+        assert failure is not None
         return attrs.evolve(failure, client_time=wait.total - waited_before)
 
     async def _relay_reporting(self, lease: Lease, response: Any, send: Callable[..., Any],

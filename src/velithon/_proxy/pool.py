@@ -41,6 +41,7 @@ from .._exceptions import (
     UpstreamResetError,
 )
 from .._http11.llhttp import resolve_parser
+from .._lb.alarms import Alarm
 from .._lb.retry import is_idempotent
 from .connection import (
     Body,
@@ -210,10 +211,15 @@ class UpstreamPool:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes | AsyncIterable[bytes] | None = None,
+        alarm: Alarm | None = None,
     ) -> UpstreamResponse:
         """Send one request and return the response once its head has arrived.
 
         ``headers`` is the complete list (Host included); only framing is added.
+        ``alarm`` bounds the exchange: when it fires, the connect is cancelled or the
+        connection in use is shut down, and the call fails (the caller, holding the
+        alarm, knows it was the deadline). A fired alarm also stops the stale
+        connection replay below.
 
         Raises:
             UpstreamConnectError, UpstreamResetError, UpstreamProtocolError,
@@ -229,17 +235,19 @@ class UpstreamPool:
         conn = self._acquire()
         if conn is not None:
             try:
-                return await self._exchange(conn, request, body)
+                return await self._exchange(conn, request, body, alarm)
             except UpstreamResetError:
-                if not replayable:
+                if not replayable or (alarm is not None and alarm.fired):
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.
-        return await self._exchange(await self._connect(), request, body)
+        return await self._exchange(await self._connect(alarm), request, body, alarm)
 
     # ---- internals -----------------------------------------------------------------
 
-    async def _exchange(self, conn: Connection, request: PreparedRequest, body: Body
-                        ) -> UpstreamResponse:
+    async def _exchange(self, conn: Connection, request: PreparedRequest, body: Body,
+                        alarm: Alarm | None) -> UpstreamResponse:
+        if alarm is not None:
+            alarm.action = conn.abort
         try:
             head = await send_request(conn, request, body, url=self._url,
                                       max_head_bytes=self._max_head_bytes,
@@ -312,11 +320,13 @@ class UpstreamPool:
             if not self._closed or not reuse:
                 self._discarded += 1
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, alarm: Alarm | None = None) -> Connection:
         origin = self.origin
         tcp: trio.SocketStream | None = None
         try:
-            with trio.fail_after(self._connect_timeout):
+            with trio.fail_after(self._connect_timeout) as scope:
+                if alarm is not None:
+                    alarm.action = scope.cancel
                 tcp = await trio.open_tcp_stream(origin.host, origin.port)
                 stream: trio.abc.Stream = tcp
                 if origin.scheme == "https":

@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from .._exceptions import ClientDisconnected
+from .._lb.alarms import Alarm
 
 __all__ = ["ClientBodyTimeout", "ClientDisconnected", "ClientWait", "RequestBody",
            "read_request_body"]
@@ -47,23 +48,23 @@ class ClientBodyTimeout(Exception):
 class ClientWait:
     """Time spent waiting for the client, kept out of the upstream's budget.
 
-    While a try is in flight, :meth:`attach` hands over its cancel scope: every
-    wait for client bytes lifts that scope's deadline for the duration of the
-    wait and then puts it back later by exactly the time waited. ``total`` is
+    While a try is in flight, :meth:`attach` hands over its alarm: every wait for
+    client bytes holds that alarm for the duration of the wait and then sets it
+    back later by exactly the time waited. ``total`` is
     the sum of all waits, which callers add to their own deadlines and subtract
     from measured latencies.
     """
 
-    __slots__ = ("_scope", "idle_timeout", "total")
+    __slots__ = ("_alarm", "idle_timeout", "total")
 
     def __init__(self, idle_timeout: float) -> None:
         self.idle_timeout = idle_timeout
         self.total = 0.0
-        self._scope: trio.CancelScope | None = None
+        self._alarm: Alarm | None = None
 
-    def attach(self, scope: trio.CancelScope | None) -> None:
-        """Extend ``scope`` by future waits (``None`` detaches)."""
-        self._scope = scope
+    def attach(self, alarm: Alarm | None) -> None:
+        """Extend ``alarm`` by future waits (``None`` detaches)."""
+        self._alarm = alarm
 
     async def receive(self, receive: Receive) -> Mapping[str, Any]:
         """One ``receive()`` under the idle timeout, its duration accounted for.
@@ -73,11 +74,11 @@ class ClientWait:
             ClientDisconnected: the client went away.
         """
         start = trio.current_time()
-        scope = self._scope
+        alarm = self._alarm
         saved = math.inf
-        if scope is not None:
-            saved = scope.deadline
-            scope.deadline = math.inf
+        if alarm is not None:
+            saved = alarm.deadline
+            alarm.move_to(math.inf)
         message: Mapping[str, Any] | None = None
         try:
             with trio.move_on_at(start + self.idle_timeout):
@@ -87,8 +88,8 @@ class ClientWait:
         finally:
             waited = trio.current_time() - start
             self.total += waited
-            if scope is not None:
-                scope.deadline = saved + waited
+            if alarm is not None:
+                alarm.move_to(saved + waited)
         if message is None:
             raise ClientBodyTimeout(
                 f"no request body bytes for {self.idle_timeout:g} s")
