@@ -8,11 +8,13 @@ the call first and waits for readiness only when the kernel says it would block,
 which is exactly when trio would have to wait anyway.
 
 Skipping the yield must not let one busy connection starve the others, or delay its
-own cancellation (deadlines and shutdown work by cancelling): once :data:`YIELD_AFTER`
-seconds have passed since this socket last waited or yielded, the next operation takes a
-checkpoint first. The checkpoint always comes *before* the system call, never after: a
-cancellation must never land between bytes read (or written) and the caller learning
-of them, or a request's bytes would silently vanish from the stream.
+own cancellation (deadlines and shutdown work by cancelling): after :data:`YIELD_EVERY`
+operations in a row that did not wait, the next one takes a checkpoint first. A count,
+not a clock: reading the clock on every operation cost more than the count, and an
+operation moves at most one read or write buffer, so the count bounds the time too.
+The checkpoint always comes *before* the system call, never after: a cancellation must
+never land between bytes read (or written) and the caller learning of them, or a
+request's bytes would silently vanish from the stream.
 
 Errors match ``SocketStream``'s: a failed system call becomes
 ``trio.BrokenResourceError`` (the ``OSError`` as its cause), a closed socket
@@ -26,33 +28,34 @@ import os
 
 import trio
 
-__all__ = ["YIELD_AFTER", "FastSocket"]
+__all__ = ["YIELD_EVERY", "FastSocket"]
 
-#: Seconds of work without waiting after which a socket operation yields first.
-YIELD_AFTER = 0.002
+#: Socket operations in a row without a wait after which the next one yields first.
+YIELD_EVERY = 16
 
 
 class FastSocket:
     """``send_all``/``receive_some`` for one connected, non-blocking TCP socket."""
 
-    __slots__ = ("_fd", "_socket", "_waited")
+    __slots__ = ("_fd", "_socket", "_streak")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._socket = stream.socket
         self._fd = stream.socket.fileno()
-        self._waited = trio.current_time()  # when this socket last waited or yielded
+        self._streak = 0  # operations since this socket last waited or yielded
 
     def restart_clock(self) -> None:
-        """Count from now: the task just waited elsewhere (a pooled connection taken up
+        """Count from zero: the task just waited elsewhere (a pooled connection taken up
         by a request that waited for the router)."""
-        self._waited = trio.current_time()
+        self._streak = 0
 
     async def _yield_if_due(self) -> None:
         """A checkpoint if this socket has not waited for a while (before any I/O)."""
-        now = trio.current_time()
-        if now - self._waited >= YIELD_AFTER:
-            self._waited = now
+        streak = self._streak + 1
+        if streak > YIELD_EVERY:
+            streak = 0
             await trio.lowlevel.checkpoint()
+        self._streak = streak
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
@@ -62,7 +65,7 @@ class FastSocket:
                 return os.read(self._fd, max_bytes)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self._socket)
-                self._waited = trio.current_time()
+                self._streak = 0
             except OSError as exc:
                 raise _broken(exc) from exc
 
@@ -74,7 +77,7 @@ class FastSocket:
         system call on every request, so this waits for readiness first.
         """
         await trio.lowlevel.wait_readable(self._socket)
-        self._waited = trio.current_time()
+        self._streak = 0
         return await self.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -92,7 +95,7 @@ class FastSocket:
                 sent += os.write(self._fd, view[sent:] if sent else view)
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self._socket)
-                self._waited = trio.current_time()
+                self._streak = 0
             except OSError as exc:
                 raise _broken(exc) from exc
 

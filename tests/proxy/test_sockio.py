@@ -7,7 +7,7 @@ import struct
 
 import trio
 
-from velithon._sockio import YIELD_AFTER, FastSocket
+from velithon._sockio import YIELD_EVERY, FastSocket
 
 
 async def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -19,7 +19,7 @@ async def test_a_read_cancelled_at_its_yield_consumes_nothing() -> None:
     ours, theirs = await _pair()
     fast = FastSocket(ours)
     await theirs.send_all(b"request bytes")
-    fast._waited -= 10 * YIELD_AFTER  # a yield is due: it comes before the read
+    fast._streak = YIELD_EVERY  # a yield is due: it comes before the read
     with trio.CancelScope() as scope:
         scope.cancel()
         await fast.receive_some(1024)
@@ -30,7 +30,7 @@ async def test_a_read_cancelled_at_its_yield_consumes_nothing() -> None:
 async def test_a_write_cancelled_at_its_yield_writes_nothing() -> None:
     ours, theirs = await _pair()
     fast = FastSocket(ours)
-    fast._waited -= 10 * YIELD_AFTER
+    fast._streak = YIELD_EVERY
     with trio.CancelScope() as scope:
         scope.cancel()
         await fast.send_all(b"never sent")
@@ -53,3 +53,26 @@ async def test_errors_are_trios() -> None:
         pass
     else:
         raise AssertionError("a closed socket must raise")
+
+
+async def test_a_socket_that_never_waits_still_lets_other_tasks_run() -> None:
+    ours, theirs = await _pair()
+    fast = FastSocket(ours)
+    other_ran = 0
+    done = False
+
+    async def other() -> None:
+        nonlocal other_ran
+        while not done:
+            other_ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        before = other_ran
+        for _ in range(10 * (YIELD_EVERY + 1)):
+            await fast.send_all(b"x")  # the kernel always has room: no wait
+        done = True
+    assert other_ran - before >= 10  # one yield per YIELD_EVERY + 1 operations at most
+    assert len(await theirs.receive_some(4096)) == 10 * (YIELD_EVERY + 1)
