@@ -124,8 +124,8 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         UpstreamRequestError: a method, target or field that may not be sent (CR, LF or
             NUL in a value, no Host, ...), with the same rules in both modes.
     """
-    length, chunked, persistent = _request_framing(headers)
     if parser == "h11":
+        length, chunked, persistent = _request_framing(headers)
         # h11 validates every field it is given; it only needs the ones it acts on.
         split = split_for_h11(headers, H11_REQUEST_FIELDS)
         extra = b""
@@ -144,12 +144,43 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
     bad = invalid_field(headers)
     if bad is not None:
         raise local_error(ValueError(f"illegal header {bad[:40]!r}"), url)
-    if sum(1 for name, _ in headers if len(name) == 4 and name.lower() == b"host") != 1:
+    # One pass: framing, the Host count, and the order h11 mode writes the fields in
+    # (when the one Host comes before the other fields h11 acts on: Host first, then
+    # every field h11 does not act on, then h11's), so both modes send the same bytes.
+    own: list[tuple[bytes, bytes]] = []
+    others: list[tuple[bytes, bytes]] = []
+    length = None
+    chunked = False
+    persistent = True
+    hosts = 0
+    for item in headers:
+        lname = item[0].lower()
+        if lname not in H11_REQUEST_FIELDS:
+            others.append(item)
+            continue
+        own.append(item)
+        if lname == b"host":
+            hosts += 1
+        elif lname == b"content-length":
+            length = int(item[1])
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif lname == b"connection" and _asks_close(item[1]):
+            persistent = False
+    if hosts != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
+    ordered = headers
+    if others and own and own[0][0].lower() == b"host":
+        ordered = [own[0], *others, *own[1:]]
     head = b"".join([method, b" ", target, b" HTTP/1.1\r\n",
-                     *[name + b": " + value + b"\r\n" for name, value in _in_h11_order(headers)],
+                     *[name + b": " + value + b"\r\n" for name, value in ordered],
                      b"\r\n"])
     return PreparedRequest(method, head, None, length, chunked, persistent)
+
+
+def _asks_close(value: bytes) -> bool:
+    """Whether a ``Connection`` value holds the ``close`` option."""
+    return any(token.strip().lower() == b"close" for token in value.split(b","))
 
 
 def _request_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
@@ -163,21 +194,9 @@ def _request_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bo
             length = int(value)
         elif lname == b"transfer-encoding":
             chunked = True
-        elif lname == b"connection" and any(
-                token.strip().lower() == b"close" for token in value.split(b",")):
+        elif lname == b"connection" and _asks_close(value):
             persistent = False
     return length, chunked, persistent
-
-
-def _in_h11_order(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The fields in the order h11 mode writes them (see :meth:`H11Connection.start_request`):
-    when the one Host comes before the other fields h11 acts on, Host goes first, then
-    every field h11 does not act on, then h11's. Both modes thus send the same bytes."""
-    own = [item for item in headers if item[0].lower() in H11_REQUEST_FIELDS]
-    if not _one_host_first(own) or len(own) == len(headers):
-        return headers
-    others = [item for item in headers if item[0].lower() not in H11_REQUEST_FIELDS]
-    return [own[0], *others, *own[1:]]
 
 
 def _one_host_first(fields: list[tuple[bytes, bytes]]) -> bool:
