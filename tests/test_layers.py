@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "_facades": {"_lb", "_proxy", "_app", "_http11", "_templates", "_types", "_exceptions",
                  "_structured"},
     "testing": {"_types", "_exports", "_structured"},
+    "admin": {"_facades", "_app", "_lb", "_types", "_exceptions", "_exports", "_structured"},
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._lb.probe import ProbeFn
+from .._lb.snapshot import BalancerSnapshot, read_snapshot, take_snapshot
 from .._lb.system import Balancer, BalancerConfig, BalancerState, open_balancer
 
 _Self = TypeVar("_Self", bound="HolderBacked")
@@ -146,3 +147,20 @@ class HolderBacked:
         """Send ``url`` no new requests (``draining=False`` undoes it); in-flight ones finish."""
         async with self._holder.balancer() as balancer:
             await balancer.drain(url, draining)
+
+    async def reset_breaker(self, url: str) -> None:
+        """Close ``url``'s circuit breaker and forget its failure streak."""
+        async with self._holder.balancer() as balancer:
+            await balancer.reset_breaker(url)
+
+    async def snapshot(self) -> BalancerSnapshot:
+        """Every target's state and counters, without starting anything.
+
+        A running system is asked through its actors; otherwise the state kept
+        between runs is read as it stands (in-flight counts are then 0).
+        """
+        running = self._holder.running
+        if running is not None:
+            return await take_snapshot(running)
+        await trio.lowlevel.checkpoint()
+        return read_snapshot(self._holder.state, trio.current_time())

@@ -19,7 +19,8 @@ from .._exceptions import NoTargetAvailable
 from .._lb.breaker import BreakerConfig
 from .._lb.health import HealthCheckConfig
 from .._lb.probe import ProbeFn
-from .._lb.system import BalancerConfig
+from .._lb.snapshot import BalancerSnapshot, take_snapshot
+from .._lb.system import Balancer, BalancerConfig
 from .._proxy.pool import PoolConfig
 from .base import BalancerHolder, HolderBacked
 from .client import ProxyClient, ProxyRequestError, ProxyResult
@@ -128,13 +129,16 @@ class ProxyLoadBalancer(HolderBacked):
         return None if running is None else running.statistics()
 
 
-async def target_details(balancer: Any) -> list[dict[str, Any]]:
+async def target_details(balancer: Balancer) -> list[dict[str, Any]]:
     """Merge the router's view and each target actor's own status."""
-    view = await balancer.router_view()
-    statuses = {s.url: s for s in await balancer.target_statuses()}
+    return target_rows(await take_snapshot(balancer))
+
+
+def target_rows(snapshot: BalancerSnapshot) -> list[dict[str, Any]]:
+    """One JSON-ready dict per target: the status rows every facade and page shows."""
     rows = []
-    for v in view:
-        s = statuses.get(v.url)
+    for target in snapshot.targets:
+        v, s = target.view, target.status
         rows.append(
             {
                 "url": v.url,
@@ -149,12 +153,17 @@ async def target_details(balancer: Any) -> list[dict[str, Any]]:
                 "in_flight": v.in_flight,
                 "latency_ms": v.latency_ms,
                 "requests": s.requests if s else 0,
+                "successes": s.successes if s else 0,
                 "failures": s.failures if s else 0,
+                "ejections": v.ejections,
+                "probes": s.probes if s else 0,
                 "last_probe": s.last_probe_detail if s else None,
                 "restarts": s.restarts if s else 0,
+                "pool_idle": v.pool_idle,
+                "pool_open": v.pool_open,
             }
         )
     return rows
 
 
-__all__ += ["NoTargetAvailable", "target_details"]
+__all__ += ["NoTargetAvailable", "target_details", "target_rows"]

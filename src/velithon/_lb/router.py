@@ -24,6 +24,7 @@ open breaker keeps failing fast. When no target passes its health checks the
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,15 @@ NONE_HEALTHY_POLICIES = ("fail", "panic")
 #: messages handled per wake-up before the router yields to other tasks
 _BATCH = 256
 
+#: upper bounds, in seconds, of the request-duration histogram the router keeps per
+#: target (Prometheus' default buckets); a last, unbounded bucket follows them
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                   7.5, 10.0)
+
+
+def _empty_histogram() -> list[int]:
+    return [0] * (len(LATENCY_BUCKETS) + 1)
+
 
 @attrs.frozen
 class TargetMember:
@@ -94,6 +104,12 @@ class TargetEntry:
     drained: Any = None  # a Reply waiting for in_flight to reach 0 (removal)
     pending_successes: int = 0  # folded into one Outcome at the end of a batch
     pending_epoch: int = 0
+    #: requests that ended with a verdict, by upstream status (0: no complete response)
+    responses: dict[int, int] = attrs.field(factory=dict)
+    #: the same requests' durations: one count per bucket of LATENCY_BUCKETS, and the sum
+    latency_counts: list[int] = attrs.field(factory=_empty_histogram)
+    latency_sum: float = 0.0
+    ejections: int = 0  # times passive outlier detection ejected this target
 
     def routable(self, now: float) -> bool:
         if not self.healthy or self.draining:
@@ -121,6 +137,15 @@ class RouterTargetView:
     in_flight: int
     leased: int
     latency_ms: float
+    ejections: int
+    #: ``(status, count)`` pairs in status order; status 0 counts requests that got no
+    #: complete response (connect failure, reset, timeout, invalid or cut-off answer)
+    responses: tuple[tuple[int, int], ...]
+    #: per-bucket counts over :data:`LATENCY_BUCKETS` (not cumulative), then the sum
+    latency_counts: tuple[int, ...]
+    latency_sum: float
+    pool_idle: int  # idle keep-alive connections in the target's pool
+    pool_open: int  # open connections: idle plus in use
 
 
 @attrs.define(eq=False)
@@ -329,10 +354,17 @@ class RouterState:
                 self._in_flight[self.entries.index(entry)] = entry.in_flight
             except (ValueError, IndexError):  # pragma: no cover - defensive
                 self.invalidate()
-        if msg.kind == "success":
+        kind = msg.kind
+        if kind == "success":
             entry.ewma.observe(msg.latency, now)
-        elif msg.kind != "neutral":
+        elif kind != "neutral":
             entry.ewma.penalise(now)
+        if kind != "neutral":  # counted for status and metrics: a few integer increments
+            code = msg.status or 0
+            responses = entry.responses
+            responses[code] = responses.get(code, 0) + 1
+            entry.latency_counts[bisect_left(LATENCY_BUCKETS, msg.latency)] += 1
+            entry.latency_sum += msg.latency
         return entry
 
     def report(self, msg: TargetReport) -> TargetEntry | None:
@@ -355,9 +387,12 @@ class RouterState:
         entry = self.by_id(target_id)
         if entry is None:
             return None
+        granted = self.outlier.ejections
         until = self.outlier.request_ejection(self._index(entry), now)
         if until is None:
             return None
+        if self.outlier.ejections != granted:  # a new ejection, not the current one again
+            entry.ejections += 1
         entry.ejected_until = until
         self.invalidate()
         return entry
@@ -407,22 +442,30 @@ class RouterState:
         self.invalidate()
 
     def view(self, now: float) -> list[RouterTargetView]:
-        return [
-            RouterTargetView(
-                target_id=e.target_id,
-                url=e.url,
-                weight=e.weight,
-                healthy=e.healthy,
-                breaker_state=e.breaker.value,
-                draining=e.draining,
-                ejected_until=(e.ejected_until if e.ejected_until and e.ejected_until > now
-                               else None),
-                in_flight=e.in_flight,
-                leased=e.leased,
-                latency_ms=round(e.ewma.value(now) * 1000.0, 3),
-            )
-            for e in self.entries
-        ]
+        return [self._view(e, now) for e in self.entries]
+
+    @staticmethod
+    def _view(e: TargetEntry, now: float) -> RouterTargetView:
+        pool = e.pool.statistics() if e.pool is not None else None
+        return RouterTargetView(
+            target_id=e.target_id,
+            url=e.url,
+            weight=e.weight,
+            healthy=e.healthy,
+            breaker_state=e.breaker.value,
+            draining=e.draining,
+            ejected_until=(e.ejected_until if e.ejected_until and e.ejected_until > now
+                           else None),
+            in_flight=e.in_flight,
+            leased=e.leased,
+            latency_ms=round(e.ewma.value(now) * 1000.0, 3),
+            ejections=e.ejections,
+            responses=tuple(sorted(e.responses.items())),
+            latency_counts=tuple(e.latency_counts),
+            latency_sum=e.latency_sum,
+            pool_idle=pool.idle if pool is not None else 0,
+            pool_open=pool.idle + pool.active if pool is not None else 0,
+        )
 
 
 @attrs.frozen

@@ -74,14 +74,26 @@ def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(value)
 
 
+class PoolCounts(Protocol):
+    """The connection counts the engine reports for a pool (status and metrics)."""
+
+    @property
+    def idle(self) -> int: ...
+
+    @property
+    def active(self) -> int: ...
+
+
 class TargetPool(Protocol):
-    """What the engine needs of a target's connection pool: a way to close it, and one
+    """What the engine needs of a target's connection pool: a way to close it, one
     to drop idle connections that died (called after each health probe, so a dead or
-    ejected target's sockets do not wait for its next request)."""
+    ejected target's sockets do not wait for its next request), and its counts."""
 
     async def aclose(self) -> None: ...
 
     def sweep(self) -> None: ...
+
+    def statistics(self) -> PoolCounts: ...
 
 
 class TargetPools(Protocol):
@@ -398,6 +410,10 @@ class Balancer:
 
     async def target_statuses(self) -> list[TargetStatus]:
         return await self._for_each_target(TargetStatusQuery)
+
+    async def target_status(self, url: str) -> TargetStatus:
+        """One target actor's own status (``ValueError`` for an unknown target)."""
+        return await self._ask_target(url, TargetStatusQuery)  # type: ignore[no-any-return]
 
     async def _for_each_target(self, msg_type: Any) -> list[Any]:
         urls = self.targets

@@ -137,7 +137,7 @@ async def _session_on(lease: Lease, scope: Scope, receive: Callable[..., Any],
         await _refuse(send, scope, 502, detail)
         return "done"
     finally:
-        lease.report(kind)
+        lease.report(kind, 101 if accepted and kind is OutcomeKind.SUCCESS else None)
 
 
 async def _pump(upstream: WebSocketConnection, receive: Callable[..., Any],
