@@ -2,7 +2,8 @@
 
 ``velithon run module:app [--host H] [--port P] [...]`` imports ``app`` from ``module``
 (resolved from the current folder, like uvicorn) and serves it until SIGTERM or SIGINT
-(graceful; a second SIGINT or a SIGQUIT stops at once).
+(graceful; a second SIGINT or a SIGQUIT stops at once). ``velithon status URL`` prints a
+running gateway's routes and targets from its admin surface (``velithon.admin``).
 Mistakes a user can make (a bad ``module:app`` string, a missing module or attribute, a
 configuration error raised while the app module is imported, an object that is not an
 ASGI app, an address in use, a failed lifespan startup) end with one clear line on
@@ -16,6 +17,7 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import json
 import os
 import re
 import sys
@@ -33,6 +35,7 @@ __all__ = ["AppLoadError", "load_app", "main", "parse_size"]
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
+EXIT_UNREACHABLE = 1
 
 
 class AppLoadError(Exception):
@@ -166,6 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--log-level", default="warning", type=str.lower, choices=_LEVELS,
                       help="any case (default %(default)s)")
+    status = commands.add_parser(
+        "status", help="show a running gateway's routes and targets (from its admin surface)")
+    status.add_argument("url", help="the gateway's URL (http://host:port, admin surface at "
+                        "/_velithon), its admin path, or the full .../status URL")
+    status.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait for the answer (default %(default)g s)")
+    status.add_argument("--json", action="store_true",
+                        help="print the status document as JSON instead of a table")
     return parser
 
 
@@ -227,9 +238,35 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _status(args: argparse.Namespace) -> int:
+    """``velithon status URL``: 0 with a table, 1 when unreachable, 2 for a bad URL."""
+    from .admin._table import (
+        StatusFetchError,
+        StatusUsageError,
+        fetch_status,
+        render_table,
+        status_url,
+    )
+
+    if not args.timeout > 0:
+        return _fail("--timeout must be > 0", EXIT_USAGE)
+    try:
+        url = status_url(args.url)
+    except StatusUsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        doc = fetch_status(url, timeout=args.timeout)
+    except StatusFetchError as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    print(json.dumps(doc, indent=2) if args.json else render_table(doc), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "status":
+        return _status(args)
     configure_logging(args.log_level.upper())
     if args.command == "demo":
         from ._demo import main_demo
