@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +106,7 @@ class TargetEntry:
     pending_successes: int = 0  # folded into one Outcome at the end of a batch
     pending_epoch: int = 0
     #: requests that ended with a verdict, by upstream status (0: no complete response)
-    responses: dict[int, int] = attrs.field(factory=dict)
+    responses: defaultdict[int, int] = attrs.field(factory=lambda: defaultdict(int))
     #: the same requests' durations: one count per bucket of LATENCY_BUCKETS, and the sum
     latency_counts: list[int] = attrs.field(factory=_empty_histogram)
     latency_sum: float = 0.0
@@ -355,16 +356,17 @@ class RouterState:
             except (ValueError, IndexError):  # pragma: no cover - defensive
                 self.invalidate()
         kind = msg.kind
+        latency = msg.latency
         if kind == "success":
-            entry.ewma.observe(msg.latency, now)
-        elif kind != "neutral":
+            entry.ewma.observe(latency, now)
+        elif kind == "neutral":
+            return entry
+        else:
             entry.ewma.penalise(now)
-        if kind != "neutral":  # counted for status and metrics: a few integer increments
-            code = msg.status or 0
-            responses = entry.responses
-            responses[code] = responses.get(code, 0) + 1
-            entry.latency_counts[bisect_left(LATENCY_BUCKETS, msg.latency)] += 1
-            entry.latency_sum += msg.latency
+        # counted for status and metrics: two integer increments and a float sum
+        entry.responses[msg.status or 0] += 1
+        entry.latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+        entry.latency_sum += latency
         return entry
 
     def report(self, msg: TargetReport) -> TargetEntry | None:
