@@ -5,8 +5,11 @@ from __future__ import annotations
 import httpx
 import prometheus_client
 import pytest
+import trio
 
 from velithon import Velithon
+from velithon._lb.messages import RouterStatus
+from velithon._lb.reply import Reply
 from velithon.admin import mount_admin
 from velithon.gateway import GatewayRoute, forward_to
 from velithon.middleware import Middleware
@@ -177,3 +180,20 @@ def test_mount_admin_refuses_bad_arguments() -> None:
     with pytest.raises(ValueError, match="needs a velithon.Velithon app"):
         mount_admin(object())  # type: ignore[arg-type]
     assert app.user_middleware == []
+
+
+async def test_a_snapshot_still_answers_when_the_router_inbox_is_full() -> None:
+    async with backends("a") as (a,):
+        route = GatewayRoute("/x/{p:path}", a.url)
+        async with route:
+            inbox = route.balancer._router_send
+            while True:  # fill the router's inbox without letting it run
+                try:
+                    inbox.send_nowait(RouterStatus(Reply()))
+                except trio.WouldBlock:
+                    break
+            with trio.fail_after(1):
+                snap = await route.snapshot()
+    assert snap.running is True
+    assert [t.view.url for t in snap.targets] == [a.url]
+    assert snap.targets[0].status is not None

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .._exceptions import NoTargetAvailable
 from .._lb.probe import ProbeFn
 from .._lb.snapshot import BalancerSnapshot, read_snapshot, take_snapshot
 from .._lb.system import Balancer, BalancerConfig, BalancerState, open_balancer
@@ -157,10 +158,15 @@ class HolderBacked:
         """Every target's state and counters, without starting anything.
 
         A running system is asked through its actors; otherwise the state kept
-        between runs is read as it stands (in-flight counts are then 0).
+        between runs is read as it stands (in-flight counts are then 0), as it is when
+        the router cannot take the question (its inbox is full, or it is stopping).
         """
         running = self._holder.running
         if running is not None:
-            return await take_snapshot(running)
+            try:
+                return await take_snapshot(running)
+            except NoTargetAvailable:  # Overloaded too: a status page must still answer
+                pass
         await trio.lowlevel.checkpoint()
-        return read_snapshot(self._holder.state, trio.current_time())
+        return read_snapshot(self._holder.state, trio.current_time(),
+                             running=running is not None)

@@ -6,7 +6,9 @@ then one ``TargetStatusQuery`` per target), so a picture costs the request path
 nothing: the counters it reports are kept where outcomes already arrive. When no
 system runs (a route appended after start-up that has had no request yet),
 :func:`read_snapshot` reads the durable :class:`BalancerState` directly: no actor owns
-it then, so nothing else is writing it.
+it then, so nothing else is writing it. A running system whose router cannot take the
+question (its inbox is full, or it is stopping) is read the same way, between two of
+its router's wake-ups.
 
 The router's retry and rejection totals are read from its state right after the
 ``RouterStatus`` answer, the way :meth:`Balancer.statistics` reads them: they are plain
@@ -76,11 +78,13 @@ async def take_snapshot(balancer: Balancer) -> BalancerSnapshot:
     return attrs.evolve(totals, targets=tuple(targets))
 
 
-def read_snapshot(state: BalancerState, now: float) -> BalancerSnapshot:
-    """The durable state of a balancer whose system is not running."""
+def read_snapshot(state: BalancerState, now: float, *, running: bool = False
+                  ) -> BalancerSnapshot:
+    """The durable state of a balancer whose system is not running (or whose router
+    cannot take a question now: ``running`` says which)."""
     router = state.router
     targets = []
     for view in router.view(now):
         tstate = state.targets.get(view.url)
         targets.append(TargetSnapshot(view, tstate.status(now) if tstate is not None else None))
-    return _snapshot(state.config.strategy, False, router, targets)
+    return _snapshot(state.config.strategy, running, router, targets)
