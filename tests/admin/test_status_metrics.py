@@ -6,6 +6,7 @@ import httpx
 import prometheus_client
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from velithon import Velithon
 from velithon._lb.messages import RouterStatus
@@ -14,7 +15,7 @@ from velithon.admin import mount_admin
 from velithon.gateway import GatewayRoute, forward_to
 from velithon.middleware import Middleware
 from velithon.middleware.proxy import ProxyMiddleware
-from velithon.testing import Fault
+from velithon.testing import Fault, open_ws_backend
 
 from support.admin import admin_gateway, eventually, metric, samples
 from support.gateway import backends, serving
@@ -197,3 +198,19 @@ async def test_a_snapshot_still_answers_when_the_router_inbox_is_full() -> None:
     assert snap.running is True
     assert [t.view.url for t in snap.targets] == [a.url]
     assert snap.targets[0].status is not None
+
+
+async def test_a_websocket_session_counts_as_code_101() -> None:
+    async with open_ws_backend(name="ws") as backend:
+        target = backend.url.replace("ws://", "http://")
+        async with admin_gateway(GatewayRoute("/ws/{p:path}", target)) as gw:
+            ws_url = gw.url.replace("http://", "ws://") + "/ws/chat"
+            async with open_websocket_url(ws_url) as ws:
+                await ws.send_message("ping")
+                assert await ws.get_message() == "ping"
+
+            async def counted() -> bool:
+                return metric(await gw.metrics(), "velithon_requests_total",
+                              route="/ws/{p:path}", target=target, code="101") == 1
+
+            await eventually(counted)
