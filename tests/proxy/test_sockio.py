@@ -71,8 +71,10 @@ async def test_a_socket_that_never_waits_still_lets_other_tasks_run() -> None:
         nursery.start_soon(other)
         await trio.lowlevel.checkpoint()
         before = other_ran
-        for _ in range(10 * (YIELD_EVERY + 1)):
+        for _ in range(10 * (YIELD_EVERY + 1)):  # small: the pair's buffer never fills
             await fast.send_all(b"x")  # the kernel always has room: no wait
         done = True
-    assert other_ran - before >= 10  # one yield per YIELD_EVERY + 1 operations at most
+    # one yield per YIELD_EVERY + 1 operations (10 here); the scheduler's order within a
+    # batch varies, so ask for half: a socket that never yields would give 0 or 1
+    assert other_ran - before >= 5
     assert len(await theirs.receive_some(4096)) == 10 * (YIELD_EVERY + 1)
