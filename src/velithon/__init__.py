@@ -38,6 +38,7 @@ from ._app.websockets import WebSocketState as WebSocketState
 # The load-balancing gateway (also importable from the module paths Velithon's API uses:
 # velithon.gateway, velithon.middleware.proxy, velithon._facades.load_balancer).
 from ._exceptions import ConfigError as ConfigError
+from ._exceptions import ConfigWarning as ConfigWarning
 from ._exceptions import NoTargetAvailable as NoTargetAvailable
 from ._exceptions import VelithonError as VelithonError
 from ._exports import fixup_module_metadata

@@ -204,9 +204,12 @@ def _version() -> str:
 def _flag_names(message: str) -> str:
     """Name settings the way the command line spells them (``--max-body-size``)."""
     fields = {f.name for f in attrs.fields(ServerConfig)}
-    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
-                  lambda m: "--" + m.group(0).replace("_", "-") if m.group(0) in fields
-                  else m.group(0), message)
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(0)
+        return "--" + name.replace("_", "-") if name in fields else match.group(0)
+
+    return re.sub(r"\bServerConfig\.(\w+)|\b[a-z]+(?:_[a-z]+)+\b", flag, message)
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:

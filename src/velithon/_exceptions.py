@@ -17,6 +17,8 @@ Hierarchy::
         ├── UpstreamBodyError                  failed after the head: truncated or broken body
         └── UpstreamTimeout                    an upstream deadline expired
 
+    ConfigWarning (a UserWarning)              a setting that is allowed but does nothing
+
 Why a tree: the forwarding layer maps families to statuses (connect/reset/protocol → 502,
 timeout → 504) and decides retries from them. ``UpstreamConnectError`` is always safe to
 retry (no byte reached the upstream); ``UpstreamResetError`` is safe only when
@@ -26,8 +28,12 @@ because the response already started.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 __all__ = [
     "ConfigError",
+    "ConfigWarning",
     "NoTargetAvailable",
     "Overloaded",
     "ResponseAborted",
@@ -41,6 +47,7 @@ __all__ = [
     "UpstreamResetError",
     "UpstreamTimeout",
     "VelithonError",
+    "warn_config",
 ]
 
 
@@ -50,6 +57,30 @@ class VelithonError(Exception):
 
 class ConfigError(VelithonError, ValueError):
     """A configuration value is invalid; the message says which one and why."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that is accepted (the original accepted it) but has no effect as written.
+
+    The message says what to write instead. Silence it with
+    ``warnings.filterwarnings("ignore", category=velithon.ConfigWarning)``.
+    """
+
+
+def warn_config(message: str) -> None:
+    """Issue a :class:`ConfigWarning` pointing at the user's line, not at velithon's.
+
+    The frames of velithon itself are skipped, so the warning names the file and line
+    where the route, middleware or balancer was built.
+    """
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: whoever called warn_config
+    while frame.f_back is not None and _is_velithon(frame.f_globals.get("__name__")):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, ConfigWarning, stacklevel=level)
+
+
+def _is_velithon(module: object) -> bool:
+    return isinstance(module, str) and (module == "velithon" or module.startswith("velithon."))
 
 
 class UnsafePathError(VelithonError, ValueError):

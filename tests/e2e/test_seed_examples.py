@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import trio
 
-from velithon import Velithon
+from velithon import ConfigWarning, Velithon
 from velithon._velithon import ProxyLoadBalancer
 from velithon.gateway import Gateway, GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
@@ -23,15 +24,16 @@ async def test_using_gateway_routes() -> None:
         app = Velithon()
 
         # Configure load balancing with Gateway Route
-        route = GatewayRoute(
-            path="/api/{path:path}",
-            targets=[s1.url, s2.url, s3.url],
-            load_balancing_strategy="round_robin",  # round_robin, random, weighted
-            weights=[1, 1, 2],  # Optional: for weighted strategy
-            health_check_path="/health",
-            timeout_ms=30000,
-            max_retries=3,
-        )
+        with pytest.warns(ConfigWarning, match="Use the 'weighted' strategy"):  # weights + RR
+            route = GatewayRoute(
+                path="/api/{path:path}",
+                targets=[s1.url, s2.url, s3.url],
+                load_balancing_strategy="round_robin",  # round_robin, random, weighted
+                weights=[1, 1, 2],  # Optional: for weighted strategy
+                health_check_path="/health",
+                timeout_ms=30000,
+                max_retries=3,
+            )
 
         app.routes.append(route)
 
@@ -51,16 +53,17 @@ async def test_using_proxy_middleware() -> None:
             return {"served_by": "app"}
 
         # Configure load balancing with Proxy Middleware
-        proxy_middleware = ProxyMiddleware(
-            targets=[s1.url, s2.url, s3.url],
-            load_balancing_strategy="round_robin",
-            weights=[1, 1, 2],  # Optional: for weighted strategy
-            health_check_path="/health",
-            health_check_interval=30,
-            timeout_ms=30000,
-            max_retries=3,
-            path_prefix="/api",
-        )
+        with pytest.warns(ConfigWarning, match="Use the 'weighted' strategy"):  # weights + RR
+            proxy_middleware = ProxyMiddleware(
+                targets=[s1.url, s2.url, s3.url],
+                load_balancing_strategy="round_robin",
+                weights=[1, 1, 2],  # Optional: for weighted strategy
+                health_check_path="/health",
+                health_check_interval=30,
+                timeout_ms=30000,
+                max_retries=3,
+                path_prefix="/api",
+            )
 
         app.add_middleware(proxy_middleware)
 

@@ -292,7 +292,7 @@ async def test_config_errors_are_clear() -> None:
         BalancerConfig(targets=(A,), strategy="fastest")
     with pytest.raises(ValueError, match="Weights length must match"):
         BalancerConfig(targets=(A, B), strategy="weighted", weights=(1,))
-    with pytest.raises(ValueError, match="Duplicate targets"):
+    with pytest.raises(ValueError, match="Duplicate target"):
         BalancerConfig(targets=(A, A))
     with pytest.raises(ValueError, match="Invalid target URL"):
         BalancerConfig(targets=("server1",), pools=PoolConfig())

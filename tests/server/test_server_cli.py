@@ -174,6 +174,17 @@ def odd_project(project: Path) -> Path:
         app.routes.append(GatewayRoute("/api/{path:path}", targets=["http://127.0.0.1:9"],
                                        headers_to_add={"X-A": "a\\r\\nb"}))
         """))
+    for name, arguments in [
+        ("badstrategy", '["http://127.0.0.1:9"], load_balancing_strategy="fastest"'),
+        ("joined", '"http://127.0.0.1:9,http://127.0.0.1:10"'),
+        ("twice", '["http://127.0.0.1:9", "HTTP://127.0.0.1:9/"]'),
+        ("weighty", '["http://127.0.0.1:9", "http://127.0.0.1:10"], weights=[3, 1]'),
+    ]:
+        (project / f"{name}.py").write_text(
+            "from velithon import Velithon\n"
+            "from velithon.gateway import GatewayRoute\n"
+            "app = Velithon()\n"
+            f"app.routes.append(GatewayRoute('/api/{{path:path}}', {arguments}))\n")
     return project
 
 
@@ -181,6 +192,13 @@ def odd_project(project: Path) -> Path:
     ("args", "message"),
     [
         (["badconfig:app"], "configuration error in 'badconfig': Invalid request header"),
+        (["badstrategy:app"], "configuration error in 'badstrategy': Invalid strategy 'fastest'"),
+        (["joined:app"], "Give each target as its own string in a list: "
+                         "targets=['http://127.0.0.1:9', 'http://127.0.0.1:10']"),
+        (["twice:app"], "both are 'http://127.0.0.1:9'"),
+        (["myapp:app", "--port", "99999"], "velithon: error: --port must be in 0..65535"),
+        (["myapp:app", "--header-timeout", "nan"], "error: --header-timeout must be > 0"),
+        (["myapp:app", "--backlog", "0"], "error: --backlog must be > 0"),
         (["odd:make_app"], "takes no arguments: if it builds the app, run it with --factory"),
         (["odd:middleware"], "looks like a middleware, not an app"),
         (["odd:two_args"], "is not an ASGI app: it must accept (scope, receive, send)"),
@@ -191,11 +209,26 @@ def odd_project(project: Path) -> Path:
 def test_user_mistakes_are_one_line_and_exit_2(
     odd_project: Path, args: list[str], message: str
 ) -> None:
-    proc = velithon(odd_project, "run", *args, "--port", "0")
+    proc = velithon(odd_project, "run", *args, *([] if "--port" in args else ["--port", "0"]))
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2, err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and "ServerConfig" not in err
     assert message in err.strip().splitlines()[-1]  # the last line says it all
+
+
+def test_weights_the_strategy_ignores_are_a_warning_naming_the_users_line(
+    odd_project: Path,
+) -> None:
+    proc = velithon(odd_project, "run", "weighty:app", "--port", "0")
+    try:
+        wait_started(proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "weighty.py:4: ConfigWarning: weights=[3, 1] have no effect" in err
+    assert "Use the 'weighted' strategy" in err
 
 
 def test_factory_size_suffix_and_level_in_any_case(odd_project: Path) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
+import tomllib
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import velithon
 
 DOC = Path(__file__).parents[2] / "docs" / "testing.md"
 HARNESS_PART = DOC.read_text().split("## Testing a gateway route")[0]
@@ -68,3 +73,44 @@ async def test_gateway_example_runs(block: str) -> None:
         await func(**kwargs)
         ran += 1
     assert ran >= 1
+
+
+def test_the_documented_pytest_setting_runs_the_guides_tests(tmp_path: Path) -> None:
+    """A fresh project with only the guide's ``trio_mode`` setting runs its first test."""
+    [toml] = re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+    (tmp_path / "pyproject.toml").write_text(toml)
+    (tmp_path / "myservice.py").write_text(SERVICE)
+    (tmp_path / "test_myservice.py").write_text(TEST_BLOCKS[0])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(velithon.__file__).parents[1]), str(tmp_path)])}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b[1-9]\d* passed", result.stdout), result.stdout
+
+
+BLOCK_TEST_TOOLS = """
+import importlib.abc, sys
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pytest", "_pytest", "pytest_trio", "hypothesis", "psutil",
+                                  "trustme", "hypercorn", "aiohttp"}:
+            raise ImportError(f"{name} is not installed")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+import velithon.testing
+print("imported")
+"""
+
+
+def test_the_harness_imports_without_the_test_tools() -> None:
+    """``velithon.testing`` needs only velithon's dependencies (the extra adds pytest)."""
+    result = subprocess.run([sys.executable, "-c", BLOCK_TEST_TOOLS], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.stdout.strip() == "imported", result.stderr
+    extras = tomllib.loads((DOC.parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["testing"]
+    assert {re.split(r"[<>=\[ ]", req)[0] for req in extras} == {"pytest", "pytest-trio"}

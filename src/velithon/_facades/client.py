@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import attrs
 
+from .._exceptions import ConfigError
 from .._lb.breaker import BreakerConfig
 from .._lb.retry import RetryPolicy
 from .._lb.system import BalancerConfig
@@ -70,7 +71,7 @@ class ProxyClient(HolderBacked):
                             ("max_failures", max_failures),
                             ("recovery_timeout_ms", recovery_timeout_ms)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         self.target_url = target_url
         self.timeout_ms = timeout_ms
         self.max_retries = max_retries

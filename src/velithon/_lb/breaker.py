@@ -46,6 +46,7 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
 from .window import SlidingCounts
 
 __all__ = ["BreakerConfig", "BreakerState", "BreakerStatistics", "CircuitBreaker"]
@@ -87,14 +88,14 @@ _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 def _int_at_least(minimum: int) -> _Validator:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if type(value) is bool or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{attribute.name} must be an int >= {minimum} (got {value!r})")
+            raise ConfigError(f"{attribute.name} must be an int >= {minimum} (got {value!r})")
 
     return check
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{attribute.name} must be a positive number (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be a positive number (got {value!r})")
 
 
 @attrs.frozen
@@ -113,12 +114,12 @@ class BreakerConfig:
     @mode.validator
     def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in _MODES:
-            raise ValueError(f"Invalid breaker mode {value!r}. Use 'consecutive' or 'ratio'")
+            raise ConfigError(f"Invalid breaker mode {value!r}. Use 'consecutive' or 'ratio'")
 
     @failure_ratio.validator
     def _check_ratio(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         if type(value) is bool or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"failure_ratio must be in (0, 1] (got {value!r})")
+            raise ConfigError(f"failure_ratio must be in (0, 1] (got {value!r})")
 
     @property
     def recovery_timeout(self) -> float:

@@ -22,6 +22,8 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
+
 __all__ = ["HealthCheckConfig", "HealthState", "HealthStatistics", "parse_statuses"]
 
 _CLASS = re.compile(r"^([1-5])xx$", re.IGNORECASE)
@@ -45,12 +47,12 @@ def parse_statuses(value: Any) -> frozenset[int]:
             elif m := _RANGE.match(part):
                 low, high = int(m.group(1)), int(m.group(2))
                 if low > high:
-                    raise ValueError(f"expected_statuses range {part!r} is empty")
+                    raise ConfigError(f"expected_statuses range {part!r} is empty")
                 statuses.update(range(low, high + 1))
             elif part.isdigit():
                 statuses.add(int(part))
             else:
-                raise ValueError(
+                raise ConfigError(
                     f"Invalid expected_statuses entry {part!r}: use e.g. '2xx', '200', "
                     "'200-399' or '2xx,304'"
                 )
@@ -59,49 +61,50 @@ def parse_statuses(value: Any) -> frozenset[int]:
     elif isinstance(value, Iterable):
         for status in value:
             if type(status) is bool or not isinstance(status, int):
-                raise ValueError(f"expected_statuses must contain ints (got {status!r})")
+                raise ConfigError(f"expected_statuses must contain ints (got {status!r})")
             statuses.add(status)
     else:
-        raise ValueError(f"expected_statuses must be a range, ints or a string (got {value!r})")
+        raise ConfigError(f"expected_statuses must be a range, ints or a string (got {value!r})")
     if not statuses:
-        raise ValueError("expected_statuses must not be empty")
+        raise ConfigError("expected_statuses must not be empty")
     bad = sorted(s for s in statuses if not 100 <= s <= 599)
     if bad:
-        raise ValueError(f"expected_statuses must be HTTP statuses 100..599 (got {bad[0]})")
+        raise ConfigError(f"expected_statuses must be HTTP statuses 100..599 (got {bad[0]})")
     return frozenset(statuses)
 
 
 def _method(value: Any) -> str:
     if not isinstance(value, str) or not _TOKEN.match(value):
-        raise ValueError(f"Invalid health check method {value!r}")
+        raise ConfigError(f"Invalid health check method {value!r}")
     return value.upper()
 
 
 def _path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"Health check path must start with '/' (got {value!r})")
+        raise ConfigError(f"Health check path must start with '/' (got {value!r})")
     if any(c.isspace() or ord(c) < 0x20 for c in value):
-        raise ValueError(f"Health check path must not contain whitespace (got {value!r})")
+        raise ConfigError(f"Health check path must not contain whitespace (got {value!r})")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"health check {attribute.name} must be a positive number (got {value!r})")
+        raise ConfigError(f"health check {attribute.name} must be a positive number "
+                          f"(got {value!r})")
 
 
 def _threshold(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an int >= 1 (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be an int >= 1 (got {value!r})")
 
 
 def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"health check jitter must be in [0, 1) (got {value!r})")
+        raise ConfigError(f"health check jitter must be in [0, 1) (got {value!r})")
 
 
 def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bool:
-        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be True or False (got {value!r})")
 
 
 @attrs.frozen

@@ -37,6 +37,8 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
+
 __all__ = [
     "FailureStreak",
     "OutlierConfig",
@@ -50,22 +52,22 @@ OUTCOME_KINDS = ("success", "5xx", "gateway", "local", "neutral")
 
 def _count(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be an int >= 0 (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be an int >= 0 (got {value!r})")
 
 
 def _seconds(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{attribute.name} must be a positive number of seconds (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be a positive number of seconds (got {value!r})")
 
 
 def _percent(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ValueError(f"max_ejection_percent must be in 0..100 (got {value!r})")
+        raise ConfigError(f"max_ejection_percent must be in 0..100 (got {value!r})")
 
 
 def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bool:
-        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be True or False (got {value!r})")
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
 from .window import SlidingCounts
 
 __all__ = [
@@ -53,27 +54,28 @@ def is_idempotent(method: str) -> bool:
 
 def _statuses(value: Any) -> frozenset[int]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"retry_on_statuses must be a collection of ints (got {value!r})")
+        raise ConfigError(f"retry_on_statuses must be a collection of ints (got {value!r})")
     result = frozenset(value)
     for status in result:
         if type(status) is bool or not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError(f"retry_on_statuses must hold HTTP statuses 100..599 (got {status!r})")
+            raise ConfigError("retry_on_statuses must hold HTTP statuses 100..599 "
+                              f"(got {status!r})")
     return result
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{attribute.name} must be a number >= 0 (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be a number >= 0 (got {value!r})")
 
 
 def _max_retries(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is bool or not isinstance(value, int) or value < 0:
-        raise ValueError(f"max_retries must be an int >= 0 (got {value!r})")
+        raise ConfigError(f"max_retries must be an int >= 0 (got {value!r})")
 
 
 def _flag(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bool:
-        raise ValueError(f"{attribute.name} must be True or False (got {value!r})")
+        raise ConfigError(f"{attribute.name} must be True or False (got {value!r})")
 
 
 @attrs.frozen
@@ -152,9 +154,9 @@ class RetryBudget:
         for name, value in (("ratio", ratio), ("min_per_second", min_per_second)):
             not_a_number = type(value) is bool or not isinstance(value, (int, float))
             if not_a_number or not 0 <= value < math.inf:
-                raise ValueError(f"RetryBudget {name} must be a number >= 0 (got {value!r})")
+                raise ConfigError(f"RetryBudget {name} must be a number >= 0 (got {value!r})")
         if type(ttl) is bool or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
-            raise ValueError(f"RetryBudget ttl must be a positive number of seconds (got {ttl!r})")
+            raise ConfigError(f"RetryBudget ttl must be a positive number of seconds (got {ttl!r})")
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
         self.ttl = float(ttl)

@@ -43,12 +43,15 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
+
 __all__ = [
     "STRATEGY_NAMES",
     "LatencyEwma",
     "Strategy",
     "StrategyStatistics",
     "create_strategy",
+    "uses_weights",
     "validate_weights",
 ]
 
@@ -66,9 +69,9 @@ _OWNER_BITS = 24  # a ring entry packs (40-bit point << 24) | target slot into o
 _OWNER_MASK = (1 << _OWNER_BITS) - 1
 
 
-def _invalid_name(name: object) -> ValueError:
+def _invalid_name(name: object) -> ConfigError:
     names = ", ".join(repr(n) for n in STRATEGY_NAMES[:-1])
-    return ValueError(f"Invalid strategy {name!r}. Use {names} or {STRATEGY_NAMES[-1]!r}")
+    return ConfigError(f"Invalid strategy {name!r}. Use {names} or {STRATEGY_NAMES[-1]!r}")
 
 
 def _check_targets(targets: Sequence[str]) -> tuple[str, ...]:
@@ -76,7 +79,7 @@ def _check_targets(targets: Sequence[str]) -> tuple[str, ...]:
         raise TypeError(f"targets must be a list of target URLs, not a single string ({targets!r})")
     result = tuple(targets)
     if not result:
-        raise ValueError("At least one target is required")
+        raise ConfigError("At least one target is required")
     for target in result:
         if not isinstance(target, str):
             raise TypeError(f"Each target must be a str (got {target!r})")
@@ -94,21 +97,21 @@ def validate_weights(
     """
     if weights is None:
         if strategy_name == "weighted":
-            raise ValueError("Weights required for weighted strategy")
+            raise ConfigError("Weights required for weighted strategy")
         return (1,) * len(targets)
     weights = tuple(weights)
     if len(weights) != len(targets):
-        raise ValueError(
+        raise ConfigError(
             "Weights length must match targets length "
             f"(got {len(weights)} weights for {len(targets)} targets)"
         )
     for target, weight in zip(targets, weights, strict=True):
         if type(weight) is bool or not isinstance(weight, int):
-            raise ValueError(f"Weight for target {target!r} must be an int (got {weight!r})")
+            raise ConfigError(f"Weight for target {target!r} must be an int (got {weight!r})")
         if weight < 0:
-            raise ValueError(f"Weight for target {target!r} must be >= 0 (got {weight})")
+            raise ConfigError(f"Weight for target {target!r} must be >= 0 (got {weight})")
     if not any(weights):
-        raise ValueError("At least one weight must be greater than 0 (all weights are 0)")
+        raise ConfigError("At least one weight must be greater than 0 (all weights are 0)")
     return tuple(int(w) for w in weights)
 
 
@@ -515,6 +518,13 @@ _CLASSES: dict[str, type[Strategy]] = {
 }
 
 
+def uses_weights(name: str) -> bool:
+    """Whether the strategy ``name`` takes weights into account (round robin and random
+    accept them, as Velithon did, and ignore them)."""
+    cls = _CLASSES.get(name)
+    return cls is not None and cls._weight_aware
+
+
 def create_strategy(
     name: str,
     targets: Sequence[str],
@@ -558,7 +568,7 @@ class LatencyEwma:
     ) -> None:
         for label, v in (("default_rtt", default_rtt), ("decay", decay), ("penalty", penalty)):
             if not v > 0 or v == math.inf:
-                raise ValueError(f"LatencyEwma {label} must be a positive number (got {v!r})")
+                raise ConfigError(f"LatencyEwma {label} must be a positive number (got {v!r})")
         self.default_rtt = float(default_rtt)
         self.decay = float(decay)
         self.penalty = float(penalty)

@@ -27,7 +27,7 @@ import attrs
 import httpx
 import trio
 
-from .._exceptions import NoTargetAvailable, Overloaded
+from .._exceptions import ConfigError, NoTargetAvailable, Overloaded, warn_config
 from .._structured import owning_nursery
 from .alarms import AlarmClock
 from .breaker import BreakerConfig
@@ -59,7 +59,7 @@ from .router import (
     RouterTargetView,
     TargetEntry,
 )
-from .strategies import create_strategy
+from .strategies import create_strategy, uses_weights
 from .supervisor import SupervisedStats, SupervisorConfig, supervise
 from .target import TargetActor, TargetState, TargetStatus
 
@@ -107,8 +107,9 @@ class TargetPools(Protocol):
     @property
     def ssl_context(self) -> ssl.SSLContext | None: ...
 
-    def check(self, url: str) -> None:
-        """Raise ``ValueError`` (a ``ConfigError``) when ``url`` cannot be a target."""
+    def check(self, url: str) -> str:
+        """Raise ``ConfigError`` when ``url`` cannot be a target; otherwise return its
+        canonical form (two URLs with the same form reach the same backend)."""
 
     def open(self, url: str) -> TargetPool: ...
 
@@ -137,33 +138,50 @@ class BalancerConfig:
 
     def __attrs_post_init__(self) -> None:
         if not self.targets:
-            raise ValueError("At least one target is required")
-        if len(set(self.targets)) != len(self.targets):
-            dupes = sorted({t for t in self.targets if self.targets.count(t) > 1})
-            raise ValueError(f"Duplicate targets are not allowed: {', '.join(dupes)}")
+            raise ConfigError("At least one target is required")
+        seen: dict[str, str] = {}
         for url in self.targets:
-            self.check_target(url)
+            canonical = self.check_target(url)
+            if canonical in seen:
+                raise ConfigError(_duplicate(seen[canonical], url, canonical))
+            seen[canonical] = url
         if self.none_healthy not in NONE_HEALTHY_POLICIES:
-            raise ValueError(
+            raise ConfigError(
                 f"Invalid none_healthy policy {self.none_healthy!r}. Use 'fail' or 'panic'"
             )
         panic = self.panic_threshold
         if isinstance(panic, bool) or not isinstance(panic, (int, float)) or not 0 <= panic <= 100:
-            raise ValueError(f"panic_threshold must be a percentage in 0..100, got {panic!r}")
+            raise ConfigError(f"panic_threshold must be a percentage in 0..100, got {panic!r}")
         cap = self.max_requests_per_target
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"max_requests_per_target must be a positive integer, got {cap!r}")
+            raise ConfigError(f"max_requests_per_target must be a positive integer, got {cap!r}")
         if self.inbox_size < 1 or self.target_inbox_size < 1:
-            raise ValueError("inbox sizes must be at least 1")
+            raise ConfigError("inbox sizes must be at least 1")
         # strategy name and weights are validated by building one
         create_strategy(self.strategy, self.targets, self.weights)
+        if self.weights is not None and len(set(self.weights)) > 1 \
+                and not uses_weights(self.strategy):
+            warn_config(f"weights={list(self.weights)} have no effect: the {self.strategy!r} "
+                        "strategy ignores weights. Use the 'weighted' strategy to split "
+                        "traffic by weight, or leave weights out")
 
-    def check_target(self, url: str) -> None:
-        """A target must be a non-empty name, and one the pools accept."""
+    def check_target(self, url: str) -> str:
+        """A target must be a non-empty name, and one the pools accept; returns the
+        name two targets are compared by (the pools' canonical URL, when there are
+        pools)."""
         if not isinstance(url, str) or not url:
-            raise ValueError(f"A target must be a non-empty string, got {url!r}")
+            raise ConfigError(f"A target must be a non-empty string, got {url!r}")
         if self.pools is not None:
-            self.pools.check(url)
+            return self.pools.check(url)
+        return url
+
+
+def _duplicate(first: str, second: str, canonical: str) -> str:
+    if first == second:
+        return f"Duplicate target {first!r}: list each backend once"
+    return (f"Duplicate targets {first!r} and {second!r}: both are {canonical!r} "
+            "(scheme and host are case-insensitive, a trailing '/' and a default port "
+            "change nothing); list each backend once")
 
 
 @attrs.define(eq=False)
@@ -446,11 +464,13 @@ class Balancer:
 
     async def add_target(self, url: str, weight: int = 1) -> None:
         """Start an actor for ``url`` and begin routing to it."""
-        self.config.check_target(url)
-        if url in self.state.targets and url in self.targets:
-            raise ValueError(f"Target already present: {url}")
+        canonical = self.config.check_target(url)
+        for present in self.targets:
+            if self.config.check_target(present) == canonical:
+                raise ConfigError(f"Target already present: {url!r}"
+                                  + ("" if present == url else f" (as {present!r})"))
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValueError(f"Invalid weight {weight!r}: weights must be non-negative integers")
+            raise ConfigError(f"Invalid weight {weight!r}: weights must be non-negative integers")
         tstate = self.state.new_target_state(url)
         entry = TargetEntry(tstate.target_id, url, weight)
         await self._start_target(entry)

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from .._exceptions import (
+    ConfigError,
     NoTargetAvailable,
     Overloaded,
     ResponseAborted,
@@ -109,16 +110,16 @@ class ForwardConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.timeout_ms <= 0:
-            raise ValueError(f"timeout_ms must be positive, got {self.timeout_ms}")
+            raise ConfigError(f"timeout_ms must be positive, got {self.timeout_ms}")
         if not self.client_body_timeout > 0:
-            raise ValueError("client_body_timeout must be positive, "
+            raise ConfigError("client_body_timeout must be positive, "
                              f"got {self.client_body_timeout}")
         if self.buffer_chunked_uploads < 0:
-            raise ValueError("buffer_chunked_uploads must be >= 0 bytes, "
+            raise ConfigError("buffer_chunked_uploads must be >= 0 bytes, "
                              f"got {self.buffer_chunked_uploads}")
         for status in self.failure_statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
-                raise ValueError(f"failure_statuses must hold 5xx statuses, got {status!r}")
+                raise ConfigError(f"failure_statuses must hold 5xx statuses, got {status!r}")
         if self.hash_on is not None:
             parse_hash_on(self.hash_on)
         validate_header_config(self.headers_to_add, self.headers_to_remove, direction="request")
@@ -133,7 +134,7 @@ def parse_hash_on(spec: str) -> tuple[str, str]:
     kind, _, name = spec.partition(":")
     if kind in ("header", "cookie") and name:
         return (kind, name.lower() if kind == "header" else name)
-    raise ValueError(f"Invalid hash_on {spec!r}. "
+    raise ConfigError(f"Invalid hash_on {spec!r}. "
                      "Use 'header:<name>', 'cookie:<name>' or 'client_ip'")
 
 

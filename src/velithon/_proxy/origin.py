@@ -20,6 +20,7 @@ __all__ = ["Origin"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+_JOINED = re.compile(r",\s*[A-Za-z][A-Za-z0-9+.-]*://")  # "http://a:1,http://b:2"
 
 
 def _config_error(url: object, why: str) -> ConfigError:
@@ -62,6 +63,10 @@ class Origin:
         """
         if not isinstance(url, str):
             raise _config_error(url, "expected a string such as 'http://127.0.0.1:8000'")
+        if _JOINED.search(url) or "," in url.partition("://")[2].partition("/")[0]:
+            parts = [part.strip() for part in url.split(",") if part.strip()]
+            raise _config_error(url, "several URLs joined with ','? Give each target as its "
+                                f"own string in a list: targets={parts!r}")
         if _BAD_URL_CHARS.search(url):
             raise _config_error(url, "contains whitespace or control characters")
         scheme, sep, rest = url.partition("://")

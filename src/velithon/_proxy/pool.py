@@ -76,9 +76,10 @@ class PoolConfig:
     #: The response parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
     parser: str = "auto"
 
-    def check(self, url: str) -> None:
-        Origin.parse(url)
+    def check(self, url: str) -> str:
+        origin = Origin.parse(url)
         resolve_parser(self.parser)
+        return origin.url
 
     def open(self, url: str) -> UpstreamPool:
         return UpstreamPool(Origin.parse(url), max_idle=self.max_idle,

@@ -25,7 +25,7 @@ MIB = 1024 * KIB
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not value > 0:  # NaN too
         raise ValueError(f"ServerConfig.{attribute.name} must be > 0, got {value!r}")
 
 
