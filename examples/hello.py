@@ -4,8 +4,8 @@ Run it with our server (from the project folder)::
 
     velithon run examples.hello:app
 
-or hypercorn's trio worker (``hypercorn --worker-class trio examples.hello:app``),
-or ``python examples/hello.py`` (serves on http://127.0.0.1:8000). Then::
+or ``python examples/hello.py`` (the same server, through ``velithon.server.serve``,
+on http://127.0.0.1:8000). Then::
 
     curl http://127.0.0.1:8000/
     curl http://127.0.0.1:8000/users/42?verbose=1
@@ -52,9 +52,6 @@ async def echo(websocket: WebSocket) -> None:
 
 
 if __name__ == "__main__":
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
+    from velithon.server import serve
 
-    config = Config()
-    config.bind = ["127.0.0.1:8000"]
-    trio.run(serve, app, config)
+    serve(app, host="127.0.0.1", port=8000)
