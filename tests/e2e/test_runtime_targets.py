@@ -42,6 +42,9 @@ async def test_proxy_middleware_takes_the_same_calls() -> None:
                 httpx.AsyncClient(base_url=gw.url, timeout=5) as cl:
             await proxy.add_target(b.url)
             assert set(await served_by(cl, "/api/x", 4)) == {"a", "b"}
+            await proxy.drain(b.url)
+            assert set(await served_by(cl, "/api/x", 3)) == {"a"}
+            await proxy.drain(b.url, draining=False)
             await proxy.remove_target(a.url)
             assert set(await served_by(cl, "/api/x", 3)) == {"b"}
 
