@@ -163,12 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
                      help="critical, error, warning, info or debug, any case "
                           "(default %(default)s)")
-    demo = commands.add_parser(
-        "demo", help="run a gateway over three local backends (no configuration needed)")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--log-level", default="warning", type=str.lower, choices=_LEVELS,
-                      help="any case (default %(default)s)")
+    _demo_options(commands.add_parser(
+        "demo", help="run a gateway over three local backends (no configuration needed)",
+        description="A gateway over three local backends (normal, slow, flapping) with "
+                    "controls to make them slow, unhealthy, or kill and restart them. "
+                    "It prints every URL and the controls once it serves."))
     status = commands.add_parser(
         "status", help="show a running gateway's routes and targets (from its admin surface)")
     status.add_argument("url", help="the gateway's URL (http://host:port, admin surface at "
@@ -178,6 +177,32 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print the status document as JSON instead of a table")
     return parser
+
+
+def _demo_options(demo: argparse.ArgumentParser) -> None:
+    from ._demo import DEFAULT_TRAFFIC_RATE, STRATEGIES
+
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address the gateway listens on (default %(default)s)")
+    demo.add_argument("--port", type=int, default=8000,
+                      help="the gateway's port (default %(default)s; 0: any free port, printed)")
+    demo.add_argument("--traffic", type=float, nargs="?", const=DEFAULT_TRAFFIC_RATE,
+                      default=None, metavar="RATE",
+                      help="send light traffic through the gateway: RATE requests per second "
+                           f"(default {DEFAULT_TRAFFIC_RATE:g} when given without a value; "
+                           "at most 100)")
+    demo.add_argument("--strategy", default="round_robin", type=str.lower, choices=STRATEGIES,
+                      help="how the gateway picks a backend; peak_ewma sends less to the slow "
+                           "one (default %(default)s)")
+    demo.add_argument("--flap-period", type=float, default=5.0, metavar="SECONDS",
+                      help="the flapping backend's /health fails for SECONDS, then passes for "
+                           "as long (default %(default)g s)")
+    demo.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
+                      help="how often the gateway probes each backend's /health "
+                           "(default %(default)g s)")
+    demo.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
+                      help="info shows health changes and retries; any case "
+                           "(default %(default)s)")
 
 
 _LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -272,10 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args)
     configure_logging(args.log_level.upper())
     if args.command == "demo":
-        from ._demo import main_demo
+        from ._demo import DemoOptions, main_demo
 
         try:
-            return main_demo(args.host, args.port)
+            options = DemoOptions(host=args.host, port=args.port, strategy=args.strategy,
+                                  traffic=args.traffic, flap_period=args.flap_period,
+                                  health_interval=args.health_interval)
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        try:
+            return main_demo(options)
         except ServerStartupError as exc:
             return _fail(str(exc), EXIT_STARTUP)
     try:
