@@ -32,6 +32,8 @@ ALLOWED: dict[str, set[str]] = {
                  "_structured"},
     "testing": {"_types", "_exports", "_structured"},
     "admin": {"_facades", "_app", "_lb", "_types", "_exceptions", "_exports", "_structured"},
+    # `velithon demo`: backends, a gateway app and a traffic client built from the above
+    "_demo": {"admin", "_app", "_facades", "server", "_types", "_exceptions", "_structured"},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -208,6 +209,18 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> N
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_busy_port_is_one_line_and_exit_3() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "velithon", "demo", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 3
+    assert proc.stderr == (f"velithon: error: cannot listen on 127.0.0.1:{port}: "
+                           "Address already in use\n")
+
+
 # ---- in process -------------------------------------------------------------------------
 
 
@@ -259,3 +272,16 @@ async def test_the_flapping_health_check_alternates_every_period(
     assert not backend.healthy_at(start)
     backend.change(health="healthy")
     assert backend.healthy_at(start + 4)
+
+
+def test_the_demo_page_lists_every_control_and_option() -> None:
+    from velithon._cli import _parser
+    from velithon._demo.gateway_app import ACTIONS
+
+    page = (Path(__file__).parents[2] / "docs" / "demo.md").read_text()
+    controls = page.split("## The controls")[1].split("## Options")[0]
+    assert re.findall(r"^\| `(\w+)`", controls, re.M) == list(ACTIONS)
+    documented = set(re.findall(r"`(--[a-z-]+)", page.split("## Options")[1]))
+    demo_parser = _parser()._subparsers._group_actions[0].choices["demo"]
+    flags = {flag for action in demo_parser._actions for flag in action.option_strings}
+    assert documented == flags - {"-h", "--help"}
