@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     run.add_argument("app", help='the app to serve, as "module:attribute"')
     run.add_argument("--factory", action="store_true",
-                     help="the attribute is a function that returns the app")
+                     help="the attribute is a function that returns the app (default: off)")
     run.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")

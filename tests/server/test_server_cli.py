@@ -256,6 +256,19 @@ def test_version_and_help_name_units_and_defaults(project: Path) -> None:
     assert "(default 16M)" in words and "(default 30 s)" in words
 
 
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_every_option_states_its_default(command: str) -> None:
+    from velithon._cli import _parser
+
+    parser = _parser()._subparsers._group_actions[0].choices[command]
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 5
+    for action in options:
+        assert action.help is not None and "default" in action.help, action.option_strings
+        if action.metavar == "SECONDS":
+            assert " s)" in action.help % {"default": action.default}, action.option_strings
+
+
 @pytest.mark.parametrize(("text", "size"), [("1024", 1024), ("512K", 512 * 1024),
                                              ("100M", 100 * 1024**2), ("1g", 1024**3),
                                              ("16MiB", 16 * 1024**2), ("2 MB", 2 * 1024**2)])
