@@ -95,12 +95,19 @@ def test_the_banner_lists_urls_backends_and_controls(tmp_path: Path) -> None:
     with demo(tmp_path) as running:
         assert set(running.backends) == {"alpha", "beta", "gamma"}
         for line in (f"dashboard   {running.url}/", f"status      {running.url}/status",
+                     f"admin       {running.url}/_velithon/status",
                      "slow: +300 ms per answer", "flapping: /health fails 5 s out of every 10",
                      f"curl -X POST {running.url}/demo/backends/NAME/ACTION"):
             assert line in running.banner
         for action in ("slow", "fast", "unhealthy", "healthy", "flap", "kill", "restart"):
             assert re.search(rf"^    {action} ", running.banner, re.M), action
-        assert running.get("/").status_code == 200  # the dashboard (or the demo's index)
+        dashboard = running.get("/")
+        assert dashboard.headers["content-type"].startswith("text/html")
+        assert "<title>velithon gateway</title>" in dashboard.text
+        [route] = running.get("/_velithon/status").json()["routes"]
+        assert route["path"] == "/api/{path:path}"
+        assert [t["url"] for t in route["targets"]] == [
+            running.backends[name] for name in ("alpha", "beta", "gamma")]
         code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err
 

@@ -6,7 +6,8 @@ Everything runs in one trio process, on loopback:
   (slow: every answer takes 300 ms longer) and ``gamma`` (flapping: its ``/health``
   fails for ``flap_period`` seconds out of every two periods);
 * the gateway app (:mod:`.gateway_app`) on ``--port``: ``/api/...`` balanced over the
-  backends, ``/status``, the backend controls under ``/demo``, the dashboard at ``/``;
+  backends, ``/status``, the backend controls under ``/demo``, the dashboard at ``/``
+  and the admin surface (``velithon.admin``) under ``/_velithon``;
 * with ``--traffic``, a light client (:mod:`.traffic`) that keeps requests flowing
   through the gateway so the numbers move.
 
@@ -87,7 +88,7 @@ def banner(url: str, options: DemoOptions, backends: list[DemoBackend]) -> str:
         f"  balanced    {url}/api/<anything>",
         f"  status      {url}/status",
         f"  backends    {url}/demo",
-        f"  admin API   {url}{ADMIN_PATH}",
+        f"  admin       {url}{ADMIN_PATH}/status   (or: velithon status {url})",
         "",
         *(f"  {b.name:<6} {b.url:<24} {b.role}" for b in backends),
         "",

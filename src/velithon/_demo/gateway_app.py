@@ -7,13 +7,12 @@
   counters, with the backend's name;
 * ``/demo`` — the backends, their current settings, and the controls;
 * ``POST /demo/backends/{name}/{action}`` — the controls (:data:`ACTIONS`);
-* ``/`` — the dashboard, and the admin API under :data:`ADMIN_PATH`
-  (:func:`mount_dashboard`).
+* ``/`` — the dashboard, and the admin surface (status JSON, metrics) under
+  :data:`ADMIN_PATH` (:func:`mount_dashboard`, called last so it wraps every route).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from .._app.application import Velithon
 from .._app.requests import Request
 from .._app.responses import HTTPException
 from .._facades.route import GatewayRoute
+from ..admin import mount_admin
 from .backends import DemoBackend
 
 __all__ = ["ACTIONS", "ADMIN_PATH", "build_demo_app", "mount_dashboard"]
@@ -87,24 +87,8 @@ def build_demo_app(backends: Sequence[DemoBackend], *, strategy: str,
 
 
 def mount_dashboard(app: Velithon) -> None:
-    """The admin API at ``ADMIN_PATH`` and its dashboard at ``/``.
-
-    When ``velithon.admin`` is not part of this installation, ``/`` answers a JSON
-    index of the demo instead.
-    """
-    try:
-        admin = importlib.import_module("velithon.admin")
-    except ModuleNotFoundError as exc:
-        if exc.name != "velithon.admin":
-            raise
-        app.get("/")(_index)
-        return
-    admin.mount_admin(app, path=ADMIN_PATH, dashboard_at_root=True)
-
-
-async def _index() -> dict[str, Any]:
-    return {"demo": "velithon demo", "balanced": "/api/{anything}", "status": "/status",
-            "backends and controls": "/demo"}
+    """The admin surface at ``ADMIN_PATH`` (status, metrics) and its dashboard at ``/``."""
+    mount_admin(app, path=ADMIN_PATH, dashboard_at_root=True)
 
 
 async def _slow(backend: DemoBackend, request: Request) -> str | None:
