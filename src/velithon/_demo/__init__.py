@@ -66,7 +66,8 @@ class DemoOptions:
     health_interval: float = attrs.field(default=1.0, validator=_positive)  # seconds
 
 
-def start_backends(options: DemoOptions) -> list[DemoBackend]:
+def make_backends(options: DemoOptions) -> list[DemoBackend]:
+    """alpha (normal), beta (slow) and gamma (flapping), not yet listening."""
     flap = options.flap_period
     return [
         DemoBackend("alpha", "normal", BackendSettings(), flap_period=flap),
@@ -112,7 +113,7 @@ async def run_demo(options: DemoOptions, *, shutdown_trigger: trio.Event | None 
     ``task_status`` gets the gateway's bound addresses once everything serves.
     """
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
-    backends = start_backends(options)
+    backends = make_backends(options)
     async with trio.open_nursery() as nursery:
         for backend in backends:
             await nursery.start(backend.run)

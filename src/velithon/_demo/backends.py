@@ -14,6 +14,7 @@ answers once the port is closed or open again.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import attrs
@@ -139,7 +140,8 @@ class DemoBackend:
                         listening = await self._listen(nursery)
                     except ServerStartupError as exc:  # the port was taken meanwhile
                         outcome = str(exc)
-                command.reply.send_nowait(outcome)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    command.reply.send_nowait(outcome)  # unless the requester has gone
 
     async def _listen(self, nursery: trio.Nursery) -> _Listening:
         """Start serving on ``self.port`` (any free port the first time)."""
