@@ -32,6 +32,8 @@ ALLOWED: dict[str, set[str]] = {
                  "_structured"},
     "testing": {"_types", "_exports", "_structured"},
     "admin": {"_facades", "_app", "_lb", "_types", "_exceptions", "_exports", "_structured"},
+    "config": {"_facades", "_app", "_lb", "_http11", "server", "_exceptions", "_exports",
+               "_types", "_structured"},
 }
 
 
