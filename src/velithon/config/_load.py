@@ -184,8 +184,30 @@ def load_config(text: str, *, source: str = "") -> GatewayConfig:
         values[key] = _array(data.get(key, []), key, cls, issues)
     _check_sections(values, issues)
     if issues:
+        issues.sort(key=lambda issue: _file_order(data, issue.place))
         raise ConfigFileError(issues, source=source)
     return GatewayConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+_PLACE_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _file_order(data: object, place: str) -> tuple[int, ...]:
+    """Where ``place`` is in the file, so issues are listed top to bottom (a key the
+    file lacks, like a missing required one, sorts last in its table)."""
+    order: list[int] = []
+    for match in _PLACE_PART.finditer(place):
+        key: str | int = match.group(1) if match.group(2) is None else int(match.group(2))
+        if isinstance(data, dict) and key in data:
+            order.append(list(data).index(key))
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+            order.append(key)
+            data = data[key]
+        else:
+            order.append(1 << 30)
+            break
+    return tuple(order)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> GatewayConfig:
