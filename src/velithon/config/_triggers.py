@@ -38,6 +38,9 @@ class ReloadTriggers:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Watch until cancelled; ``started()`` once every trigger is armed."""
+        if not (self.path is not None or (self.signal and _SIGHUP is not None)):
+            task_status.started()  # nothing to watch, but a service runs until cancelled
+            await trio.sleep_forever()
         send, receive = trio.open_memory_channel[None](1)
         async with trio.open_nursery() as nursery:
             async with send:
