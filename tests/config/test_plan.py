@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import attrs
-from hypothesis import given
+import trio
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon.config import (
@@ -18,6 +19,7 @@ from velithon.config import (
     ServerSection,
     SetLogLevel,
     UpdateTargets,
+    build_gateway,
     plan_reload,
 )
 from velithon.config._plan import apply_target_update, target_weights
@@ -159,3 +161,29 @@ def test_every_route_is_kept_updated_rebuilt_added_or_removed(
             assert isinstance(action, UpdateTargets)
         else:
             assert action is None
+
+
+@st.composite
+def weighted_pools(draw: st.DrawFn) -> RouteSection:
+    targets = draw(TARGETS)
+    weights = draw(st.lists(st.integers(1, 5), min_size=len(targets), max_size=len(targets)))
+    return route(targets=tuple(targets), weights=tuple(weights),
+                 load_balancing_strategy="weighted")
+
+
+@settings(max_examples=25, deadline=None)
+@given(weighted_pools(), weighted_pools())
+def test_a_running_route_ends_with_the_new_targets_and_weights(
+        old: RouteSection, new: RouteSection) -> None:
+    """The same property against a real route and its balancer actors (no sockets)."""
+
+    async def main() -> None:
+        gateway = build_gateway(config(old, admin=AdminSection(enabled=False)))
+        [route] = gateway.app.routes
+        async with gateway.app.run_services():
+            await gateway.apply(config(new, admin=AdminSection(enabled=False)))
+            assert gateway.app.routes == [route]
+            assert route.target_weights == target_weights(new)
+            assert sorted(route.targets) == sorted(new.targets)
+
+    trio.run(main)

@@ -102,6 +102,9 @@ class ConfigGateway:
         except (ConfigFileError, ReloadRefused) as exc:
             LOGGER.error("reload refused, the previous configuration keeps serving: %s",
                          " | ".join(str(exc).splitlines()))
+        except Exception:  # a bug: logged in full, and the next trigger still reloads
+            LOGGER.exception("reload failed part-way; the gateway may serve a mix of the "
+                             "old and new configuration until the next reload")
 
     # ---- reloading ----------------------------------------------------------------
 
