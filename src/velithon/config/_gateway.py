@@ -47,7 +47,7 @@ from ._plan import (
     UpdateTargets,
     plan_reload,
 )
-from ._sections import GatewayConfig, ProxySection, RouteSection
+from ._sections import GatewayConfig
 from ._triggers import ReloadTriggers
 
 __all__ = ["ConfigGateway", "MountAdmin", "ReloadRefused", "build_gateway"]
@@ -139,21 +139,22 @@ class ConfigGateway:
             await self._finish(retired, removals)
             return plan
 
-    async def _prepare(self, plan: ReloadPlan, new: GatewayConfig
-                       ) -> dict[tuple[Kind, str], BalancedFacade]:
-        sections: dict[tuple[Kind, str], RouteSection | ProxySection] = {
-            ("route", s.key): s for s in new.routes}
-        sections.update({("proxy", s.key): s for s in new.proxies})
-        built: dict[tuple[Kind, str], BalancedFacade] = {}
+    async def _prepare(self, plan: ReloadPlan, new: GatewayConfig) -> _Built:
+        new_routes = {s.key: s for s in new.routes}
+        new_proxies = {s.key: s for s in new.proxies}
+        built = _Built()
         for action in plan.actions:
             if isinstance(action, (AddFacade, ReplaceFacade)):
-                built[action.kind, action.key] = sections[action.kind, action.key].build()
+                if action.kind == "route":
+                    built.routes[action.key] = new_routes[action.key].build()
+                else:
+                    built.proxies[action.key] = new_proxies[action.key].build()
         host = self.app.service_host
         if host is None:
             return built
         started: list[BalancedFacade] = []
         try:
-            for facade in built.values():
+            for facade in built.facades():
                 await host.ensure_started(facade)
                 started.append(facade)
         except RuntimeError as exc:  # ServiceStartError, or the app is shutting down
@@ -163,8 +164,7 @@ class ConfigGateway:
             raise ReloadRefused(f"a new route or proxy could not start: {exc}") from exc
         return built
 
-    async def _switch(self, plan: ReloadPlan, new: GatewayConfig,
-                      built: dict[tuple[Kind, str], BalancedFacade]
+    async def _switch(self, plan: ReloadPlan, new: GatewayConfig, built: _Built
                       ) -> tuple[list[BalancedFacade], list[tuple[BalancedFacade, str]]]:
         removals: list[tuple[BalancedFacade, str]] = []
         for action in plan.actions:
@@ -181,17 +181,14 @@ class ConfigGateway:
             elif isinstance(action, SetLogLevel) and not self._log_level_fixed:
                 logging.getLogger().setLevel(action.level.upper())
         old_facades: list[BalancedFacade] = [*self.routes.values(), *self.proxies.values()]
-        routes = {s.key: self.routes.get(s.key) for s in new.routes}
-        proxies = {s.key: self.proxies.get(s.key) for s in new.proxies}
-        new_routes = {k: built.get(("route", k)) or routes[k] for k in routes}
-        new_proxies = {k: built.get(("proxy", k)) or proxies[k] for k in proxies}
+        routes = {s.key: built.routes.get(s.key) or self.routes[s.key] for s in new.routes}
+        proxies = {s.key: built.proxies.get(s.key) or self.proxies[s.key] for s in new.proxies}
         # -- no checkpoint from here: requests see the old lists or the new ones --
-        _replace_items(self.app.routes, list(self.routes.values()), list(new_routes.values()))
+        _replace_items(self.app.routes, list(self.routes.values()), list(routes.values()))
         _replace_items(self.app.user_middleware, list(self.proxies.values()),
-                       list(new_proxies.values()))
-        self.routes = new_routes  # type: ignore[assignment]
-        self.proxies = new_proxies  # type: ignore[assignment]
-        kept = {id(f) for f in (*self.routes.values(), *self.proxies.values())}
+                       list(proxies.values()))
+        self.routes, self.proxies = routes, proxies
+        kept = {id(f) for f in (*routes.values(), *proxies.values())}
         return [f for f in old_facades if id(f) not in kept], removals
 
     async def _finish(self, retired: Sequence[BalancedFacade],
@@ -214,6 +211,17 @@ class ConfigGateway:
 
     def _facade(self, kind: Kind, key: str) -> BalancedFacade:
         return self.routes[key] if kind == "route" else self.proxies[key]
+
+
+class _Built:
+    """The facades a reload builds before it switches to them."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, GatewayRoute] = {}
+        self.proxies: dict[str, ProxyMiddleware] = {}
+
+    def facades(self) -> list[BalancedFacade]:
+        return [*self.routes.values(), *self.proxies.values()]
 
 
 def _replace_items(items: list[Any], old: Sequence[object], new: Sequence[object]) -> None:

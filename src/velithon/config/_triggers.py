@@ -73,7 +73,7 @@ class ReloadTriggers:
             with trio.open_signal_receiver(_SIGHUP) as signals:
                 task_status.started()
                 async for _ in signals:
-                    LOGGER.info("SIGHUP received: reloading the configuration")
+                    LOGGER.debug("SIGHUP received: reloading the configuration")
                     self._ask(send)
 
     async def _watch(self, path: str, send: trio.MemorySendChannel[None], *,
@@ -86,7 +86,7 @@ class ReloadTriggers:
                 content = _read(path)
                 if content is not None and content != last:
                     last = content
-                    LOGGER.info("%s changed: reloading the configuration", path)
+                    LOGGER.debug("%s changed: reloading the configuration", path)
                     self._ask(send)
 
 
