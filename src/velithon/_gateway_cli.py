@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import logging
 import signal
 import sys
 from typing import Any
@@ -129,6 +130,7 @@ def main_gateway(args: argparse.Namespace) -> int:
     except ConfigFileError as exc:
         return _fail_lines(exc.lines(), EXIT_USAGE)
     configure_logging((args.log_level or config.logging.level).upper())
+    logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
     overrides: dict[str, Any] = {"access_log": config.logging.access_log}
     for name in ("host", "port", "access_log"):
         if getattr(args, name) is not None:

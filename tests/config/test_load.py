@@ -114,6 +114,13 @@ def test_unknown_keys_and_sections_everywhere() -> None:
     ]
 
 
+def test_a_key_in_the_wrong_section_says_where_it_lives() -> None:
+    assert errors("[server]\naccess_log = true\nlog_level = 'debug'\n") == [
+        "server.access_log: unknown key (it is [logging] access_log)",
+        "server.log_level: unknown key (it is [logging] level)",
+    ]
+
+
 def test_wrong_types_are_errors_not_conversions_listed_in_file_order() -> None:
     text = """
     [server]

@@ -58,6 +58,12 @@ _SECTIONS: dict[str, type] = {"server": ServerSection, "admin": AdminSection,
                               "logging": LoggingSection}
 _ARRAYS: dict[str, type] = {"routes": RouteSection, "proxies": ProxySection}
 _TOP_KEYS = (*_SECTIONS, *_ARRAYS)
+#: keys people look for in the wrong section
+_MOVED = {
+    f"server.{key}: unknown key": ConfigIssue(f"server.{key}", f"unknown key (it is {where})")
+    for key, where in (("access_log", "[logging] access_log"),
+                       ("log_level", "[logging] level"), ("level", "[logging] level"))
+}
 
 
 def _scalar(tp: type) -> Callable[[object, object], object]:
@@ -184,6 +190,7 @@ def load_config(text: str, *, source: str = "") -> GatewayConfig:
         values[key] = _array(data.get(key, []), key, cls, issues)
     _check_sections(values, issues)
     if issues:
+        issues = [_MOVED.get(str(issue), issue) for issue in issues]
         issues.sort(key=lambda issue: _file_order(data, issue.place))
         raise ConfigFileError(issues, source=source)
     return GatewayConfig(**{k: v for k, v in values.items() if v is not None})
