@@ -130,7 +130,6 @@ def main_gateway(args: argparse.Namespace) -> int:
     except ConfigFileError as exc:
         return _fail_lines(exc.lines(), EXIT_USAGE)
     configure_logging((args.log_level or config.logging.level).upper())
-    logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
     overrides: dict[str, Any] = {"access_log": config.logging.access_log}
     for name in ("host", "port", "access_log"):
         if getattr(args, name) is not None:
@@ -143,6 +142,7 @@ def main_gateway(args: argparse.Namespace) -> int:
     if workers < 1:
         return _fail_lines(["--workers must be >= 1"], EXIT_USAGE)
     fixed = args.log_level is not None
+    logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
     if _SIGHUP is not None:  # until the gateway listens for it, SIGHUP must not kill us
         signal.signal(_SIGHUP, signal.SIG_IGN)
     try:
