@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from ._exceptions import ConfigError
 from .config import (
     ConfigFileError,
     GatewayConfig,
@@ -157,4 +158,6 @@ def main_gateway(args: argparse.Namespace) -> int:
         run_server(app, server_config, on_started=_announce)
     except ServerStartupError as exc:
         return _fail_lines([str(exc)], EXIT_STARTUP)
+    except ConfigError as exc:  # what the admin surface refuses (the loader checks it too)
+        return _fail_lines([f"{args.config}: admin: {exc}"], EXIT_USAGE)
     return 0

@@ -278,3 +278,24 @@ path_prefix = "/b"
     assert gateway.app.services == [gateway]
     with pytest.raises(ValueError, match="poll_interval"):
         build_gateway(config, poll_interval=0)
+
+
+@bounded(20)
+async def test_the_real_admin_surface_reports_a_reloaded_gateway() -> None:
+    from velithon.admin import mount_admin
+
+    async with backends("a", "b") as (a, b):
+        text = weighted(a).replace("enabled = false", 'token = "t0k"')
+        async with running(text, mount_admin=mount_admin) as (gateway, client):
+            route = gateway.routes["gateway_/api/{path:path}"]
+            assert (await client.get("/_velithon/status")).status_code == 200
+            # a target added at runtime through the admin surface...
+            await route.add_target(b.url)
+            # ...and a reload that changes the route's targets: the file wins
+            plan = await gateway.apply(load_config(
+                weighted(a, b, weights=(1, 2)).replace("enabled = false", 'token = "t0k"')))
+            assert plan.describe() == (f"route gateway_/api/{{path:path}}: +{b.url} (weight 2)")
+            assert route.target_weights == {a.url: 1, b.url: 2}
+            status = (await client.get("/_velithon/status")).text
+            assert a.url in status and b.url in status
+            assert collections.Counter(await served_by(client, "/api/x", 6)) == {"a": 2, "b": 4}

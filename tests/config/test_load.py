@@ -205,10 +205,18 @@ def test_range_checks_name_the_key() -> None:
     assert errors(text) == [
         "server.port: must be in 0..65535, got 70000",
         "server.workers: must be >= 1, got 0",
-        "admin.path: must start with '/', got 'admin'",
+        "admin.path: must be a path starting with '/', got 'admin'",
         "logging.level: must be one of critical, error, warning, info, debug, got 'loud'",
         "routes[0].outlier_detection.interval: must be a positive number of seconds "
         "(got -1.0)",
+    ]
+
+
+def test_admin_settings_follow_mount_admins_rules() -> None:
+    assert errors('[admin]\npath = "/"\ntoken = " t "\n') == [
+        "admin.path: cannot be '/': it would hide every route",
+        "admin.token: must be non-empty, without surrounding spaces (leave it out for "
+        "read-only)",
     ]
 
 

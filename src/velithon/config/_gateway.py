@@ -46,8 +46,9 @@ from ._plan import (
     SetLogLevel,
     UpdateTargets,
     plan_reload,
+    target_weights,
 )
-from ._sections import GatewayConfig
+from ._sections import GatewayConfig, ProxySection, RouteSection
 from ._triggers import ReloadTriggers
 
 __all__ = ["ConfigGateway", "MountAdmin", "ReloadRefused", "build_gateway"]
@@ -167,17 +168,26 @@ class ConfigGateway:
     async def _switch(self, plan: ReloadPlan, new: GatewayConfig, built: _Built
                       ) -> tuple[list[BalancedFacade], list[tuple[BalancedFacade, str]]]:
         removals: list[tuple[BalancedFacade, str]] = []
+        sections: dict[tuple[Kind, str], RouteSection | ProxySection] = {
+            ("route", s.key): s for s in new.routes}
+        sections.update({("proxy", s.key): s for s in new.proxies})
         for action in plan.actions:
             if isinstance(action, UpdateTargets):
+                # Reconciled against what the facade runs now, which admin actions may
+                # have changed since the last load: it ends with the file's targets.
                 facade = self._facade(action.kind, action.key)
-                for url, weight in action.add:
-                    await facade.add_target(url, weight)
-                if action.reweight:
-                    weights = {**facade.target_weights, **dict(action.reweight)}
+                wanted = target_weights(sections[action.kind, action.key])
+                running = facade.target_weights
+                for url, weight in wanted.items():
+                    if url not in running:
+                        await facade.add_target(url, weight)
+                if any(running.get(url, w) != w for url, w in wanted.items()):
+                    weights = {**facade.target_weights, **wanted}
                     await facade.set_weights([weights[url] for url in facade.targets])
-                for url in action.remove:
-                    await facade.drain(url)
-                    removals.append((facade, url))
+                for url in running:
+                    if url not in wanted:
+                        await facade.drain(url)
+                        removals.append((facade, url))
             elif isinstance(action, SetLogLevel) and not self._log_level_fixed:
                 logging.getLogger().setLevel(action.level.upper())
         old_facades: list[BalancedFacade] = [*self.routes.values(), *self.proxies.values()]

@@ -270,8 +270,16 @@ def _check_sections(values: dict[str, Any], issues: list[ConfigIssue]) -> None:
         except ValueError as exc:
             issues.append(validator_issue(str(exc), "server", ServerSection))
     admin: AdminSection | None = values.get("admin")
-    if admin is not None and not admin.path.startswith("/"):
-        issues.append(ConfigIssue("admin.path", f"must start with '/', got {admin.path!r}"))
+    if admin is not None:  # the rules of mount_admin, checked before anything starts
+        if not admin.path.startswith("/") or any(c in admin.path for c in "?#"):
+            issues.append(ConfigIssue("admin.path", f"must be a path starting with '/', "
+                                                    f"got {admin.path!r}"))
+        elif not admin.path.rstrip("/"):
+            issues.append(ConfigIssue("admin.path", "cannot be '/': it would hide every route"))
+        if admin.token is not None and (not admin.token.strip()
+                                        or admin.token != admin.token.strip()):
+            issues.append(ConfigIssue("admin.token", "must be non-empty, without surrounding "
+                                                     "spaces (leave it out for read-only)"))
     logging: LoggingSection | None = values.get("logging")
     if logging is not None and logging.level.lower() not in LOG_LEVELS:
         issues.append(ConfigIssue("logging.level", f"must be one of {', '.join(LOG_LEVELS)}, "
