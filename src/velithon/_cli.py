@@ -1,5 +1,7 @@
 """The ``velithon`` console script.
 
+``velithon gateway -c FILE`` and ``velithon config check|schema`` live in
+``_gateway_cli.py``.
 ``velithon run module:app [--host H] [--port P] [...]`` imports ``app`` from ``module``
 (resolved from the current folder, like uvicorn) and serves it until SIGTERM or SIGINT
 (graceful; a second SIGINT or a SIGQUIT stops at once). ``velithon status URL`` prints a
@@ -176,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="how long to wait for the answer (default %(default)g s)")
     status.add_argument("--json", action="store_true",
                         help="print the status document as JSON instead of a table")
+    from ._gateway_cli import add_commands
+
+    add_commands(commands, _LEVELS)
     return parser
 
 
@@ -295,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "status":
         return _status(args)
+    if args.command in ("gateway", "config"):  # they read the log level from the file too
+        from ._gateway_cli import main_config, main_gateway
+
+        return main_gateway(args) if args.command == "gateway" else main_config(args)
     configure_logging(args.log_level.upper())
     if args.command == "demo":
         from ._demo import DemoOptions, main_demo

@@ -380,3 +380,54 @@ async def test_middleware_that_fails_to_build_is_a_startup_failure() -> None:
     with pytest.raises(LifespanFailed, match="ValueError: At least one target URL is required"):
         async with lifespan(app):
             pass
+
+
+# ---- stopping one service; app-level services ------------------------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def run_service(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+        self.events.append("started")
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1)  # a bounded, shielded cleanup
+            self.events.append("cleaned up")
+
+
+async def test_stop_ends_one_service_after_its_cleanup(autojump_clock: object,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    one, two = _Recorder(), _Recorder()
+    async with open_service_host() as host:
+        await host.ensure_started(one)
+        await host.ensure_started(two)
+        await host.stop(one)
+        assert one.events == ["started", "cleaned up"]
+        assert host.services == (two,) and not host.is_started(one)
+        await host.stop(one)  # no longer running: nothing to do
+        await host.ensure_started(one)  # and it can start again
+        assert one.events == ["started", "cleaned up", "started"]
+    assert "returned" not in caplog.text  # a stop is not reported as a service that quit
+
+
+async def test_app_services_start_with_the_app() -> None:
+    recorder = _Recorder()
+    app = Velithon(services=[recorder])
+    assert app.service_host is None
+    async with app.run_services() as host:
+        assert app.service_host is host
+        assert recorder.events == ["started"] and host.services == (recorder,)
+    assert app.service_host is None
+
+
+async def test_an_app_service_that_is_not_one_fails_start_up() -> None:
+    app = Velithon(services=[object()])
+    with pytest.raises(TypeError, match=r"app.services\[0\] is not a service"):
+        async with app.run_services():
+            pass

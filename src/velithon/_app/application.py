@@ -9,9 +9,11 @@ Why it is shaped like this:
   detected by comparing the list with the one the stack was built from, which costs
   a few tens of nanoseconds per request.
 * On lifespan start-up (or ``async with app.run_services()``) the app opens a
-  ``ServiceHost`` and starts every service among ``app.routes`` and the middleware;
-  later http/websocket scopes carry it as ``scope["velithon.services"]``. Routes
-  appended later that are services are started before their first request.
+  ``ServiceHost`` and starts every service among ``app.routes``, the middleware and
+  ``app.services`` (background work that serves no request itself, such as a
+  configuration reloader); later http/websocket scopes carry it as
+  ``scope["velithon.services"]``. Routes appended later that are services are started
+  before their first request.
 
 The lifespan scope is handled by the app itself and never passes through
 middleware (a middleware that needs a lifetime is a service).
@@ -79,6 +81,8 @@ class Velithon:
         middleware: classes, ``Middleware(cls, **kwargs)`` specs or instances with
             ``bind(app)``; the first entry is the outermost layer.
         on_startup / on_shutdown: sync or async callables without arguments.
+        services: background services (objects with ``run_service``) that are neither
+            routes nor middleware; started with the others at lifespan start-up.
         shutdown_grace: seconds to wait for in-flight requests before the background
             services are cancelled at shutdown.
     """
@@ -87,6 +91,7 @@ class Velithon:
                  middleware: Sequence[object] | None = None,
                  on_startup: Iterable[Callable[[], Any]] | None = None,
                  on_shutdown: Iterable[Callable[[], Any]] | None = None,
+                 services: Iterable[object] | None = None,
                  shutdown_grace: float = 5.0) -> None:
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {shutdown_grace!r}")
@@ -94,6 +99,7 @@ class Velithon:
         self.user_middleware: list[object] = [check_entry(m) for m in middleware or ()]
         self.on_startup: list[Callable[[], Any]] = list(on_startup or ())
         self.on_shutdown: list[Callable[[], Any]] = list(on_shutdown or ())
+        self.services: list[object] = list(services or ())
         self.shutdown_grace = shutdown_grace
         self.state = SimpleNamespace()
         self.router = _RouterView(self)
@@ -173,6 +179,15 @@ class Velithon:
             self.add_event_handler(event, hook)
             return hook
         return decorator
+
+    @property
+    def service_host(self) -> ServiceHost | None:
+        """The ``ServiceHost`` while the app's services run (lifespan), else ``None``.
+
+        Code that changes ``routes`` or the middleware of a running app uses it to
+        start a new service before traffic reaches it and to ``stop`` one taken out.
+        """
+        return self._host
 
     # -- ASGI --------------------------------------------------------------------
 
@@ -307,6 +322,11 @@ class Velithon:
                     self._build_stack()
                 services = [r for r in self.routes if is_service(r)]
                 services += self._stack_services
+                for index, service in enumerate(self.services):
+                    if not is_service(service):
+                        raise TypeError(f"app.services[{index}] is not a service (it needs "
+                                        f"run_service()): {service!r}")
+                    services.append(service)
                 for service in services:
                     await host.ensure_started(service)
                 self._host = host

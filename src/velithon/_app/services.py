@@ -19,6 +19,10 @@ Error handling: a service that crashes *after* it started is logged and forgotte
 (the next ``ensure_started`` restarts it); it never takes the host or the other
 services down. Cancellation always propagates.
 
+``stop(service)`` ends one service while the others run on: its task is cancelled and
+the call returns once the service has finished its cleanup. Callers that swap a service
+for a new one (a reloaded gateway route) first make sure no request still uses it.
+
 Shutdown: the host stops accepting new starts, waits (bounded by
 ``shutdown_grace``) until no request that entered through ``hold()`` is still in
 flight, then cancels the nursery. Services must do their own cleanup under
@@ -67,6 +71,9 @@ class _Entry:
     done: trio.Event = attrs.field(factory=trio.Event)
     started: bool = False
     error: BaseException | None = None
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    stopping: bool = False
+    finished: trio.Event = attrs.field(factory=trio.Event)
 
 
 class ServiceHost:
@@ -144,19 +151,39 @@ class ServiceHost:
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         status = StartedFlag(task_status)
         try:
-            await entry.service.run_service(task_status=status)
+            with entry.scope:
+                await entry.service.run_service(task_status=status)
         except Exception:
             if not status.called:
                 raise
             LOGGER.exception("service %r crashed; it will be restarted on next use",
                              entry.service)
         else:
-            if status.called:
+            if status.called and not entry.stopping:
                 LOGGER.warning("service %r returned; it will be restarted on next use",
                                entry.service)
         finally:
             if status.called:
                 self._forget(entry)
+            entry.finished.set()
+
+    async def stop(self, service: object) -> None:
+        """Cancel ``service`` and return once its ``run_service`` has returned.
+
+        Does nothing when ``service`` is not running. A service that is still starting
+        is stopped once its start completes. A later ``ensure_started`` starts it anew.
+        """
+        entry = self._entries.get(id(service))
+        if entry is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if not entry.started:
+            await entry.done.wait()
+            if not entry.started:
+                return
+        entry.stopping = True
+        entry.scope.cancel()
+        await entry.finished.wait()
 
     # -- requests in flight ------------------------------------------------------
 

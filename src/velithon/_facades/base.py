@@ -129,6 +129,11 @@ class HolderBacked:
         """Target URLs in constructor order (runtime additions at the end)."""
         return [m.url for m in self._holder.state.router.members]
 
+    @property
+    def target_weights(self) -> dict[str, int]:
+        """Each target's weight as routing uses it now (runtime changes included)."""
+        return {m.url: m.weight for m in self._holder.state.router.members}
+
     async def add_target(self, url: str, weight: int = 1) -> None:
         """Start health checks for ``url`` and route to it from now on."""
         async with self._holder.balancer() as balancer:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+import trio
+
 from .._app.responses import Response
 from .._app.routing import BaseRoute, Match, compile_path
 from .._exceptions import ConfigError, UnsafePathError
@@ -107,8 +109,38 @@ class BalancedFacade(HolderBacked):
     _holder: BalancerHolder
     _forwarder: Forwarder
     _warned_transient = False
+    _in_flight = 0
+    _idle: trio.Event | None = None  # created only while someone waits
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self._in_flight += 1
+        try:
+            await self._forward_counted(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+                self._idle = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests (HTTP or WebSocket) this facade is forwarding right now."""
+        return self._in_flight
+
+    async def wait_idle(self) -> None:
+        """Return once no request is being forwarded by this facade.
+
+        Used before a facade taken out of an app (a reloaded configuration) is stopped:
+        the requests it already accepted finish on it.
+        """
+        if self._in_flight == 0:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._idle is None:
+            self._idle = trio.Event()
+        await self._idle.wait()
+
+    async def _forward_counted(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         host = scope.get("velithon.services")
         if host is not None and self._holder.running is None:
             await host.ensure_started(self)

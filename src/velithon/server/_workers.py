@@ -19,6 +19,11 @@ group reaches the supervisor and every worker; the supervisor forwards what it d
 which the policy makes harmless. Workers ignore SIGINT: Ctrl-C in a terminal reaches the
 whole group, and counting it in each worker as well as in the supervisor would turn one
 Ctrl-C into two.
+
+SIGHUP asks for a configuration reload: the supervisor forwards it to every worker (an
+app that reloads, such as ``velithon gateway``'s, listens for it; other apps ignore it),
+and repeats it to a worker that was still starting when it arrived. The supervisor itself
+never dies of it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ _RESTART_WINDOW = 60.0
 # cancel everything, so only a worker stuck outside trio needs this).
 _KILL_AFTER = 5.0
 _WORKER_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)  # absent on Windows
+_RELOAD_SIGNALS = () if _SIGHUP is None else (_SIGHUP,)
+# blocked from a worker's birth until it has set its own dispositions
+_BLOCKED_AT_SPAWN = (*STOP_SIGNALS, *_RELOAD_SIGNALS)
 
 
 def _worker_main(
@@ -75,9 +84,9 @@ def _worker_main(
     into a crash. A request that arrives while the worker is still starting is not lost:
     the supervisor repeats it once the worker reports it is serving.
     """
-    for signum in STOP_SIGNALS:
+    for signum in _BLOCKED_AT_SPAWN:
         signal.signal(signum, signal.SIG_IGN)  # also discards copies pending since birth
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_AT_SPAWN)
     configure_logging(log_level)
     try:
         app = loader(app_path)
@@ -113,6 +122,7 @@ class _Supervisor:
         self.unclean_exit = False
         self.procs: set[Any] = set()
         self.restarts: deque[float] = deque()
+        self.reloads = 0  # SIGHUPs forwarded so far
 
     def spawn(self) -> tuple[Any, Connection]:
         """Start a worker; it inherits the stop signals blocked (the mask survives exec)."""
@@ -126,7 +136,7 @@ class _Supervisor:
             ),
             daemon=False,
         )
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_AT_SPAWN)
         try:
             proc.start()
         finally:
@@ -139,8 +149,9 @@ class _Supervisor:
         """Run one worker, and its replacements while it keeps crashing after startup."""
         first = True
         while not self.stopping:  # a stop request may come before the slot's first start
+            reloads = self.reloads
             proc, recv = self.spawn()
-            addresses = await self._wait_ready(proc, recv)
+            addresses = await self._wait_ready(proc, recv, reloads)
             if addresses is None and not self.stopping:
                 logger.error("a worker failed to start; stopping")
                 self.startup_failed = True
@@ -156,7 +167,8 @@ class _Supervisor:
             if not self._restart_after(proc):
                 return
 
-    async def _wait_ready(self, proc: Any, recv: Connection) -> list[tuple[str, int]] | None:
+    async def _wait_ready(self, proc: Any, recv: Connection,
+                          reloads: int) -> list[tuple[str, int]] | None:
         await trio.lowlevel.wait_readable(recv.fileno())
         try:
             addresses: list[tuple[str, int]] = recv.recv()
@@ -166,6 +178,8 @@ class _Supervisor:
             recv.close()
         if self.stopping:  # it ignored the request while starting: its handler is set now
             self._signal(proc, signal.SIGQUIT if self.forcing else signal.SIGTERM)
+        elif self.reloads != reloads and _SIGHUP is not None:  # same for a reload
+            self._signal(proc, _SIGHUP)
         return addresses
 
     def _restart_after(self, proc: Any) -> bool:
@@ -213,6 +227,13 @@ class _Supervisor:
         for proc in list(self.procs):
             proc.kill()
 
+    def reload(self) -> None:
+        """Forward a reload request (SIGHUP) to every worker."""
+        assert _SIGHUP is not None
+        self.reloads += 1
+        for proc in list(self.procs):
+            self._signal(proc, _SIGHUP)
+
     @staticmethod
     def _signal(proc: Any, signum: int) -> None:
         if proc.is_alive() and proc.pid is not None:
@@ -248,13 +269,17 @@ def run_workers(
 
 
 async def _supervise(sup: _Supervisor, workers: int) -> int:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS, *_RELOAD_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def forward(*, task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 async for signum in signals:
                     name = signal.Signals(signum).name
+                    if signum in _RELOAD_SIGNALS:
+                        logger.info("%s received: asking the workers to reload", name)
+                        sup.reload()
+                        continue
                     action = stop_request(signum, sup.stopping)
                     if action == "now":
                         logger.warning("%s received: stopping the workers now", name)

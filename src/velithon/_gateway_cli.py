@@ -1,0 +1,150 @@
+"""``velithon gateway -c FILE`` and ``velithon config check|schema``.
+
+A configuration error is found before anything starts: ``gateway`` loads and validates
+the whole file first, so a typo ends the command with one line per problem and exit
+code 2, and no socket is opened. Command-line options win over the file's ``[server]``
+and ``[logging]`` settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+from typing import Any
+
+from ._exceptions import ConfigError
+from .admin import mount_admin
+from .config import (
+    ConfigFileError,
+    GatewayConfig,
+    build_gateway,
+    load_config_file,
+    schema_text,
+)
+from .server._run import ServerStartupError, configure_logging, run_server
+
+__all__ = ["add_commands", "load_gateway_app", "main_config", "main_gateway"]
+
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)
+
+
+def add_commands(commands: Any, levels: list[str]) -> None:
+    """Add ``gateway`` and ``config`` to the ``velithon`` parser's subcommands."""
+    gateway = commands.add_parser(
+        "gateway", help="run a gateway described by a TOML configuration file",
+        description="Run a gateway from a configuration file (see docs/config.md). "
+                    "SIGHUP re-reads the file and applies it without dropping requests; "
+                    "options given here win over the file.")
+    gateway.add_argument("-c", "--config", required=True, metavar="FILE",
+                         help="the TOML configuration file")
+    gateway.add_argument("--host", default=None,
+                         help="address to listen on (default: [server] host, else 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=None,
+                         help="port (default: [server] port, else 8000; 0: any)")
+    gateway.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="processes accepting from one socket; each one reloads on "
+                              "SIGHUP (default: [server] workers, else 1)")
+    gateway.add_argument("--watch", action="store_true",
+                         help="also reload when the file's content changes (checked every "
+                              "second; default: off)")
+    gateway.add_argument("--log-level", default=None, type=str.lower, choices=levels,
+                         help="critical, error, warning, info or debug, any case "
+                              "(default: [logging] level, else info)")
+    gateway.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                         help="one log line per request (default: [logging] access_log, "
+                              "else off)")
+    config = commands.add_parser("config", help="check a configuration file, or print its "
+                                                "JSON Schema")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
+                                    parser_class=type(config))
+    check = actions.add_parser(
+        "check", help="validate a file: exit 0 with a summary, or 2 listing every error",
+        description="Validate a configuration file without starting anything.")
+    check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+    actions.add_parser("schema", help="print the JSON Schema of configuration files "
+                                      "(for editors)",
+                       description="Print the JSON Schema (draft 2020-12) of configuration "
+                                   "files on stdout.")
+
+
+def _fail_lines(lines: list[str], code: int) -> int:
+    for line in lines:
+        print(f"velithon: error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def main_config(args: argparse.Namespace) -> int:
+    """``velithon config check FILE`` / ``velithon config schema``."""
+    if args.config_command == "schema":
+        sys.stdout.write(schema_text())
+        return 0
+    try:
+        config = load_config_file(args.file)
+    except ConfigFileError as exc:
+        return _fail_lines(exc.lines(), EXIT_USAGE)
+    print(f"{args.file}: ok: {config.summary()}", flush=True)
+    return 0
+
+
+def load_gateway_app(path: str, *, watch: bool, log_level_fixed: bool) -> Any:
+    """Build the app of the gateway described by ``path`` (each worker process calls this).
+
+    Raises:
+        ServerStartupError: the file is no longer valid (it changed since it was checked).
+    """
+    try:
+        config = load_config_file(path)
+    except ConfigFileError as exc:
+        raise ServerStartupError(" | ".join(exc.lines())) from None
+    return _build(config, path, watch=watch, log_level_fixed=log_level_fixed).app
+
+
+def _build(config: GatewayConfig, path: str, *, watch: bool, log_level_fixed: bool) -> Any:
+    return build_gateway(config, path=path, mount_admin=mount_admin, watch=watch,
+                         reload_on_signal=True, log_level_fixed=log_level_fixed)
+
+
+def main_gateway(args: argparse.Namespace) -> int:
+    """``velithon gateway -c FILE``: check the file, then serve until SIGTERM or SIGINT."""
+    from ._cli import _announce
+
+    try:
+        config = load_config_file(args.config)
+    except ConfigFileError as exc:
+        return _fail_lines(exc.lines(), EXIT_USAGE)
+    configure_logging((args.log_level or config.logging.level).upper())
+    overrides: dict[str, Any] = {"access_log": config.logging.access_log}
+    for name in ("host", "port", "access_log"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        server_config = config.server.server_config(**overrides)
+    except ValueError as exc:
+        return _fail_lines([str(exc).replace("ServerConfig.", "--")], EXIT_USAGE)
+    workers = args.workers if args.workers is not None else config.server.workers
+    if workers < 1:
+        return _fail_lines(["--workers must be >= 1"], EXIT_USAGE)
+    fixed = args.log_level is not None
+    logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
+    if _SIGHUP is not None:  # until the gateway listens for it, SIGHUP must not kill us
+        signal.signal(_SIGHUP, signal.SIG_IGN)
+    try:
+        if workers > 1:
+            from .server._workers import run_workers
+
+            loader = functools.partial(load_gateway_app, watch=args.watch,
+                                       log_level_fixed=fixed)
+            return run_workers(loader, args.config, server_config, workers,
+                               on_started=_announce)
+        app = _build(config, args.config, watch=args.watch, log_level_fixed=fixed).app
+        run_server(app, server_config, on_started=_announce)
+    except ServerStartupError as exc:
+        return _fail_lines([str(exc)], EXIT_STARTUP)
+    except ConfigError as exc:  # what the admin surface refuses (the loader checks it too)
+        return _fail_lines([f"{args.config}: admin: {exc}"], EXIT_USAGE)
+    return 0

@@ -1,0 +1,243 @@
+"""``velithon config check`` and ``velithon gateway -c`` as a user runs them: subprocesses,
+real backends, SIGHUP and file changes while traffic flows."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from velithon.testing import Backend
+
+from support.gateway import backends
+
+LIMIT = 30.0  # seconds: an upper bound for any single wait
+
+
+def velithon(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "velithon", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+GOOD = """
+[[routes]]
+path = "/api/{path:path}"
+targets = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+load_balancing_strategy = "weighted"
+weights = [3, 1]
+"""
+
+
+def test_config_check_prints_a_summary_and_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(GOOD)
+    result = velithon("config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: ok: 1 route, 0 proxies, 2 targets\n"
+    assert result.stderr == ""
+
+
+def test_config_check_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(GOOD.replace("weights = [3, 1]", 'wieghts = [3, 1]\ntimeout_ms = "1"')
+                    + '[[routes]]\npath = "/b"\ntargets = ["http://a:1"]\nweights = [1, 2]\n')
+    result = velithon("config", "check", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"velithon: error: {path}: routes[0].wieghts: unknown key (did you mean 'weights'?)",
+        f"velithon: error: {path}: routes[0].timeout_ms: expected an integer, got '1'",
+        f"velithon: error: {path}: routes[1]: Weights length must match targets length "
+        "(got 2 weights for 1 targets)",
+    ]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read the file: No such file or directory"),
+    ("[[routes]\n", "line 1, column 9: invalid TOML: expected ']]' at the end of an array"),
+])
+def test_unreadable_or_broken_files_exit_2_in_one_line(tmp_path: Path, content: str | None,
+                                                       message: str) -> None:
+    path = tmp_path / "gw.toml"
+    if content is not None:
+        path.write_text(content)
+    gateway = ("gateway", "-c", str(path), "--port", "0")
+    for command in [("config", "check", str(path))] + ([gateway] if content else []):
+        result = velithon(*command)
+        assert result.returncode == 2, command
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"velithon: error: {path}: {message}"), line
+        assert "serving on" not in result.stdout
+
+
+def test_a_typo_never_starts_a_gateway(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(GOOD.replace("path =", "pth ="))
+    result = velithon("gateway", "-c", str(path), "--port", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"velithon: error: {path}: routes[0].pth: unknown key "
+                             "(did you mean 'path'?)\n"
+                             f"velithon: error: {path}: routes[0].path: required key missing\n")
+
+
+def test_bad_options_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(GOOD)
+    result = velithon("gateway", "-c", str(path), "--port", "70000")
+    assert result.returncode == 2
+    assert result.stderr == "velithon: error: --port must be in 0..65535, got 70000\n"
+    result = velithon("gateway", "-c", str(path), "--workers", "0")
+    assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
+
+
+# ---- a running gateway process ------------------------------------------------------
+
+
+def config_for(*targets: Backend, extra: str = "") -> str:
+    urls = ", ".join(f'"{b.url}"' for b in targets)
+    return f"""
+[admin]
+enabled = false
+[server]
+graceful_timeout = 2
+[[routes]]
+path = "/api/{{path:path}}"
+targets = [{urls}]
+{extra}
+"""
+
+
+class Gateway:
+    """A ``velithon gateway`` process group whose output goes to files."""
+
+    def __init__(self, folder: Path, config: Path, args: tuple[str, ...]) -> None:
+        self.out_path, self.err_path = folder / "out.log", folder / "err.log"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "velithon", "gateway", "-c", str(config), "--port", "0",
+                 *args], stdout=out, stderr=err, start_new_session=True)
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    async def wait_for(self, pattern: str, *, stream: str = "err", count: int = 1) -> str:
+        """Poll the output until ``pattern`` matched ``count`` times (bounded)."""
+        with trio.fail_after(LIMIT):
+            while True:
+                exited = self.proc.poll() is not None
+                text = (self.out_path if stream == "out" else self.err_path).read_text()
+                matches = re.findall(pattern, text)
+                if len(matches) >= count:
+                    return str(matches[count - 1])
+                if exited:
+                    pytest.fail(f"{pattern!r} not seen; exit {self.proc.poll()}\n{text}\n"
+                                f"{self.err}")
+                await trio.sleep(0.02)
+
+    async def url(self) -> str:
+        return await self.wait_for(r"velithon serving on (http://127\.0\.0\.1:\d+)\n",
+                                   stream="out")
+
+    async def stop(self) -> int:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        return await trio.to_thread.run_sync(self.proc.wait, LIMIT)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=LIMIT)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[object]:
+    started: list[Gateway] = []
+
+    def launch(config: Path, *args: str) -> Gateway:
+        folder = tmp_path / f"gw{len(started)}"
+        folder.mkdir()
+        gateway = Gateway(folder, config, args)
+        started.append(gateway)
+        return gateway
+
+    yield launch
+    for gateway in started:
+        gateway.kill()
+
+
+@asynccontextmanager
+async def client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    # a fresh connection per request, so that with --workers every worker gets some
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as c:
+        yield c
+
+
+async def served_by(c: httpx.AsyncClient, n: int) -> collections.Counter[str]:
+    names: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        response = await c.get("/api/x")
+        assert response.status_code == 200, response.text
+        names[response.json()["backend"]] += 1
+    return names
+
+
+async def test_a_gateway_serves_and_reloads_on_sighup(tmp_path: Path, start: object) -> None:
+    async with backends("a", "b", "c") as (a, b, c):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a))
+        gateway = start(path)  # type: ignore[operator]
+        async with client(await gateway.url()) as cl:
+            assert await served_by(cl, 3) == {"a": 3}
+            path.write_text(config_for(b, c))
+            os.kill(gateway.proc.pid, signal.SIGHUP)
+            await gateway.wait_for("INFO velithon.config: reloaded")
+            assert set(await served_by(cl, 6)) == {"b", "c"}
+            path.write_text(config_for(a).replace("targets", "targetz"))
+            os.kill(gateway.proc.pid, signal.SIGHUP)
+            line = await gateway.wait_for("ERROR velithon.config: reload refused.*")
+            assert "routes[0].targetz: unknown key (did you mean 'targets'?)" in line
+            assert set(await served_by(cl, 4)) == {"b", "c"}  # the old configuration serves
+        assert await gateway.stop() == 0
+    assert "Traceback" not in gateway.err
+
+
+async def test_every_worker_reloads_on_sighup(tmp_path: Path, start: object) -> None:
+    async with backends("a", "b") as (a, b):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a))
+        gateway = start(path, "--workers", "2")  # type: ignore[operator]
+        async with client(await gateway.url()) as cl:
+            assert await served_by(cl, 4) == {"a": 4}
+            path.write_text(config_for(b))
+            os.kill(gateway.proc.pid, signal.SIGHUP)  # the supervisor forwards it
+            await gateway.wait_for("INFO velithon.config: reloaded", count=2)
+            assert await served_by(cl, 8) == {"b": 8}
+        assert await gateway.stop() == 0
+    assert "Traceback" not in gateway.err
+
+
+async def test_watch_reloads_when_the_file_changes(tmp_path: Path, start: object) -> None:
+    async with backends("a", "b") as (a, b):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a))
+        gateway = start(path, "--watch")  # type: ignore[operator]
+        async with client(await gateway.url()) as cl:
+            assert await served_by(cl, 2) == {"a": 2}
+            path.write_text(config_for(a, b, extra='load_balancing_strategy = "weighted"\n'
+                                                     "weights = [1, 3]"))
+            line = await gateway.wait_for("INFO velithon.config: reloaded.*")
+            assert "rebuilt (targets, load_balancing_strategy, weights changed)" in line
+            assert await served_by(cl, 8) == {"a": 2, "b": 6}
+        assert await gateway.stop() == 0
