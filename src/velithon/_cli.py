@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-concurrency", type=int, default=None, metavar="N",
                      help="max open connections; at the limit, stop accepting (default: none)")
     run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
-                     help="one log line per request (default: off)")
+                     help="one velithon.access line per request, key=value (default: off)")
     run.add_argument("--http", default="auto", type=str.lower, choices=PARSER_CHOICES,
                      help="HTTP/1.1 parser for requests and upstream responses: httptools "
                           "(llhttp, fast), h11 (pure Python) or auto: httptools when "
@@ -208,6 +208,8 @@ def _demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
                       help="info shows health changes and retries; any case "
                            "(default %(default)s)")
+    demo.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                      help="one velithon.access line per request, key=value (default: off)")
 
 
 _LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -304,14 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._gateway_cli import main_config, main_gateway
 
         return main_gateway(args) if args.command == "gateway" else main_config(args)
-    configure_logging(args.log_level.upper())
+    configure_logging(args.log_level.upper(), access_log=args.access_log)
     if args.command == "demo":
         from ._demo import DemoOptions, main_demo
 
         try:
             options = DemoOptions(host=args.host, port=args.port, strategy=args.strategy,
                                   traffic=args.traffic, flap_period=args.flap_period,
-                                  health_interval=args.health_interval)
+                                  health_interval=args.health_interval,
+                                  access_log=args.access_log)
         except ValueError as exc:
             return _fail(str(exc), EXIT_USAGE)
         try:

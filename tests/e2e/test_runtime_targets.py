@@ -62,4 +62,5 @@ async def test_failed_tries_are_one_log_line_per_request(caplog: pytest.LogCaptu
     assert 1 <= len(lines) <= 2  # at most one line per request, whatever its tries
     for line in lines:
         assert line.levelno == logging.INFO  # the request succeeded: no WARNING
-        assert "answered by" in line.getMessage() and "127.0.0.1:9" in line.getMessage()
+        message = line.getMessage()
+        assert message.startswith("event=retry_succeeded ") and "127.0.0.1:9 connect" in message

@@ -111,6 +111,6 @@ def test_an_ejection_is_logged_once_not_for_every_later_report(
     caplog.set_level("WARNING", logger="velithon.router")
     for _ in range(5):
         actor._handle(EjectRequest(0), 1.0)
-    ejections = [r for r in caplog.records if "ejected" in r.getMessage()]
+    ejections = [r for r in caplog.records if "event=target_ejected" in r.getMessage()]
     assert len(ejections) == 1
     assert router.entries[0].ejected_until is not None

@@ -285,7 +285,8 @@ async def test_failure_statuses_make_chosen_statuses_count_as_failures(
     assert buggy == [500] * 6
     assert after == 503
     assert [state for state, _ in states] == ["open"] * 3
-    opened = [r for r in caplog.records if "circuit breaker closed -> open" in r.getMessage()]
+    opened = [r for r in caplog.records
+              if "event=breaker_open" in r.getMessage() and "previous=closed" in r.getMessage()]
     assert len(opened) == 3
 
 

@@ -454,12 +454,3 @@ async def test_client_reset_mid_response_interrupts_the_app() -> None:
             await finished.wait()
         assert outcome == ["send raised OSError"]
         await assert_still_serving(server)
-
-
-async def test_access_log_line_per_request(caplog: Any) -> None:
-    async with running_server(Recorder(), access_log=True) as server:
-        with caplog.at_level(logging.INFO, logger="velithon.access"):
-            await raw_exchange(server, get("/logged?q=1", b"Connection: close\r\n"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "velithon.access"]
-    assert len(lines) == 1
-    assert '"GET /logged?q=1 HTTP/1.1" 200' in lines[0] and lines[0].startswith("127.0.0.1:")

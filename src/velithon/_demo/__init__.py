@@ -64,6 +64,7 @@ class DemoOptions:
     traffic: float | None = attrs.field(default=None, validator=_rate)  # requests/s
     flap_period: float = attrs.field(default=5.0, validator=_positive)  # seconds
     health_interval: float = attrs.field(default=1.0, validator=_positive)  # seconds
+    access_log: bool = False  # a velithon.access line per request to the gateway
 
 
 def make_backends(options: DemoOptions) -> list[DemoBackend]:
@@ -119,7 +120,8 @@ async def run_demo(options: DemoOptions, *, shutdown_trigger: trio.Event | None 
             await nursery.start(backend.run)
         app = build_demo_app(backends, strategy=options.strategy,
                              health_interval=options.health_interval)
-        config = ServerConfig(host=options.host, port=options.port, graceful_timeout=5.0)
+        config = ServerConfig(host=options.host, port=options.port, graceful_timeout=5.0,
+                              access_log=options.access_log)
         async with trio.open_nursery() as front:
             bound = await front.start(partial(serve_tcp, app, config, shutdown_trigger=trigger))
             host, port = bound[0][0], bound[0][1]

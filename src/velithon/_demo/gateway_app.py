@@ -47,6 +47,7 @@ def build_demo_app(backends: Sequence[DemoBackend], *, strategy: str,
     route = GatewayRoute(
         "/api/{path:path}",
         [backend.url for backend in backends],
+        name="api",
         load_balancing_strategy=strategy,
         health_check_path="/health",
         health_check_interval=health_interval,

@@ -81,12 +81,12 @@ class ProxyClient(HolderBacked):
                                   recovery_timeout_ms=recovery_timeout_ms),
             panic_threshold=0,  # one target: its open breaker must fail fast, not be ignored
             pools=PoolConfig(),
+            name="proxy_client",
         )
         self._holder = BalancerHolder(config)
         self._forwarder = Forwarder(
             ForwardConfig(timeout_ms=timeout_ms, retry=RetryPolicy(max_retries=max_retries),
-                          preserve_host=False)
-        )
+                          preserve_host=False), name="proxy_client")
 
     def __repr__(self) -> str:
         return f"<ProxyClient {self.target_url}>"

@@ -41,6 +41,7 @@ class ProxyLoadBalancer(HolderBacked):
             (default ``/health``).
         health_check_interval: seconds between automatic probes while the
             balancer runs in ``async with`` (None: manual checks only).
+        name: how the state-change logs name this balancer.
 
     Raises:
         ValueError: empty targets, a bad URL, an unknown strategy, or weights
@@ -62,6 +63,7 @@ class ProxyLoadBalancer(HolderBacked):
         recovery_timeout_ms: int = 60000,
         none_healthy: str = "fail",
         panic_threshold: float = 50.0,
+        name: str = "load_balancer",
         probe: ProbeFn | None = None,
     ) -> None:
         if isinstance(targets, str):
@@ -84,6 +86,7 @@ class ProxyLoadBalancer(HolderBacked):
             none_healthy=none_healthy,
             panic_threshold=panic_threshold,
             pools=PoolConfig(),
+            name=name,
         )
         self._holder = BalancerHolder(config, probe=probe)
 

@@ -30,7 +30,12 @@ _DEFAULT_STRIP_RESPONSE = ("transfer-encoding", "connection", "upgrade")
 
 
 class ProxyMiddleware(BalancedFacade):
-    """Load-balanced forwarding for one path prefix of an app."""
+    """Load-balanced forwarding for one path prefix of an app.
+
+    Takes the ``GatewayRoute`` options under the original's names (see
+    ``docs/load-balancing.md``), plus ``name``: how logs name the middleware
+    (default ``proxy_<path_prefix>``).
+    """
 
     def __init__(
         self,
@@ -70,6 +75,9 @@ class ProxyMiddleware(BalancedFacade):
         failure_statuses: Iterable[int] = (502, 503, 504),
         client_body_timeout_ms: int = 10000,
         buffer_chunked_uploads: int = 0,
+        request_id_header: str | None = "X-Request-ID",
+        upstream_target_header: str | None = None,
+        name: str | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if targets is None or (not isinstance(targets, str) and len(targets) == 0):
@@ -82,6 +90,8 @@ class ProxyMiddleware(BalancedFacade):
         if upstream_path_prefix and not upstream_path_prefix.startswith("/"):
             raise ConfigError(f"upstream_path_prefix must start with '/': {upstream_path_prefix!r}")
         self.app = app
+        #: how logs name this middleware (``proxy_/api`` for ``path_prefix="/api"``)
+        self.name = name or f"proxy_{path_prefix.rstrip('/') or '/'}"
         self.load_balancing_strategy = load_balancing_strategy
         self.weights = list(weights) if weights is not None else None
         self.path_prefix = path_prefix.rstrip("/")
@@ -102,7 +112,7 @@ class ProxyMiddleware(BalancedFacade):
                 outlier=outlier_detection, default_health_path=health_check_path,
                 hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
-                panic_threshold=panic_threshold,
+                panic_threshold=panic_threshold, name=self.name,
             ),
             probe=probe,
         )
@@ -114,6 +124,7 @@ class ProxyMiddleware(BalancedFacade):
             hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
             client_body_timeout_ms=client_body_timeout_ms,
             buffer_chunked_uploads=buffer_chunked_uploads, failure_statuses=failure_statuses,
+            request_id_header=request_id_header, upstream_target_header=upstream_target_header,
             template=None, strip_path=False, rewrite=None,
             strip_prefix=(self.path_prefix or None),
             upstream_prefix=self.upstream_path_prefix,
@@ -121,7 +132,7 @@ class ProxyMiddleware(BalancedFacade):
             response_headers_to_remove=tuple(
                 {h.lower() for h in (strip_response_headers or ())} | set(_DEFAULT_STRIP_RESPONSE)
             ),
-        ))
+        ), name=self.name)
 
     def __repr__(self) -> str:
         return (f"ProxyMiddleware(targets={self.targets!r}, path_prefix={self.path_prefix!r}, "

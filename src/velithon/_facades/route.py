@@ -28,7 +28,7 @@ from .._lb.probe import ProbeFn
 from .._lb.retry import RetryPolicy
 from .._lb.system import BalancerConfig
 from .._proxy.forwarder import ForwardConfig, Forwarder, send_error
-from .._proxy.headers import ForwardedConfig, build_request_headers
+from .._proxy.headers import ForwardedConfig, TraceHeaders, build_request_headers
 from .._proxy.paths import compile_rewrite, compile_template
 from .._proxy.pool import PoolConfig
 from .._proxy.websocket import proxy_websocket
@@ -69,6 +69,7 @@ def build_balancer_config(
     ssl_context: ssl.SSLContext | None = None,
     max_requests_per_target: int | None = None,
     panic_threshold: float = 50.0,
+    name: str = "balancer",
 ) -> BalancerConfig:
     """The shared translation from facade keywords to a :class:`BalancerConfig`."""
     if isinstance(targets, str):
@@ -100,6 +101,7 @@ def build_balancer_config(
         pools=PoolConfig(ssl_context=ssl_context),
         max_requests_per_target=max_requests_per_target,
         panic_threshold=panic_threshold,
+        name=name,
     )
 
 
@@ -209,7 +211,8 @@ def _forward_config(
     retry_on_statuses: Iterable[int], retry_non_idempotent: bool, trusted_proxies: Sequence[str],
     xff_num_trusted_hops: int | None, hash_on: str | None, per_try_timeout_ms: int | None,
     client_body_timeout_ms: int,
-    buffer_chunked_uploads: int, failure_statuses: Iterable[int], **paths: Any,
+    buffer_chunked_uploads: int, failure_statuses: Iterable[int],
+    request_id_header: str | None, upstream_target_header: str | None, **paths: Any,
 ) -> ForwardConfig:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
@@ -229,6 +232,7 @@ def _forward_config(
         headers_to_remove=tuple(h.lower() for h in (headers_to_remove or ())),
         forwarded=ForwardedConfig(trusted_proxies=tuple(trusted_proxies),
                                   xff_num_trusted_hops=xff_num_trusted_hops),
+        trace=TraceHeaders(request_id=request_id_header, upstream_target=upstream_target_header),
         hash_on=hash_on,
         **paths,
     )
@@ -242,7 +246,10 @@ class GatewayRoute(BaseRoute, BalancedFacade):
     ``strip_path`` drops the template's static prefix; ``path_rewrite`` is a
     template such as ``/v1/{path}`` filled from the captured parameters.
     Health checks run every ``health_check_interval`` seconds when
-    ``health_check_path`` is set. See ``docs/load-balancing.md``.
+    ``health_check_path`` is set. ``request_id_header`` (``None`` or ``""``: off)
+    carries a request ID both ways; ``upstream_target_header`` (off by default)
+    names the target that answered. ``name`` is how logs name the route. See
+    ``docs/load-balancing.md``.
     """
 
     def __init__(
@@ -284,6 +291,8 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         failure_statuses: Iterable[int] = (502, 503, 504),
         client_body_timeout_ms: int = 10000,
         buffer_chunked_uploads: int = 0,
+        request_id_header: str | None = "X-Request-ID",
+        upstream_target_header: str | None = None,
         probe: ProbeFn | None = None,
     ) -> None:
         if not path.startswith("/"):
@@ -318,7 +327,7 @@ class GatewayRoute(BaseRoute, BalancedFacade):
                 recovery_timeout_ms=recovery_timeout_ms, none_healthy=none_healthy,
                 outlier=outlier_detection, hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
-                panic_threshold=panic_threshold,
+                panic_threshold=panic_threshold, name=self.name,
             ),
             probe=probe,
         )
@@ -331,9 +340,10 @@ class GatewayRoute(BaseRoute, BalancedFacade):
             hash_on=hash_on, per_try_timeout_ms=per_try_timeout_ms,
             client_body_timeout_ms=client_body_timeout_ms,
             buffer_chunked_uploads=buffer_chunked_uploads, failure_statuses=failure_statuses,
+            request_id_header=request_id_header, upstream_target_header=upstream_target_header,
             template=template, strip_path=strip_path,
             rewrite=compile_rewrite(path_rewrite, template) if path_rewrite else None,
-        ))
+        ), name=self.name)
         self._app: Callable[..., Any] = self._build_stack()
 
     def __repr__(self) -> str:

@@ -33,6 +33,7 @@ import attrs
 import trio
 
 from .._exceptions import NoTargetAvailable, Overloaded
+from .._logfmt import logfmt
 from .breaker import BreakerState
 from .messages import (
     AddTarget,
@@ -216,6 +217,7 @@ class RouterState:
     panic_threshold: float = 50.0
     budget: RetryBudget | None = None
     max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
+    name: str = "balancer"  # the route or middleware, as the logs name it
     entries: list[TargetEntry] = attrs.field(factory=list)
     picks: int = 0
     retries: int = 0
@@ -249,6 +251,7 @@ class RouterState:
                 if until is not None:
                     if now >= until or not self.outlier.is_ejected(self._index(entry), now):
                         entry.ejected_until = None
+                        self._log_return(entry, "ejection_time_elapsed")
                     else:
                         self._recheck_at = min(self._recheck_at, until)
             eligible = [e.routable(now) for e in self.entries]
@@ -258,12 +261,18 @@ class RouterState:
                 eligible = [e.healthy and not e.draining for e in self.entries]
             if panicking is not self.panicking:
                 self.panicking = panicking
-                LOGGER.warning("%s panic mode: %d of %d targets routable (threshold %g%%)",
-                               "entering" if panicking else "leaving",
-                               sum(e.routable(now) for e in self.entries),
-                               sum(not e.draining for e in self.entries), self.panic_threshold)
+                LOGGER.log(logging.WARNING if panicking else logging.INFO, "%s", logfmt(
+                    event="panic_mode_entered" if panicking else "panic_mode_left",
+                    route=self.name, routable=sum(e.routable(now) for e in self.entries),
+                    targets=sum(not e.draining for e in self.entries),
+                    threshold_percent=self.panic_threshold))
             self._eligible = eligible
         return self._eligible
+
+    def _log_return(self, entry: TargetEntry, reason: str) -> None:
+        """An ejected target is routable again."""
+        LOGGER.info("%s", logfmt(event="target_returned", route=self.name, target=entry.url,
+                                 reason=reason))
 
     def _below_panic_threshold(self, routable: list[bool]) -> bool:
         threshold = self.panic_threshold
@@ -382,6 +391,7 @@ class RouterState:
         if msg.probe_ok and entry.ejected_until is not None:
             self.outlier.uneject(self._index(entry))
             entry.ejected_until = None
+            self._log_return(entry, "probe_passed")
         self.invalidate()
         return entry
 
@@ -567,8 +577,9 @@ class RouterActor:
                 ejected = state.eject(target_id, now)
                 if ejected is not None:
                     if not was_ejected:  # log the transition, not every report that follows
-                        LOGGER.warning("ejected %s for %.1fs (passive outlier detection)",
-                                       ejected.url, (ejected.ejected_until or now) - now)
+                        LOGGER.warning("%s", logfmt(
+                            event="target_ejected", route=state.name, target=ejected.url,
+                            seconds=(ejected.ejected_until or now) - now))
                     self._forward(ejected, Ejected(ejected.ejected_until))
             case RouterStatus(reply=reply):
                 self.flush_all()  # so target counters are current for the status that follows

@@ -28,6 +28,7 @@ import httpx
 import trio
 
 from .._exceptions import ConfigError, NoTargetAvailable, Overloaded, warn_config
+from .._logfmt import logfmt
 from .._structured import owning_nursery
 from .alarms import AlarmClock
 from .breaker import BreakerConfig
@@ -135,6 +136,8 @@ class BalancerConfig:
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_second: float = 10.0
     max_requests_per_target: int | None = None
+    #: the route or middleware these targets serve, as the state-change logs name it
+    name: str = "balancer"
 
     def __attrs_post_init__(self) -> None:
         if not self.targets:
@@ -204,6 +207,7 @@ class BalancerState:
             budget=RetryBudget(ratio=config.retry_budget_ratio,
                                min_per_second=config.retry_budget_min_per_second),
             max_requests=config.max_requests_per_target,
+            name=config.name,
         )
         self = cls(config=config, router=router, targets={})
         weights = config.weights or (1,) * len(config.targets)
@@ -343,6 +347,7 @@ class Balancer:
                 run_probe_loop=config.active_health_checks,
                 rng=self._rng,
                 pool=pool,
+                route=config.name,
             )
             await actor.run(task_status=task_status)
 
@@ -479,26 +484,36 @@ class Balancer:
         except BaseException:
             self._target_scopes.pop(url).cancel()
             raise
+        LOGGER.info("%s", logfmt(event="target_added", route=self.config.name, target=url,
+                                 weight=weight))
 
     async def remove_target(self, url: str, *, drain_timeout: float = 30.0) -> None:
         """Stop routing to ``url``; its in-flight requests finish first (bounded)."""
         entry = self._entry(url)
-        with trio.move_on_after(drain_timeout):
+        with trio.move_on_after(drain_timeout) as waited:
             await self._ask(RemoveTarget, url)
         scope = self._target_scopes.pop(url, None)
         if scope is not None:
             scope.cancel()
         self.state.targets.pop(url, None)
+        LOGGER.info("%s", logfmt(
+            event="target_removed", route=self.config.name, target=url,
+            drained="no" if waited.cancelled_caught else "yes",
+            in_flight=entry.in_flight if waited.cancelled_caught else None))
         if entry.pool is not None:
             with trio.move_on_after(self.config.shutdown_timeout, shield=True):
                 await entry.pool.aclose()
 
     async def set_weights(self, weights: Sequence[int]) -> None:
         await self._ask(SetWeights, tuple(weights))
+        LOGGER.info("%s", logfmt(event="weights_set", route=self.config.name,
+                                 weights=",".join(map(str, weights))))
 
     async def drain(self, url: str, draining: bool = True) -> None:
         """Draining targets get no new requests; in-flight ones finish."""
         await self._ask(SetDraining, url, draining)
+        LOGGER.info("%s", logfmt(event="target_draining" if draining else "target_undrained",
+                                 route=self.config.name, target=url))
 
     def statistics(self) -> BalancerStatistics:
         router = self.state.router

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._logfmt import logfmt
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
 from .health import HealthCheckConfig, HealthState
 from .messages import (
@@ -177,8 +178,10 @@ class TargetActor:
         run_probe_loop: bool,
         rng: random.Random | None = None,
         pool: Any = None,
+        route: str = "balancer",
     ) -> None:
         self.state = state
+        self.route = route  # the route or middleware, as the logs name it
         self._inbox = inbox
         self._self_send = self_send
         self._router = router_send
@@ -323,10 +326,10 @@ class TargetActor:
         s.last_probe_status = msg.status
         s.last_probe_detail = msg.detail
         if s.health.record(msg.ok, now):
-            if s.health.healthy:
-                LOGGER.info("target %s is UP (probe: %s)", s.url, msg.detail)
-            else:
-                LOGGER.warning("target %s is DOWN (probe: %s)", s.url, msg.detail)
+            up = s.health.healthy
+            LOGGER.log(logging.INFO if up else logging.WARNING, "%s", logfmt(
+                event="target_up" if up else "target_down", route=self.route, target=s.url,
+                probe=msg.detail))
         self._publish(now, probe_ok=msg.ok, force=msg.ok)
 
     def _publish(self, now: float, *, probe_ok: bool = False, force: bool = False) -> None:
@@ -335,7 +338,7 @@ class TargetActor:
         breaker = s.breaker
         state = breaker.state(now)
         if state is not s.breaker_seen:
-            _log_breaker(s, s.breaker_seen, state)
+            _log_breaker(self.route, s, s.breaker_seen, state)
             s.breaker_seen = state
         if s.credit_epoch != breaker.epoch:
             s.credit_epoch = breaker.epoch
@@ -408,8 +411,10 @@ class TargetActor:
         return ProbeResult(ok=False, status=None, detail=f"timeout after {config.timeout}s")
 
 
-def _log_breaker(state: TargetState, before: BreakerState, after: BreakerState) -> None:
-    """Every breaker transition is an operator-visible event."""
+def _log_breaker(route: str, state: TargetState, before: BreakerState,
+                 after: BreakerState) -> None:
+    """Every breaker transition is an operator-visible event (WARNING when it opens)."""
     level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
-    LOGGER.log(level, "target %s circuit breaker %s -> %s (failures: %d)", state.url,
-               before.value, after.value, state.failures)
+    LOGGER.log(level, "%s", logfmt(
+        event=f"breaker_{after.value}", route=route, target=state.url, previous=before.value,
+        failures=state.breaker.failure_count()))

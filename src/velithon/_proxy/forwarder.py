@@ -24,7 +24,13 @@ response back, and reports the outcome. Policies:
   with ``Retry-After`` (no target, breakers open, overloaded), 504 (timeout).
   Once response bytes reached the client, an upstream failure aborts the
   client connection instead, so a truncated body is never passed off as
-  complete.
+  complete. Gateway errors carry the request ID too.
+* **Logs.** A request whose tries failed gets one ``velithon.proxy`` line
+  listing them: WARNING when it failed in the end, INFO when a retry saved it.
+  When the server's access log is on, the request's
+  :class:`~velithon._access.AccessRecord` is filled in (route, target, tries,
+  upstream time, request ID). With it off, the hot path only looks for the
+  record once.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._access import ACCESS_SCOPE_KEY, AccessRecord
 from .._exceptions import (
     ConfigError,
     NoTargetAvailable,
@@ -56,13 +63,18 @@ from .._lb.alarms import AlarmClock
 from .._lb.messages import OutcomeKind
 from .._lb.retry import RetryPolicy
 from .._lb.router import Lease
+from .._logfmt import logfmt
 from .._types import Scope
 from .connection import UpstreamResponse
 from .headers import (
+    NO_TRACE,
     ForwardedConfig,
+    TraceHeaders,
     build_request_headers,
     build_response_headers,
     client_ip,
+    incoming_request_id,
+    new_request_id,
     validate_header_config,
 )
 from .paths import PathTemplate, upstream_target
@@ -100,6 +112,7 @@ class ForwardConfig:
     response_headers_to_add: Mapping[str, str] = attrs.field(factory=dict)
     response_headers_to_remove: tuple[str, ...] = ()
     forwarded: ForwardedConfig = ForwardedConfig()
+    trace: TraceHeaders = NO_TRACE
     template: PathTemplate | None = None
     strip_path: bool = False
     rewrite: Any = None
@@ -168,16 +181,27 @@ _INVALID = (502, "The upstream service sent an invalid response")
 _TIMED_OUT = (504, "The upstream service did not respond in time")
 
 async def send_error(send: Callable[..., Any], status: int, detail: str,
-                     *, retry_after: int | None = None, overloaded: bool = False) -> None:
-    """A complete, well-formed JSON error response."""
+                     *, retry_after: int | None = None, overloaded: bool = False,
+                     request_id: tuple[bytes, bytes] | None = None) -> None:
+    """A complete, well-formed JSON error response (``request_id``: a ``(name, value)``)."""
     body = error_body(status, detail)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     if overloaded:
         headers.append((b"x-velithon-overloaded", b"true"))
+    if request_id is not None:
+        headers.append(request_id)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _logged_path(scope: Scope) -> str:
+    """The request target as the client sent it (raw path and query), for log lines."""
+    raw: bytes | None = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw is not None else scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 @attrs.define(eq=False)
@@ -192,11 +216,17 @@ class _Exchange:
     key: bytes | None
     base_deadline: float
     alarms: AlarmClock
+    request_id: bytes | None
+    access: AccessRecord | None
 
     @property
     def deadline(self) -> float:
         """The budget's end, moved out by every wait for the client so far."""
         return self.base_deadline + self.wait.total
+
+    def upstream_seconds(self, budget: float) -> float:
+        """Time spent since the budget started, waits for the client left out."""
+        return trio.current_time() - (self.deadline - budget)
 
 
 @attrs.frozen
@@ -213,10 +243,15 @@ class _Try:
 class Forwarder:
     """Forwards requests for one facade through its balancer."""
 
-    def __init__(self, config: ForwardConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: ForwardConfig, *, name: str = "proxy",
+                 rng: random.Random | None = None) -> None:
         self.config = config
+        #: the route or middleware this forwarder serves, as logs name it
+        self.name = name
         self._hash = parse_hash_on(config.hash_on) if config.hash_on else None
         self._rng = rng or random.Random()
+        self._budget = config.timeout_ms / 1000.0
+        self._request_id_name = config.trace.request_id_name
         self.requests = 0
         self.retries = 0
         self.errors = 0
@@ -235,6 +270,30 @@ class Forwarder:
         """The consistent-hashing key of ``scope`` (None unless ``hash_on`` is set)."""
         return hash_key(self._hash, scope, self.config.forwarded)
 
+    def request_id_for(self, scope: Scope) -> bytes | None:
+        """The request's ID: the client's valid one, else a new one (None when off)."""
+        name = self._request_id_name
+        if name is None:
+            return None
+        return incoming_request_id(scope["headers"], name) or new_request_id(self._rng)
+
+    def _rid_header(self, request_id: bytes | None) -> tuple[bytes, bytes] | None:
+        name = self._request_id_name
+        return None if request_id is None or name is None else (name, request_id)
+
+    def _note(self, access: AccessRecord, scope: Scope, request_id: bytes | None,
+              target: str | None = None, attempts: int = 0,
+              upstream_seconds: float | None = None) -> None:
+        """Fill in the access record (only called when the access log is on)."""
+        access.proxied(self.name, target, attempts, upstream_seconds, request_id)
+        forwarded = self.config.forwarded
+        if forwarded.networks:
+            client = scope.get("client")
+            peer = str(client[0]) if client else None
+            real = client_ip(peer, scope["headers"], forwarded)
+            if real and real != peer:
+                access.client_ip = real
+
     # ---- HTTP ----------------------------------------------------------------------
 
     async def handle_http(self, balancer: Any, scope: Scope, receive: Callable[..., Any],
@@ -242,12 +301,16 @@ class Forwarder:
         """Forward one request; returns ``(status, detail)`` when we answered with an error."""
         cfg = self.config
         self.requests += 1
+        access: AccessRecord | None = scope.get(ACCESS_SCOPE_KEY)
+        request_id = self.request_id_for(scope)
         try:
             target = self.target_for(scope)
         except UnsafePathError as exc:
             self.errors += 1
             LOGGER.info("%s", exc)  # the path goes to the log, never back to the client
-            await send_error(send, 400, exc.reason)
+            if access is not None:
+                self._note(access, scope, request_id)
+            await send_error(send, 400, exc.reason, request_id=self._rid_header(request_id))
             return (400, exc.reason)
         method: bytes = scope["method"].encode()
         wait = ClientWait(cfg.client_body_timeout)
@@ -257,20 +320,24 @@ class Forwarder:
                 chunked_buffer_limit=cfg.buffer_chunked_uploads)
             # the budget starts once the gateway can act; client waits extend it
             exchange = _Exchange(scope, method, target, upload, wait, self.key_for(scope),
-                                 trio.current_time() + cfg.timeout_ms / 1000.0 - wait.total,
-                                 balancer.alarms)
+                                 trio.current_time() + self._budget - wait.total,
+                                 balancer.alarms, request_id, access)
             return await self._forward(balancer, exchange, send)
         except ClientDisconnected:
             return None  # the client left: nobody to answer, no verdict on any target
         except ClientBodyTimeout as exc:
-            return await self._client_timed_out(send, exc)
+            if access is not None:
+                self._note(access, scope, request_id)
+            return await self._client_timed_out(send, exc, self._rid_header(request_id))
         except UpstreamRequestError as exc:
             # our own request could not be written (e.g. a header the upstream client
             # refuses): not the target's fault, and no other target would fare better
             self.errors += 1
             LOGGER.error("cannot forward %s %s: %s", scope["method"], scope["path"], exc)
+            if access is not None:
+                self._note(access, scope, request_id)
             detail = "The gateway could not build a valid upstream request"
-            await send_error(send, 502, detail)
+            await send_error(send, 502, detail, request_id=self._rid_header(request_id))
             return (502, detail)
 
     async def _forward(self, balancer: Any, exchange: _Exchange,
@@ -280,24 +347,30 @@ class Forwarder:
         failures: list[str] = []  # one summary line per request, not one per try
         attempt = 0
         last_error: tuple[int, str] = (502, "No attempt made")
+        last_url: str | None = None
         while True:
             attempt += 1
             try:
                 lease = await self._pick(balancer, exchange, tried, attempt)
             except NoTargetAvailable as exc:
                 if attempt > 1:  # budget exhausted or nobody left: report the last failure
+                    attempt -= 1
                     break
                 self.errors += 1
+                if exchange.access is not None:
+                    self._note(exchange.access, exchange.scope, exchange.request_id)
                 await send_error(send, 503, str(exc), retry_after=self.config.retry_after,
-                                 overloaded=isinstance(exc, Overloaded))
+                                 overloaded=isinstance(exc, Overloaded),
+                                 request_id=self._rid_header(exchange.request_id))
                 return (503, str(exc))
             tried.add(lease.target_id)
+            last_url = lease.url
             async with lease:  # always given back, with the outcome reported inside
                 outcome = await self._attempt(lease, exchange)
                 if outcome.response is None:
                     lease.report(OutcomeKind.LOCAL, client_time=outcome.client_time)
                     last_error = outcome.error
-                    failures.append(f"{lease.url}: {outcome.cause}")
+                    failures.append(f"{lease.url} {outcome.error_kind}: {outcome.cause}")
                     retry = self._may_retry(attempt, exchange, error_kind=outcome.error_kind)
                 else:
                     response = outcome.response
@@ -307,28 +380,47 @@ class Forwarder:
                     retry = (status in self.config.retry.retry_on_statuses
                              and self._may_retry(attempt, exchange, status=status))
                     if not retry:
-                        if failures:
-                            LOGGER.info("%s %s answered by %s on try %d after: %s",
-                                        exchange.scope["method"], exchange.scope["path"],
-                                        lease.url, attempt, "; ".join(failures))
+                        if exchange.access is not None:
+                            self._note(exchange.access, exchange.scope, exchange.request_id,
+                                       lease.url, attempt, exchange.upstream_seconds(self._budget))
+                        if failures:  # a 5xx relayed after failed tries is still a failure
+                            failures.append(f"{lease.url} answered {status}")
+                            self._log_tries(status < 500, exchange, status, attempt, failures)
                         await self._relay_reporting(lease, response, send, exchange)
                         return None
                     await response.aclose()
                     last_error = (status, f"The upstream service answered {status}")
-                    failures.append(f"{lease.url}: answered {status}")
+                    failures.append(f"{lease.url} answered {status}")
             if not retry:
                 break
             await self._backoff(attempt, exchange.deadline)  # no lease held while waiting
         self.errors += 1
         status, detail = last_error
         # the client gets a generic reason; the specifics (addresses, errno) go to the log
-        LOGGER.warning("%s %s failed after %d tries: %s", exchange.scope["method"],
-                       exchange.scope["path"], attempt, "; ".join(failures) or detail)
+        self._log_tries(False, exchange, status, attempt, failures)
+        if exchange.access is not None:
+            self._note(exchange.access, exchange.scope, exchange.request_id, last_url, attempt,
+                       exchange.upstream_seconds(self._budget))
         if detail.startswith("The upstream service answered"):
             detail = f"{detail} after {attempt} attempt(s)"
         await send_error(send, status, detail,
-                         retry_after=self.config.retry_after if status == 503 else None)
+                         retry_after=self.config.retry_after if status == 503 else None,
+                         request_id=self._rid_header(exchange.request_id))
         return (status, detail)
+
+    def _log_tries(self, saved: bool, exchange: _Exchange, status: int, attempts: int,
+                   tries: list[str]) -> None:
+        """The one line a request with failed tries gets, listing every try: INFO when a
+        retry ``saved`` it, WARNING when the client got an error all the same."""
+        level = logging.INFO if saved else logging.WARNING
+        if LOGGER.isEnabledFor(level):
+            scope = exchange.scope
+            rid = exchange.request_id
+            LOGGER.log(level, "%s", logfmt(
+                event="retry_succeeded" if saved else "request_failed", route=self.name,
+                method=scope["method"], path=_logged_path(scope), status=status,
+                attempts=attempts, tries="; ".join(tries),
+                request_id=None if rid is None else rid.decode("latin-1")))
 
     async def _pick(self, balancer: Any, exchange: _Exchange, tried: set[int],
                     attempt: int) -> Lease:
@@ -354,7 +446,8 @@ class Forwarder:
             exchange.scope["headers"], peer=exchange.scope.get("client"),
             scheme=exchange.scope.get("scheme", "http"), upstream_host=origin.authority,
             preserve_host=cfg.preserve_host, add=cfg.headers_to_add,
-            remove=cfg.headers_to_remove, cfg=cfg.forwarded,
+            remove=cfg.headers_to_remove, cfg=cfg.forwarded, trace=cfg.trace,
+            request_id=exchange.request_id,
         )
         upload = exchange.upload
         if upload.length is not None:
@@ -401,7 +494,7 @@ class Forwarder:
                                exchange: _Exchange) -> None:
         """Relay the response; a failure mid-body is the target's, reported as such."""
         try:
-            await self._relay(response, send, exchange.deadline, exchange.method)
+            await self._relay(response, send, exchange, lease.url)
         except trio.TooSlowError:
             lease.report(OutcomeKind.LOCAL, client_time=exchange.wait.total)
             await response.aclose()
@@ -425,14 +518,14 @@ class Forwarder:
             return OutcomeKind.APP_ERROR
         return OutcomeKind.SUCCESS
 
-    async def _client_timed_out(self, send: Callable[..., Any],
-                                exc: ClientBodyTimeout) -> tuple[int, str]:
+    async def _client_timed_out(self, send: Callable[..., Any], exc: ClientBodyTimeout,
+                                request_id: tuple[bytes, bytes] | None) -> tuple[int, str]:
         """A stalled upload: 408 for the client, no verdict on any target."""
         self.errors += 1
         detail = "The client did not send the request body in time"
         LOGGER.info("request body stalled: %s", exc)
         try:
-            await send_error(send, 408, detail)
+            await send_error(send, 408, detail, request_id=request_id)
         except OSError:
             pass  # the client is gone as well; nothing left to tell it
         return (408, detail)
@@ -453,14 +546,19 @@ class Forwarder:
         delay = self.config.retry.backoff(attempt, self._rng)
         await trio.sleep_until(min(trio.current_time() + delay, deadline))
 
-    async def _relay(self, response: Any, send: Callable[..., Any], deadline: float,
-                     method: bytes) -> None:
+    async def _relay(self, response: Any, send: Callable[..., Any], exchange: _Exchange,
+                     url: str) -> None:
         cfg = self.config
+        trace = cfg.trace
         headers = build_response_headers(
             response.headers, add=cfg.response_headers_to_add,
             remove=cfg.response_headers_to_remove,
-            content_length=response.content_length,
+            content_length=response.content_length, trace=trace,
+            request_id=exchange.request_id,
+            upstream_target=None if trace.upstream_target_name is None
+            else url.encode("latin-1"),
         )
+        deadline = exchange.deadline
         try:
             await send({"type": "http.response.start", "status": response.status,
                         "headers": headers})

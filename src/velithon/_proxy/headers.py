@@ -17,6 +17,18 @@ Request side:
   are kept and extended.
 * ``remove`` then ``add`` (config) apply last; ``add`` overrides.
 
+Traceability (:class:`TraceHeaders`, both directions):
+
+* **Request ID.** A client's ID is kept when it sent exactly one that is valid
+  (1 to 200 characters, letters, digits and ``-._~:+/=``); otherwise (none, several,
+  too long, other characters) a new UUID4 replaces it. The ID goes upstream in
+  place of whatever the client sent under that name, and back to the client on
+  the response, replacing any the upstream returned. This is Heroku's router's
+  rule; Envoy generates IDs the same way but by default distrusts the client's.
+* **Upstream target.** Off by default (it names internal addresses): the
+  response carries the URL of the target that answered, replacing any upstream
+  header of that name.
+
 Input header names must be lowercase bytes (as h11 and ASGI give them); output
 names are lowercase too. Multi-value fields keep their order.
 """
@@ -24,6 +36,7 @@ names are lowercase too. Multi-value fields keep their order.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -36,10 +49,14 @@ from .._http11 import FIELD_NAME, FIELD_VALUE
 __all__ = [
     "FORWARDING",
     "HOP_BY_HOP",
+    "NO_TRACE",
     "ForwardedConfig",
+    "TraceHeaders",
     "build_request_headers",
     "build_response_headers",
     "client_ip",
+    "incoming_request_id",
+    "new_request_id",
     "strip_hop_by_hop",
     "validate_header_config",
 ]
@@ -172,6 +189,93 @@ class ForwardedConfig:
     def covers(self, ip: _Address) -> bool:
         """True if the parsed address ``ip`` is inside one of :attr:`networks`."""
         return any(ip in net for net in self.networks)
+
+
+#: A request ID a client may choose: short, and harmless in a header, a log or a URL.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,200}")
+# Names a trace header cannot take: framing, routing, hop-by-hop, the forwarding headers.
+_RESERVED = HOP_BY_HOP | FORWARDING | {b"host", b"content-length"}
+_RESPONSE_SKIP = HOP_BY_HOP | {b"content-length"}
+
+
+def _trace_name(what: str) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if value is None or value == "":
+            return
+        raw = _config_bytes(value) if isinstance(value, str) else None
+        if raw is None or FIELD_NAME(raw) is None:
+            raise ConfigError(f"{what} must be a header name (an HTTP token such as "
+                              f"'X-Request-ID'), '' or None, got {value!r}")
+        if raw.lower() in _RESERVED:
+            raise ConfigError(f"{what} cannot be {value!r}: the gateway sets that header "
+                              "itself or removes it")
+    return check
+
+
+@attrs.frozen
+class TraceHeaders:
+    """The traceability headers a facade sets: a request ID, and which target answered.
+
+    Attributes:
+        request_id: the request ID header (``"X-Request-ID"`` in the facades); ``None``
+            or ``""`` turns request IDs off. See the module docstring for the rules.
+        upstream_target: a response header naming the target that answered (for
+            instance ``"X-Upstream-Target"``); ``None`` or ``""`` (the default) sends none.
+    """
+
+    request_id: str | None = attrs.field(default=None, validator=_trace_name("request_id_header"))
+    upstream_target: str | None = attrs.field(
+        default=None, validator=_trace_name("upstream_target_header"))
+    #: lowercase wire names, ``None`` when off
+    request_id_name: bytes | None = attrs.field(init=False, repr=False, eq=False)
+    upstream_target_name: bytes | None = attrs.field(init=False, repr=False, eq=False)
+    #: per-name handling of request headers, with the request ID header dropped
+    request_kinds: Mapping[bytes, int] = attrs.field(init=False, repr=False, eq=False)
+    #: upstream response headers never relayed (hop-by-hop, framing, the ones we set)
+    response_skip: frozenset[bytes] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        rid = self.request_id.lower().encode("latin-1") if self.request_id else None
+        upstream = (self.upstream_target.lower().encode("latin-1")
+                    if self.upstream_target else None)
+        if rid is not None and rid == upstream:
+            raise ConfigError("request_id_header and upstream_target_header must differ, "
+                              f"both are {self.request_id!r}")
+        object.__setattr__(self, "request_id_name", rid)
+        object.__setattr__(self, "upstream_target_name", upstream)
+        object.__setattr__(self, "request_kinds",
+                           _REQUEST_KIND if rid is None else {**_REQUEST_KIND, rid: _DROP})
+        own = {name for name in (rid, upstream) if name is not None}
+        object.__setattr__(self, "response_skip", _RESPONSE_SKIP | own)
+
+
+#: No traceability headers (the engine's default; the facades turn request IDs on).
+NO_TRACE = TraceHeaders()
+
+
+def incoming_request_id(headers: Headers, name: bytes) -> bytes | None:
+    """The client's request ID under ``name``: its value if it sent exactly one valid one."""
+    found: bytes | None = None
+    for key, value in headers:
+        if key == name:
+            if found is not None:
+                return None  # several: none of them is the request's ID
+            found = value
+    if found is None or _VALID_REQUEST_ID.fullmatch(found) is None:
+        return None
+    return found
+
+
+def new_request_id(rng: random.Random) -> bytes:
+    """A new request ID: a random (version 4) UUID in its usual text form.
+
+    Drawn from ``rng`` rather than the system's entropy pool: an ID must be unique,
+    not unguessable, and this is four times cheaper than :func:`uuid.uuid4`.
+    """
+    n = (rng.getrandbits(128) & 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF
+         | 0x00000000_0000_4000_8000_000000000000)
+    h = b"%032x" % n
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 def _parse_ip(text: str | bytes) -> _Address | None:
@@ -372,7 +476,8 @@ class _ClientFields:
 
     __slots__ = ("plain", "host", "xff", "proto", "xhost", "real_ip", "fwd")
 
-    def __init__(self, headers: Headers, keep_upgrade: bool) -> None:
+    def __init__(self, headers: Headers, keep_upgrade: bool,
+                 kinds: Mapping[bytes, int] = _REQUEST_KIND) -> None:
         plain: HeaderList = []
         connection: list[bytes] = []
         xff: list[bytes] = []
@@ -382,7 +487,6 @@ class _ClientFields:
         fwd: list[bytes] = []
         host: bytes | None = None
         te_trailers = False
-        kinds = _REQUEST_KIND
         for name, value in headers:
             kind = kinds.get(name)
             if kind is None:
@@ -429,14 +533,18 @@ def build_request_headers(
     remove: Iterable[str] | None,
     cfg: ForwardedConfig,
     keep_upgrade: bool = False,
+    trace: TraceHeaders = NO_TRACE,
+    request_id: bytes | None = None,
 ) -> HeaderList:
     """The header list to send upstream (framing excluded: the pool adds it).
 
     ``peer`` is ASGI's ``scope["client"]`` (``(host, port)`` or ``None``);
-    ``upstream_host`` is :attr:`Origin.authority`. See the module docstring for
-    the rules. ``Host`` always comes first.
+    ``upstream_host`` is :attr:`Origin.authority`. ``request_id`` (decided once per
+    request, see :func:`incoming_request_id`) replaces the client's lines under
+    ``trace.request_id``. See the module docstring for the rules. ``Host`` always
+    comes first.
     """
-    fields = _ClientFields(headers, keep_upgrade)
+    fields = _ClientFields(headers, keep_upgrade, trace.request_kinds)
     client_host = fields.host
     peer_ip: str | None = str(peer[0]) if peer and peer[0] else None
     trusted = cfg.is_trusted(peer_ip)
@@ -457,6 +565,8 @@ def build_request_headers(
         result.append((b"forwarded", _forwarded(fields, peer_b, trusted, scheme_b)))
     elif trusted:
         result.extend((b"forwarded", v) for v in fields.fwd)
+    if request_id is not None and trace.request_id_name is not None:
+        result.append((trace.request_id_name, request_id))
     return _apply_config(result, add, remove, protect=b"host")
 
 
@@ -505,6 +615,9 @@ def build_response_headers(
     add: Mapping[str, str] | None = None,
     remove: Iterable[str] | None = None,
     content_length: int | None = None,
+    trace: TraceHeaders = NO_TRACE,
+    request_id: bytes | None = None,
+    upstream_target: bytes | None = None,
 ) -> HeaderList:
     """The header list to send downstream from an upstream response.
 
@@ -513,20 +626,26 @@ def build_response_headers(
     ``Content-Length`` is kept only when the caller relays a body framed by it:
     pass ``content_length`` (the upstream's value) and exactly one
     ``content-length`` header with that value is sent. Repeated fields such as
-    ``Set-Cookie`` stay separate lines, in order.
+    ``Set-Cookie`` stay separate lines, in order. ``request_id`` and
+    ``upstream_target`` are sent under the names ``trace`` gives them (when it
+    gives one), replacing the upstream's lines of those names; ``remove`` and
+    ``add`` still apply after them.
     """
     out: HeaderList = []
     connection: list[bytes] = []
+    skip = trace.response_skip
     for name, value in headers:
-        if name in HOP_BY_HOP:
+        if name in skip:
             if name == b"connection":
                 connection.append(value)
-            continue
-        if name == b"content-length":
             continue
         out.append((name, value))
     if connection:
         out = _drop_names(out, _tokens(connection) - _PROTECTED - HOP_BY_HOP)
     if content_length is not None:
         out.append((b"content-length", b"%d" % content_length))
+    if request_id is not None and trace.request_id_name is not None:
+        out.append((trace.request_id_name, request_id))
+    if upstream_target is not None and trace.upstream_target_name is not None:
+        out.append((trace.upstream_target_name, upstream_target))
     return _apply_config(out, add, remove, protect=None)

@@ -33,6 +33,7 @@ from typing import Any
 
 import trio
 
+from .._access import ACCESS_SCOPE_KEY, AccessRecord
 from .._exceptions import ResponseAborted
 from .._http11 import ChunkedBodyError, ChunkedDecoder
 from .._http11.llhttp import HttpParser
@@ -109,7 +110,9 @@ class ServerConnection:
         self._status = 0
         self.websocket: Any = None  # the live WebSocket session, for drain hooks
         self._receive = self.receive
-        self._send = self.send
+        # with the access log on, every body message is counted on its way out
+        self._send = self._send_counted if self.config.access_log else self.send
+        self._access: AccessRecord | None = None
 
     # -- hooks called from other tasks (watchdog, drain) ---------------------------------
     def check_deadline(self, now: float) -> None:
@@ -184,6 +187,11 @@ class ServerConnection:
                     return
             except RequestRejected as exc:
                 await self.send_error(exc.status, exc.message)
+                if self.config.access_log:
+                    now = trio.current_time()
+                    access_logger.info("%s", AccessRecord(now).line(
+                        client=self.client, method=None, path=None, status=exc.status,
+                        ended=now, error=exc.message))
                 return
             if head.websocket:
                 await WebSocketSession(self, head).run()
@@ -276,7 +284,7 @@ class ServerConnection:
         if self._body_error is not None:
             await self.send_error(*self._body_error)
             return False
-        scope = {
+        scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI.copy(),
             "http_version": head.http_version,
@@ -291,6 +299,10 @@ class ServerConnection:
             "headers": head.headers,
             "state": self.state.lifespan_state.copy(),
         }
+        access = None
+        if self.config.access_log:
+            access = self._access = AccessRecord(trio.current_time())
+            scope[ACCESS_SCOPE_KEY] = access
         failure: BaseException | None = None
         try:
             await self.state.app(scope, self._receive, self._send)
@@ -299,15 +311,16 @@ class ServerConnection:
             self._disconnected = True
         except Exception as exc:
             failure = exc
+        if access is None:
+            return await self._finish(failure)
+        ended = trio.current_time()  # before any lingering close or unread-body drain
         try:
             return await self._finish(failure)
         finally:
-            if self.config.access_log:
-                access_logger.info(
-                    '%s - "%s %s HTTP/%s" %d', "%s:%s" % (self.client or ("-", "-")),
-                    head.method, head.target.decode("latin-1"), head.http_version,
-                    self._status,
-                )
+            self._access = None
+            access_logger.info("%s", access.line(
+                client=self.client, method=head.method, path=head.target.decode("latin-1"),
+                status=self._status, ended=ended))
 
     def _is_invalid_response(self, failure: BaseException) -> bool:
         """Whether ``failure`` says the app's response could not be serialised."""
@@ -478,6 +491,14 @@ class ServerConnection:
             self._status = message["status"]
         elif kind != "http.response.trailers":
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http scope")
+
+    async def _send_counted(self, message: Message) -> None:
+        """ASGI ``send`` while the access log is on: :meth:`send`, counting body bytes."""
+        await self.send(message)
+        access = self._access
+        if access is not None and message["type"] == "http.response.body" \
+                and not self._no_body:
+            access.bytes_sent += len(message.get("body", b""))
 
     def _response_fields(self, start: Message, status: int, final_length: int | None
                          ) -> list[tuple[bytes, bytes]]:

@@ -24,6 +24,7 @@ import errno
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -35,12 +36,13 @@ from .._types import ASGIApp
 from ._config import ServerConfig
 from ._http import connection_class
 from ._lifespan import Lifespan, LifespanFailure
-from ._state import ServerState, logger
+from ._state import ServerState, access_logger, logger
 
 __all__ = [
     "STOP_SIGNALS",
     "ServerStartupError",
     "bind_sockets",
+    "LogFormatter",
     "configure_logging",
     "open_listeners",
     "run_server",
@@ -325,16 +327,35 @@ def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:
     return None if stopping else "drain"
 
 
-def configure_logging(level: int | str) -> None:
-    """Log to stderr at ``level``, keeping HTTP client libraries at WARNING unless debugging.
+class LogFormatter(logging.Formatter):
+    """``2025-01-31T12:00:00.123Z INFO velithon.target: message``: UTC, milliseconds."""
+
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_logging(level: int | str, *, access_log: bool = False) -> None:
+    """Log to stderr at ``level``, each line stamped and named (:class:`LogFormatter`).
+
+    HTTP client libraries stay at WARNING unless debugging (a gateway's health probes
+    would log a line each). With ``access_log`` the ``velithon.access`` logger logs at
+    INFO whatever ``level`` is: asking for an access log is asking for its lines.
 
     Every server process (the single one, a supervisor, each worker) calls this, so all of
     them log alike; a worker starts with a fresh interpreter and inherits no configuration.
     """
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+    if access_log:
+        access_logger.setLevel(logging.INFO)
 
 
 def run_server(

@@ -87,7 +87,7 @@ def _worker_main(
     for signum in _BLOCKED_AT_SPAWN:
         signal.signal(signum, signal.SIG_IGN)  # also discards copies pending since birth
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_AT_SPAWN)
-    configure_logging(log_level)
+    configure_logging(log_level, access_log=config.access_log)
     try:
         app = loader(app_path)
         run_server(app, config, on_started=ready.send, sockets=sockets, signals=_WORKER_SIGNALS)
