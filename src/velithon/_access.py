@@ -21,10 +21,12 @@ Fields, in this order (absent ones are left out):
   ``status``, ``bytes`` (response body bytes written);
 * ``route`` the route or middleware that forwarded it, ``target`` the upstream
   that answered (or the last one tried), ``attempts`` the tries made,
-  ``upstream_ms`` from the first try until the answering response head arrived
-  (tries and backoff included, time waiting for the client's upload left out);
+  ``upstream_ms`` from the first try until the answering response head arrived,
+  or the last try ended (tries and backoff included, time waiting for the
+  client's upload left out);
 * ``total_ms`` from the complete request head until the app returned;
-* ``request_id`` the ID forwarded upstream and returned to the client.
+* ``request_id`` the ID forwarded upstream and returned to the client;
+* ``error`` why the server refused a request before any app saw it.
 """
 
 from __future__ import annotations

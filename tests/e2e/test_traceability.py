@@ -8,7 +8,10 @@ after the client has its response; so they are read after the gateway has shut d
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +21,7 @@ from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import Fault
 
 from support.catalogue import bounded, gateway
-from support.gateway import backends
+from support.gateway import backends, serving
 from support.logs import lines
 
 CLOSED = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
@@ -213,3 +216,38 @@ async def test_access_line_names_the_client_behind_a_trusted_proxy(
             await client.get("/api/x", headers={"X-Forwarded-For": "203.0.113.7"})
     [access] = lines(logs, "velithon.access")
     assert access["client"].startswith("127.0.0.1:") and access["client_ip"] == "203.0.113.7"
+
+
+# ---- the documented examples, run as written ----------------------------------------------
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+def python_block(page: str, containing: str) -> str:
+    """The one ```python block of ``docs/<page>`` that contains ``containing``."""
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.DOTALL)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def test_server_md_log_line_parser_runs_as_written() -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(python_block("server.md", "def parse_log_line"), "server.md", "exec"), namespace)
+    assert callable(namespace["parse_log_line"])
+
+
+@bounded(20)
+async def test_load_balancing_md_tracing_example(logs: pytest.LogCaptureFixture) -> None:
+    source = python_block("load-balancing.md", 'upstream_target_header="X-Upstream-Target"')
+    async with backends("server1", "server2") as (s1, s2):
+        source = source.replace("http://server1:8000", s1.url)
+        source = source.replace("http://server2:8000", s2.url)
+        namespace: dict[str, Any] = {}
+        exec(compile(source, "load-balancing.md", "exec"), namespace)
+        async with serving(namespace["app"], access_log=True) as url, \
+                httpx.AsyncClient(base_url=url, timeout=5) as client:
+            response = await client.get("/api/items", headers={"X-Request-ID": "doc-1"})
+    assert response.headers["x-upstream-target"] == s1.url
+    assert response.headers["x-request-id"] == "doc-1"
+    [access] = lines(logs, "velithon.access")
+    assert access["route"] == "api" and access["request_id"] == "doc-1"

@@ -12,7 +12,8 @@ Two entry points:
       async with trio.open_nursery() as nursery:
           [(host, port)] = await nursery.start(serve_tcp, app, ServerConfig(port=0))
 
-Options are the fields of :class:`ServerConfig`.
+Options are the fields of :class:`ServerConfig`. :func:`configure_logging` sets up
+logging as ``velithon run`` does (stamped lines; the access log with ``access_log=True``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from .._exports import fixup_module_metadata
 from .._types import ASGIApp
 from ._config import ServerConfig as ServerConfig
 from ._run import ServerStartupError as ServerStartupError
+from ._run import configure_logging as configure_logging
 from ._run import run_server
 from ._run import serve_tcp as serve_tcp
 from ._state import ClientDisconnected as ClientDisconnected
 from ._state import logger
 
-__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
-           "serve_tcp"]
+__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError",
+           "configure_logging", "serve", "serve_tcp"]
 
 
 
