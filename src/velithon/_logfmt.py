@@ -30,9 +30,14 @@ _BARE = re.compile(r"[!#-&(-<>-\[\]-~]+")  # printable ASCII minus space " ' = \
 
 def logfmt_value(value: object) -> str:
     """``value`` as it appears after ``key=``: bare when safe, else a JSON string."""
-    if isinstance(value, float):
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, float):
         return f"{value:.3f}"
-    text = value if isinstance(value, str) else str(value)
+    elif isinstance(value, int):
+        return str(value)
+    else:
+        text = str(value)
     if _BARE.fullmatch(text):
         return text
     return json.dumps(text)

@@ -302,7 +302,7 @@ class Forwarder:
         cfg = self.config
         self.requests += 1
         access: AccessRecord | None = scope.get(ACCESS_SCOPE_KEY)
-        request_id = self.request_id_for(scope)
+        request_id = None if self._request_id_name is None else self.request_id_for(scope)
         try:
             target = self.target_for(scope)
         except UnsafePathError as exc:

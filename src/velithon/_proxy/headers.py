@@ -21,7 +21,7 @@ Traceability (:class:`TraceHeaders`, both directions):
 
 * **Request ID.** A client's ID is kept when it sent exactly one that is valid
   (1 to 200 characters, letters, digits and ``-._~:+/=``); otherwise (none, several,
-  too long, other characters) a new UUID4 replaces it. The ID goes upstream in
+  too long, other characters) a new random one replaces it. The ID goes upstream in
   place of whatever the client sent under that name, and back to the client on
   the response, replacing any the upstream returned. This is Heroku's router's
   rule; Envoy generates IDs the same way but by default distrusts the client's.
@@ -267,14 +267,13 @@ def incoming_request_id(headers: Headers, name: bytes) -> bytes | None:
 
 
 def new_request_id(rng: random.Random) -> bytes:
-    """A new request ID: a random (version 4) UUID in its usual text form.
+    """A new request ID: 128 random bits as 32 lowercase hex digits (nginx's ``$request_id``).
 
     Drawn from ``rng`` rather than the system's entropy pool: an ID must be unique,
-    not unguessable, and this is five times cheaper than :func:`uuid.uuid4`.
+    not unguessable. The UUID text form would cost three times as much per request
+    for dashes nobody needs.
     """
-    h = (rng.getrandbits(128) & 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF
-         | 0x00000000_0000_4000_8000_000000000000).to_bytes(16).hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    return b"%032x" % rng.getrandbits(128)
 
 
 def _parse_ip(text: str | bytes) -> _Address | None:

@@ -70,6 +70,7 @@ class ServerConfig:
     #: The request parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
     #: A gateway served by this server uses the same parser for its upstream responses.
     http: str = attrs.field(default="auto", validator=_parser_choice)
+    #: One ``velithon.access`` line per HTTP request (logfmt; see docs/server.md, "Logs").
     access_log: bool = False
     ws_max_message_size: int = attrs.field(default=16 * MIB, validator=_positive)
 

@@ -189,7 +189,7 @@ class ServerConnection:
                 await self.send_error(exc.status, exc.message)
                 if self.config.access_log:
                     now = trio.current_time()
-                    access_logger.info("%s", AccessRecord(now).line(
+                    access_logger.info(AccessRecord(now).line(
                         client=self.client, method=None, path=None, status=exc.status,
                         ended=now, error=exc.message))
                 return
@@ -318,7 +318,7 @@ class ServerConnection:
             return await self._finish(failure)
         finally:
             self._access = None
-            access_logger.info("%s", access.line(
+            access_logger.info(access.line(
                 client=self.client, method=head.method, path=head.target.decode("latin-1"),
                 status=self._status, ended=ended))
 

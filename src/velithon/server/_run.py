@@ -328,14 +328,23 @@ def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:
 
 
 class LogFormatter(logging.Formatter):
-    """``2025-01-31T12:00:00.123Z INFO velithon.target: message``: UTC, milliseconds."""
+    """``2025-01-31T12:00:00.123Z INFO velithon.target: message``: UTC, milliseconds.
 
-    converter = staticmethod(time.gmtime)
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
+    The date and time are formatted once per second (an access log writes many lines
+    in one), as the server's ``Date`` header is.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
 
 
 def configure_logging(level: int | str, *, access_log: bool = False) -> None:
