@@ -117,11 +117,12 @@ def main_gateway(args: argparse.Namespace) -> int:
         config = load_config_file(args.config)
     except ConfigFileError as exc:
         return _fail_lines(exc.lines(), EXIT_USAGE)
-    configure_logging((args.log_level or config.logging.level).upper())
     overrides: dict[str, Any] = {"access_log": config.logging.access_log}
     for name in ("host", "port", "access_log"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    configure_logging((args.log_level or config.logging.level).upper(),
+                      access_log=overrides["access_log"])
     try:
         server_config = config.server.server_config(**overrides)
     except ValueError as exc:

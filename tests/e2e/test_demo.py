@@ -122,7 +122,8 @@ def test_requests_spread_and_the_flapping_backend_leaves_and_returns(tmp_path: P
         eventually(lambda: running.target("gamma")["healthy"], 15, "gamma back up")
         code, _, err = running.stop()
     assert code == 0, err
-    assert re.search(r"target http://127\.0\.0\.1:\d+ is DOWN \(probe: HTTP 503\)", err)
+    assert re.search(r"event=target_down route=api target=http://127\.0\.0\.1:\d+ "
+                     r"probe=\"HTTP 503\"", err)
 
 
 def test_slow_fast_unhealthy_healthy_controls(tmp_path: Path) -> None:
@@ -169,8 +170,9 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
         assert set(answered_by(running, 6)) == {"beta", "gamma"}  # still ejected for 30 s
         code, _, err = running.stop()
     assert code == 0, err
-    assert re.search(rf"answered by \S+ on try 2 after: {re.escape(alpha)}: ", err)  # retried
-    assert f"ejected {alpha} for 30.0s (passive outlier detection)" in err
+    assert re.search(rf"event=retry_succeeded .*attempts=2 tries=\"{re.escape(alpha)} connect: ",
+                     err)  # retried
+    assert f"event=target_ejected route=api target={alpha} seconds=30.000" in err
 
 
 def test_a_restarted_backend_is_back_in_rotation_after_its_next_health_check(

@@ -151,3 +151,33 @@ def test_demo_takes_access_log_and_names_its_route() -> None:
     access = [parse(message) for _, name, message in _velithon_lines(err)
               if name == "velithon.access"]
     assert any(a.get("route") == "api" and a["path"] == "/api/hello" for a in access)
+
+
+def test_gateway_from_a_config_file_logs_access_lines_and_sends_trace_headers(
+        tmp_path: Path, backend: str) -> None:
+    (tmp_path / "gw.toml").write_text(textwrap.dedent(f"""
+        [logging]
+        access_log = true
+        level = "warning"
+
+        [[routes]]
+        path = "/api/{{path:path}}"
+        name = "api"
+        targets = ["{backend}"]
+        strip_path = true
+        upstream_target_header = "X-Upstream-Target"
+        """))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "velithon", "gateway", "-c", "gw.toml", "--port", str(port)],
+        cwd=tmp_path, env={"PATH": "", "PYTHONPATH": ":".join(sys.path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        response = _wait_for(f"http://127.0.0.1:{port}/api/", proc)
+    finally:
+        err = _stop(proc)
+    assert response.headers["x-upstream-target"] == backend
+    access = [parse(message) for _, name, message in _velithon_lines(err)
+              if name == "velithon.access"]
+    assert [(a["route"], a["request_id"]) for a in access] == [
+        ("api", response.headers["x-request-id"])]

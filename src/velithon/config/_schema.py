@@ -72,7 +72,8 @@ FIELD_DOCS: dict[str, str] = {
     # [[routes]] and [[proxies]]
     "targets": "Backend URLs (http:// or https://).",
     "methods": "HTTP methods the route accepts (default: all).",
-    "name": "Route name; identifies the route across reloads (default gateway_<path>).",
+    "name": "The route field of its log lines (default gateway_<path>, proxy_<path_prefix>); "
+            "identifies a route across reloads.",
     "strip_path": "Drop the template's static prefix before forwarding.",
     "preserve_host": "Forward the client's Host header instead of the target's.",
     "timeout_ms": "Overall deadline of one request across its tries, in ms.",
@@ -104,6 +105,10 @@ FIELD_DOCS: dict[str, str] = {
     "client_body_timeout_ms": "Longest wait for the client's request body, in ms.",
     "buffer_chunked_uploads": "Buffer chunked uploads up to this many bytes so they "
                               "can be retried (0: never).",
+    "request_id_header": "Header carrying the request ID to the target and back to the "
+                         "client; \"\" turns request IDs off.",
+    "upstream_target_header": "Response header naming the target that answered "
+                              "(default: none).",
     # [[proxies]] only
     "strip_request_headers": "Request headers removed before forwarding.",
     "strip_response_headers": "Response headers removed before relaying.",

@@ -140,6 +140,8 @@ class RouteSection:
     failure_statuses: tuple[int, ...] = _STATUSES
     client_body_timeout_ms: int = 10000
     buffer_chunked_uploads: int = 0
+    request_id_header: str | None = "X-Request-ID"
+    upstream_target_header: str | None = None
 
     @property
     def key(self) -> str:
@@ -193,6 +195,9 @@ class ProxySection:
     failure_statuses: tuple[int, ...] = _STATUSES
     client_body_timeout_ms: int = 10000
     buffer_chunked_uploads: int = 0
+    request_id_header: str | None = "X-Request-ID"
+    upstream_target_header: str | None = None
+    name: str | None = None
 
     @property
     def key(self) -> str:
