@@ -47,6 +47,7 @@ from .messages import (
     RouterMsg,
     RouterStatus,
     SetDraining,
+    SetTargetWeights,
     SetWeights,
     TargetMsg,
     TargetReport,
@@ -217,6 +218,9 @@ class RouterState:
     budget: RetryBudget | None = None
     max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
     entries: list[TargetEntry] = attrs.field(factory=list)
+    #: removed targets whose leases are still out, by id: their ``Done`` must still
+    #: reach them so the removal's drain can finish
+    retired: dict[int, TargetEntry] = attrs.field(factory=dict)
     picks: int = 0
     retries: int = 0
     retries_denied: int = 0
@@ -338,7 +342,7 @@ class RouterState:
     def unavailable_reason(self, now: float) -> str:
         entries = [e for e in self.entries if not e.draining]
         if not entries:
-            return "No targets configured"
+            return "No targets yet: none configured, or none discovered so far"
         if all(e.breaker is BreakerState.OPEN for e in entries):
             return "Circuit breaker is open for every target"
         if all(not e.healthy for e in entries):
@@ -348,7 +352,12 @@ class RouterState:
     def done(self, msg: Done, now: float) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
-            return None
+            entry = self.retired.get(msg.target_id)
+            if entry is not None:  # a removed target draining: only its count matters now
+                entry.in_flight -= 1
+                if entry.in_flight <= 0:
+                    del self.retired[msg.target_id]
+            return entry
         entry.in_flight -= 1
         if self._eligible is not None:
             try:
@@ -425,6 +434,11 @@ class RouterState:
         for entry, weight in zip(self.entries, weights, strict=True):
             entry.weight = weight
         self.publish_members()
+
+    def set_target_weights(self, weights: tuple[tuple[str, int], ...]) -> None:
+        """New weights for the named targets; names no longer present are skipped."""
+        wanted = dict(weights)
+        self.set_weights(tuple(wanted.get(e.url, e.weight) for e in self.entries))
 
     def set_draining(self, url: str, draining: bool) -> None:
         for entry in self.entries:
@@ -579,6 +593,8 @@ class RouterActor:
                 self._on_remove(reply, url)
             case SetWeights(reply=reply, weights=weights):
                 _answer(reply, lambda: state.set_weights(weights))
+            case SetTargetWeights(reply=reply, weights=named):
+                _answer(reply, lambda: state.set_target_weights(named))
             case SetDraining(reply=reply, url=url, draining=draining):
                 _answer(reply, lambda: state.set_draining(url, draining))
             case Close():
@@ -629,6 +645,7 @@ class RouterActor:
         if entry.in_flight <= 0:
             reply.send(entry)
         else:
+            self.state.retired[entry.target_id] = entry
             entry.drained = _DrainWaiter(reply, entry)
 
     def flush_all(self) -> None:
