@@ -10,7 +10,10 @@ and removed ones stop receiving requests while their in-flight requests finish.
 
 Failure handling: a failed, timed-out or empty lookup changes nothing (the last good
 set keeps serving), is counted, and is logged at WARNING once per streak of failures,
-then at INFO when a lookup succeeds again. A source whose first lookup fails leaves
+then at INFO when a lookup succeeds again. A lookup that raises something other than
+:class:`DiscoveryError` (the resolver library misbehaving) is a failure too, logged at
+ERROR with its traceback; a bug in the actor itself crashes it, and the supervisor
+restarts it with its state (the next lookup then waits the retry delay). A source whose first lookup fails leaves
 its share of the pool empty: requests that find no target get a 503 with
 ``Retry-After`` until a lookup succeeds.
 
@@ -212,6 +215,8 @@ class DiscoveryActor:
         source = state.source
         started = trio.current_time()
         state.lookups += 1
+        # if this incarnation crashes below, its successor waits before asking again
+        state.next_lookup_at = started + source.retry_after(state.consecutive_failures + 1)
         try:
             with trio.fail_after(source.timeout):
                 result = await lookup()
@@ -223,17 +228,24 @@ class DiscoveryActor:
         except DiscoveryError as exc:
             self._failed(started, str(exc) or type(exc).__name__)
             return
+        except Exception as exc:  # the resolver library misbehaved: a failure, logged loudly
+            self._failed(started, f"{type(exc).__name__}: {exc}", unexpected=True)
+            return
         await self._apply(result.targets)
         failures = state.consecutive_failures
         if state.record_success(started, result.ttl):
             LOGGER.info("%s: lookup succeeded again after %d failed; %d targets",
                         source.name, failures, len(state.members))
 
-    def _failed(self, started: float, error: str) -> None:
+    def _failed(self, started: float, error: str, *, unexpected: bool = False) -> None:
         state = self.state
         if state.record_failure(started, error):
-            LOGGER.warning("%s: lookup failed (%s); keeping the last %d targets",
-                           state.source.name, error, len(state.members))
+            if unexpected:
+                LOGGER.error("%s: lookup failed unexpectedly (%s); keeping the last %d targets",
+                             state.source.name, error, len(state.members), exc_info=True)
+            else:
+                LOGGER.warning("%s: lookup failed (%s); keeping the last %d targets",
+                               state.source.name, error, len(state.members))
         else:
             LOGGER.debug("%s: lookup failed again (%s)", state.source.name, error)
 

@@ -63,6 +63,8 @@ NONE_HEALTHY_POLICIES = ("fail", "panic")
 
 #: messages handled per wake-up before the router yields to other tasks
 _BATCH = 256
+#: reports kept for targets not added yet (only additions in progress need them)
+_EARLY_REPORTS = 64
 
 #: upper bounds, in seconds, of the request-duration histogram the router keeps per
 #: target (Prometheus' default buckets); a last, unbounded bucket follows them
@@ -221,6 +223,9 @@ class RouterState:
     #: removed targets whose leases are still out, by id: their ``Done`` must still
     #: reach them so the removal's drain can finish
     retired: dict[int, TargetEntry] = attrs.field(factory=dict)
+    #: the latest report of each target whose actor started before its AddTarget
+    #: arrived (a runtime addition probes at once), applied when the AddTarget does
+    early_reports: dict[int, TargetReport] = attrs.field(factory=dict)
     picks: int = 0
     retries: int = 0
     retries_denied: int = 0
@@ -381,6 +386,11 @@ class RouterState:
     def report(self, msg: TargetReport) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
+            if msg.target_id not in self.retired:
+                self.early_reports.pop(msg.target_id, None)
+                self.early_reports[msg.target_id] = msg
+                while len(self.early_reports) > _EARLY_REPORTS:  # a gone target's last words
+                    del self.early_reports[next(iter(self.early_reports))]
             return None
         if msg.epoch != entry.epoch:
             entry.trials_used = 0
@@ -414,6 +424,9 @@ class RouterState:
         self.entries.append(entry)
         self.outlier.add_target()
         self._reconfigure()
+        early = self.early_reports.pop(entry.target_id, None)
+        if early is not None:
+            self.report(early)
 
     def remove(self, url: str) -> TargetEntry:
         for i, entry in enumerate(self.entries):
