@@ -13,9 +13,10 @@ set keeps serving), is counted, and is logged at WARNING once per streak of fail
 then at INFO when a lookup succeeds again. A lookup that raises something other than
 :class:`DiscoveryError` (the resolver library misbehaving) is a failure too, logged at
 ERROR with its traceback; a bug in the actor itself crashes it, and the supervisor
-restarts it with its state (the next lookup then waits the retry delay). A source whose first lookup fails leaves
-its share of the pool empty: requests that find no target get a 503 with
-``Retry-After`` until a lookup succeeds.
+restarts it with its state (the next lookup then waits the retry delay).
+
+A source whose first lookup fails leaves its share of the pool empty: requests that
+find no target get a 503 with ``Retry-After`` until a lookup succeeds.
 
 The state of a source (the set it applied, counters, the time of its next lookup)
 lives in a :class:`DiscoveryState` that outlives actor incarnations and balancer
