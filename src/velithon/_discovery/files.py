@@ -57,7 +57,7 @@ class FileSource:
 
     @property
     def timeout(self) -> float:
-        return max(5.0, self.refresh)
+        return 5.0  # a local file read; only a stuck filesystem takes this long
 
     def refresh_after(self, ttl: float | None) -> float:
         return self.refresh
