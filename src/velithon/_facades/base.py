@@ -148,7 +148,7 @@ class HolderBacked:
 
     def discovery_ready(self) -> bool:
         """True once every dynamic source has had a successful lookup (or there is none)."""
-        return all(s.ready for s in self._holder.state.discovery_statuses(0.0))
+        return all(d.last_success_at is not None for d in self._holder.state.discovery)
 
     async def add_target(self, url: str, weight: int = 1) -> None:
         """Start health checks for ``url`` and route to it from now on."""
