@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from .membership import AddMember, RemoveMember, Reweight, plan_membership
+from .supervisor import SupervisedStats, SupervisorConfig, supervise
 
 LOGGER = logging.getLogger("velithon.discovery")
 
@@ -47,6 +48,7 @@ __all__ = [
     "DiscoveryState",
     "DiscoveryStatus",
     "Lookup",
+    "run_discovery",
 ]
 
 
@@ -285,6 +287,19 @@ class DiscoveryActor:
         if added or removed:
             LOGGER.info("%s: %d targets (added %s; removed %s)", state.source.name,
                         len(state.members), _listing(added), _listing(removed))
+
+
+async def run_discovery(state: DiscoveryState, port: DiscoveryPort, config: SupervisorConfig, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a source's actor under :func:`supervise` until cancelled (restarts kept in state)."""
+    stats = SupervisedStats(state.source.name, restarts=state.restarts)
+
+    async def incarnation(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        state.restarts = stats.restarts
+        await DiscoveryActor(state, port).run(task_status=task_status)
+
+    await supervise(incarnation, name=f"discovery {state.source.name}", config=config,
+                    stats=stats, task_status=task_status)
 
 
 def _listing(urls: list[str], shown: int = 5) -> str:

@@ -35,7 +35,7 @@ from .._exceptions import ConfigError, NoTargetAvailable, Overloaded, warn_confi
 from .._structured import owning_nursery
 from .alarms import AlarmClock
 from .breaker import BreakerConfig
-from .discovery import DiscoveryActor, DiscoverySource, DiscoveryState, DiscoveryStatus
+from .discovery import DiscoverySource, DiscoveryState, DiscoveryStatus, run_discovery
 from .health import HealthCheckConfig
 from .messages import (
     AddTarget,
@@ -393,19 +393,10 @@ class Balancer:
 
     async def _run_discovery(self, dstate: DiscoveryState, *,
                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        stats = SupervisedStats(dstate.source.name)
-        stats.restarts = dstate.restarts
-
-        async def incarnation(
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            dstate.restarts = stats.restarts
-            await DiscoveryActor(dstate, self).run(task_status=task_status)
-
         scope = trio.CancelScope()
         self._discovery_scopes.append(scope)
         with scope:
-            await supervise(incarnation, name=f"discovery {dstate.source.name}",
-                            config=self.config.supervisor, stats=stats, task_status=task_status)
+            await run_discovery(dstate, self, self.config.supervisor, task_status=task_status)
 
     async def _close(self) -> None:
         """Stop intake, then let the actors digest what is queued (bounded, shielded).
