@@ -19,14 +19,15 @@ import attrs
 import httpx
 import trio
 
-from velithon import ProxyLoadBalancer
+from velithon import ProxyLoadBalancer, Velithon
+from velithon.admin import mount_admin
 from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 from velithon.testing import Backend, RecordedRequest, open_backend, open_dns_server
 from velithon.testing import SrvRecord as Srv
 
 from support.catalogue import assert_gateway_error, bounded, gateway
-from support.gateway import served_by
+from support.gateway import served_by, serving
 
 SERVICE = "_http._tcp.api.test"
 HOST = "pods.test"  # every backend listens on 127.0.0.1: one A record for all SRV targets
@@ -225,19 +226,24 @@ async def test_a_route_starts_before_dns_answers_and_serves_once_it_does() -> No
         dns.answer_servfail()
         route = GatewayRoute("/api/{path:path}", f"dns+srv://{SERVICE}",
                              dns_nameservers=[dns.nameserver], dns_refresh=0.2)
-        async with gateway(route) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as cl:
+        app = Velithon()
+        app.routes.append(route)
+        mount_admin(app)
+        async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as cl:
             assert not route.discovery_ready()
             response = await cl.get("/api/x")
             body = assert_gateway_error(response, 503)
             assert "none discovered so far" in body["detail"]
             assert response.headers["retry-after"]
-            assert (await cl.get("/local/ping")).status_code == 200  # the rest of the app serves
+            ready = await cl.get("/_velithon/ready")
+            assert ready.status_code == 503 and not ready.json()["ready"]
 
             dns.answer_normally()
             dns.set_addresses(HOST, ["127.0.0.1"])
             dns.set_srv(SERVICE, srv(a))
             await eventually(route.discovery_ready)
             assert await served_by(cl, "/api/x", 2) == ["a", "a"]
+            assert (await cl.get("/_velithon/ready")).json() == {"ready": True, "reasons": []}
 
 
 @bounded(20)
