@@ -252,7 +252,7 @@ async def test_a_static_target_is_never_taken_over(autojump_clock: trio.abc.Cloc
         [status] = balancer.discovery_statuses()
         assert status.targets == (B,)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warned == [f"fake+srv://api: not adding {A}: Target already present: {A}"]
+    assert warned == [f"fake+srv://api: not adding {A}: Target already present: {A!r}"]
 
 
 async def test_health_checks_apply_to_discovered_targets(autojump_clock: trio.abc.Clock) -> None:
