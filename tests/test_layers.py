@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     # `velithon demo`: backends, a gateway app and a traffic client built from the above
     "_demo": {"admin", "_app", "_facades", "server", "_types", "_exceptions", "_structured"},
     "config": {"_facades", "_app", "_lb", "_http11", "server", "_exceptions", "_exports",
-               "_types", "_structured"},
+               "_types", "_structured", "_discovery"},
 }
 
 

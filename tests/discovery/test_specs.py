@@ -21,6 +21,7 @@ from velithon._discovery.specs import (
 from velithon._exceptions import ConfigError
 from velithon._lb.discovery import DiscoveryError
 from velithon._proxy.origin import Origin
+from velithon.config import load_config
 
 OPTIONS = DiscoveryOptions()
 
@@ -251,3 +252,25 @@ def test_every_listed_target_comes_out_once_per_listing(data: list[dict[str, obj
     assert list(parse_file_sd(content)) == expected
     for url, _ in expected:
         Origin.parse(url)  # every URL is one the gateway accepts
+
+
+def test_a_configuration_file_takes_sources_and_their_options() -> None:
+    config = load_config('''
+[[routes]]
+path = "/api/{path:path}"
+targets = ["dns+srv://_http._tcp.api.test", "http://10.0.0.9:8080"]
+dns_nameservers = ["127.0.0.1:5353"]
+dns_refresh = 2.5
+
+[[proxies]]
+path_prefix = "/files"
+targets = ["file:///etc/velithon/targets.json"]
+file_refresh = 0.5
+''')
+    route = config.routes[0].build()
+    [source] = route._holder.config.sources
+    assert isinstance(source, DnsSource)
+    assert (source.nameservers, source.refresh) == ((("127.0.0.1", 5353),), 2.5)
+    assert route.targets == ["http://10.0.0.9:8080"]  # the rest comes from DNS when it runs
+    [file] = config.proxies[0].build()._holder.config.sources
+    assert isinstance(file, FileSource) and file.refresh == 0.5

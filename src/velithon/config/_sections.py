@@ -140,6 +140,10 @@ class RouteSection:
     failure_statuses: tuple[int, ...] = _STATUSES
     client_body_timeout_ms: int = 10000
     buffer_chunked_uploads: int = 0
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_refresh: float | None = None
+    dns_timeout: float = 5.0
+    file_refresh: float = 1.0
 
     @property
     def key(self) -> str:
@@ -193,6 +197,10 @@ class ProxySection:
     failure_statuses: tuple[int, ...] = _STATUSES
     client_body_timeout_ms: int = 10000
     buffer_chunked_uploads: int = 0
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_refresh: float | None = None
+    dns_timeout: float = 5.0
+    file_refresh: float = 1.0
 
     @property
     def key(self) -> str:
