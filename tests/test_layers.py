@@ -26,19 +26,20 @@ ALLOWED: dict[str, set[str]] = {
     "_logfmt": set(),
     "_access": {"_logfmt"},
     "_lb": {"_types", "_exceptions", "_structured", "_logfmt"},
+    "_discovery": {"_lb", "_types", "_exceptions", "_structured", "_logfmt"},
     "_proxy": {"_lb", "_http11", "_templates", "_types", "_exceptions", "_structured",
                "_sockio", "_logfmt", "_access"},
     "server": {"_http11", "_types", "_exceptions", "_exports", "_structured", "_sockio",
                "_logfmt", "_access"},
     "_app": {"_http11", "_templates", "_types", "_exceptions", "_structured"},
     "_facades": {"_lb", "_proxy", "_app", "_http11", "_templates", "_types", "_exceptions",
-                 "_structured"},
+                 "_structured", "_discovery"},
     "testing": {"_types", "_exports", "_structured"},
     "admin": {"_facades", "_app", "_lb", "_types", "_exceptions", "_exports", "_structured"},
     # `velithon demo`: backends, a gateway app and a traffic client built from the above
     "_demo": {"admin", "_app", "_facades", "server", "_types", "_exceptions", "_structured"},
     "config": {"_facades", "_app", "_lb", "_http11", "server", "_exceptions", "_exports",
-               "_types", "_structured"},
+               "_types", "_structured", "_discovery"},
 }
 
 

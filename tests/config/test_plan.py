@@ -67,6 +67,16 @@ def test_any_other_key_rebuilds_the_route() -> None:
                       ("targets", "load_balancing_strategy", "health_check_path")),)
 
 
+def test_a_route_with_a_dynamic_source_is_rebuilt_not_updated() -> None:
+    """A source such as dns+srv:// is no target add_target could take."""
+    srv = "dns+srv://_http._tcp.api.test"
+    for old, new in (((A,), (A, srv)), ((A, srv), (A,)), ((srv,), ("dns://api.test:80",))):
+        assert plan_reload(config(route(targets=old)), config(route(targets=new))).actions == (
+            ReplaceFacade("route", "gateway_/api", ("targets",)),)
+    assert plan_reload(config(route(targets=(srv,))),
+                       config(route(targets=(srv,)))).actions == ()
+
+
 def test_routes_are_matched_by_name_and_proxies_by_prefix() -> None:
     old = config(route("/a"), route("/b", name="bee"),
                  proxies=(ProxySection(targets=(A,), path_prefix="/p"),))

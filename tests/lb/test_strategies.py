@@ -240,8 +240,21 @@ def test_reconfigure_keeps_state_by_name_and_revalidates() -> None:
     assert s.describe()["current_weights"] == [1, 0]  # "b" kept its current weight
     with pytest.raises(ValueError, match="Weights required"):
         s.reconfigure(["a"])
+    s.reconfigure([], [])  # a pool may shrink to nothing at runtime: it then picks nothing
+    assert s.pick([]) is None and s.targets == ()
+    s.reconfigure(["b"], [1])  # ... and grow again
+    assert s.pick([True]) == 0
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_an_empty_pool_is_only_for_runtime_membership(name: str) -> None:
+    """Built empty only when asked (a discovered pool); never picks; fills up later."""
     with pytest.raises(ValueError, match="At least one target"):
-        s.reconfigure([], [])
+        create_strategy(name, [])
+    s = create_strategy(name, [], allow_empty=True)
+    assert s.pick([], [], [], b"key") is None
+    s.reconfigure(["a", "b"], [1, 2])
+    assert s.pick([True, True], [0, 0], [0.01, 0.01], b"key") in (0, 1)
 
 
 # ---- least_request / peak_ewma --------------------------------------------------------

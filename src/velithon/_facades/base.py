@@ -134,6 +134,22 @@ class HolderBacked:
         """Each target's weight as routing uses it now (runtime changes included)."""
         return {m.url: m.weight for m in self._holder.state.router.members}
 
+    def discovery_status(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per dynamic source (``dns+srv://``, ``file://``, ...).
+
+        Keys: ``source``, ``kind``, ``ready``, ``targets``, ``size``, ``lookups``,
+        ``failures``, ``consecutive_failures``, ``last_success_at``,
+        ``seconds_since_success``, ``last_error``, ``last_error_at``,
+        ``next_lookup_in``, ``restarts`` (times on trio's clock). Empty for a static
+        target list. Reads the durable state only, so it never waits.
+        """
+        now = trio.current_time()
+        return [s.as_dict() for s in self._holder.state.discovery_statuses(now)]
+
+    def discovery_ready(self) -> bool:
+        """True once every dynamic source has had a successful lookup (or there is none)."""
+        return all(d.last_success_at is not None for d in self._holder.state.discovery)
+
     async def add_target(self, url: str, weight: int = 1) -> None:
         """Start health checks for ``url`` and route to it from now on."""
         async with self._holder.balancer() as balancer:

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._discovery.specs import DiscoveryOptions, split_targets
 from .._exceptions import NoTargetAvailable
 from .._lb.breaker import BreakerConfig
 from .._lb.health import HealthCheckConfig
 from .._lb.probe import ProbeFn
 from .._lb.snapshot import BalancerSnapshot, take_snapshot
 from .._lb.system import Balancer, BalancerConfig
+from .._proxy.origin import Origin
 from .._proxy.pool import PoolConfig
 from .base import BalancerHolder, HolderBacked
 from .client import ProxyClient, ProxyRequestError, ProxyResult
@@ -32,7 +34,9 @@ class ProxyLoadBalancer(HolderBacked):
     """Pick targets and check their health.
 
     Args:
-        targets: backend URLs (``http://host:port`` or ``https://...``).
+        targets: backend URLs (``http://host:port`` or ``https://...``), or
+            sources that follow DNS or a file (``dns+srv://...``, ``dns://...``,
+            ``file://...``; see ``docs/discovery.md``).
         strategy: ``round_robin`` (default), ``random``, ``weighted``,
             ``least_request``, ``peak_ewma`` or ``hash``.
         weights: one non-negative integer per target (required for
@@ -65,9 +69,14 @@ class ProxyLoadBalancer(HolderBacked):
         panic_threshold: float = 50.0,
         name: str = "load_balancer",
         probe: ProbeFn | None = None,
+        dns_nameservers: Sequence[str] | None = None,
+        dns_refresh: float | None = None,
+        dns_timeout: float = 5.0,
+        file_refresh: float = 1.0,
     ) -> None:
-        if isinstance(targets, str):
-            targets = [targets]
+        plan = split_targets(targets, weights, DiscoveryOptions.from_keywords(
+            dns_nameservers=dns_nameservers, dns_refresh=dns_refresh, dns_timeout=dns_timeout,
+            file_refresh=file_refresh), Origin.parse)
         health = HealthCheckConfig(
             path=health_check_url or "/health",
             interval=health_check_interval or 30.0,
@@ -76,9 +85,9 @@ class ProxyLoadBalancer(HolderBacked):
             unhealthy_threshold=unhealthy_threshold,
         )
         config = BalancerConfig(
-            targets=tuple(targets),
+            targets=plan.static,
             strategy=strategy,
-            weights=weights,
+            weights=plan.static_weights,
             health=health,
             active_health_checks=health_check_interval is not None,
             breaker=BreakerConfig(max_failures=max_failures,
@@ -87,6 +96,7 @@ class ProxyLoadBalancer(HolderBacked):
             panic_threshold=panic_threshold,
             pools=PoolConfig(),
             name=name,
+            sources=plan.sources,
         )
         self._holder = BalancerHolder(config, probe=probe)
 

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .._discovery.specs import DiscoveryOptions, is_dynamic
 from .._exceptions import ConfigError
 from .._lb.outlier import OutlierConfig
 from .._lb.probe import ProbeFn
@@ -79,12 +80,17 @@ class ProxyMiddleware(BalancedFacade):
         upstream_target_header: str | None = None,
         name: str | None = None,
         probe: ProbeFn | None = None,
+        dns_nameservers: Sequence[str] | None = None,
+        dns_refresh: float | None = None,
+        dns_timeout: float = 5.0,
+        file_refresh: float = 1.0,
     ) -> None:
         if targets is None or (not isinstance(targets, str) and len(targets) == 0):
             raise ConfigError("At least one target URL is required")
         target_list = [targets] if isinstance(targets, str) else list(targets)
         for url in target_list:
-            Origin.parse(url)
+            if not is_dynamic(url):  # sources are checked when the config is built
+                Origin.parse(url)
         if path_prefix and not path_prefix.startswith("/"):
             raise ConfigError(f"path_prefix must start with '/': {path_prefix!r}")
         if upstream_path_prefix and not upstream_path_prefix.startswith("/"):
@@ -113,6 +119,9 @@ class ProxyMiddleware(BalancedFacade):
                 hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
                 panic_threshold=panic_threshold, name=self.name,
+                discovery=DiscoveryOptions.from_keywords(
+                    dns_nameservers=dns_nameservers, dns_refresh=dns_refresh,
+                    dns_timeout=dns_timeout, file_refresh=file_refresh),
             ),
             probe=probe,
         )
@@ -171,6 +180,7 @@ class ProxyMiddleware(BalancedFacade):
             "load_balancing_strategy": self.load_balancing_strategy,
             "path_prefix": self.path_prefix,
             "targets_detail": details,
+            "discovery": self.discovery_status(),
         }
 
     async def cleanup(self) -> None:

@@ -20,6 +20,7 @@ import trio
 
 from .._app.responses import Response
 from .._app.routing import BaseRoute, Match, compile_path
+from .._discovery.specs import DiscoveryOptions, split_targets
 from .._exceptions import ConfigError, UnsafePathError
 from .._lb.breaker import BreakerConfig
 from .._lb.health import HealthCheckConfig
@@ -29,6 +30,7 @@ from .._lb.retry import RetryPolicy
 from .._lb.system import BalancerConfig
 from .._proxy.forwarder import ForwardConfig, Forwarder, send_error
 from .._proxy.headers import ForwardedConfig, TraceHeaders, build_request_headers
+from .._proxy.origin import Origin
 from .._proxy.paths import compile_rewrite, compile_template
 from .._proxy.pool import PoolConfig
 from .._proxy.websocket import proxy_websocket
@@ -70,10 +72,14 @@ def build_balancer_config(
     max_requests_per_target: int | None = None,
     panic_threshold: float = 50.0,
     name: str = "balancer",
+    discovery: DiscoveryOptions | None = None,
 ) -> BalancerConfig:
-    """The shared translation from facade keywords to a :class:`BalancerConfig`."""
-    if isinstance(targets, str):
-        targets = [targets]
+    """The shared translation from facade keywords to a :class:`BalancerConfig`.
+
+    ``targets`` may mix static URLs and dynamic sources (``dns+srv://``,
+    ``dns://``, ``file://``: see ``docs/discovery.md``).
+    """
+    plan = split_targets(targets, weights, discovery or DiscoveryOptions(), Origin.parse)
     if health_check_interval is not None and not health_check_interval > 0:
         raise ConfigError("health_check_interval must be > 0 seconds, "
                           f"got {health_check_interval!r} "
@@ -90,9 +96,9 @@ def build_balancer_config(
         unhealthy_threshold=unhealthy_threshold,
     )
     return BalancerConfig(
-        targets=tuple(targets),
+        targets=plan.static,
         strategy=strategy,
-        weights=weights,
+        weights=plan.static_weights,
         health=health,
         active_health_checks=path is not None and health_check_interval is not None,
         breaker=BreakerConfig(max_failures=max_failures, recovery_timeout_ms=recovery_timeout_ms),
@@ -102,6 +108,7 @@ def build_balancer_config(
         max_requests_per_target=max_requests_per_target,
         panic_threshold=panic_threshold,
         name=name,
+        sources=plan.sources,
     )
 
 
@@ -249,7 +256,8 @@ class GatewayRoute(BaseRoute, BalancedFacade):
     ``health_check_path`` is set. ``request_id_header`` (``None`` or ``""``: off)
     carries a request ID both ways; ``upstream_target_header`` (off by default)
     names the target that answered. ``name`` is how logs name the route. See
-    ``docs/load-balancing.md``.
+    ``docs/load-balancing.md``; targets that follow DNS or a file (``dns+srv://...``,
+    ``file://...``) are in ``docs/discovery.md``.
     """
 
     def __init__(
@@ -294,6 +302,10 @@ class GatewayRoute(BaseRoute, BalancedFacade):
         request_id_header: str | None = "X-Request-ID",
         upstream_target_header: str | None = None,
         probe: ProbeFn | None = None,
+        dns_nameservers: Sequence[str] | None = None,
+        dns_refresh: float | None = None,
+        dns_timeout: float = 5.0,
+        file_refresh: float = 1.0,
     ) -> None:
         if not path.startswith("/"):
             raise ConfigError(f"Route path must start with '/': {path!r}")
@@ -328,6 +340,9 @@ class GatewayRoute(BaseRoute, BalancedFacade):
                 outlier=outlier_detection, hash_on=hash_on, ssl_context=ssl_context,
                 max_requests_per_target=max_requests_per_target,
                 panic_threshold=panic_threshold, name=self.name,
+                discovery=DiscoveryOptions.from_keywords(
+                    dns_nameservers=dns_nameservers, dns_refresh=dns_refresh,
+                    dns_timeout=dns_timeout, file_refresh=file_refresh),
             ),
             probe=probe,
         )

@@ -93,6 +93,14 @@ class SetWeights:
 
 
 @attrs.frozen
+class SetTargetWeights:
+    """New weights for the named targets only (discovery re-weighting what it found)."""
+
+    reply: Reply[None]
+    weights: tuple[tuple[str, int], ...]
+
+
+@attrs.frozen
 class SetDraining:
     """Draining targets get no new requests but keep their in-flight ones."""
 
@@ -189,7 +197,7 @@ class Sync:
 
 
 RouterMsg = (
-    Pick | Done | RouterStatus | AddTarget | RemoveTarget | SetWeights | SetDraining
-    | TargetReport | EjectRequest | Close
+    Pick | Done | RouterStatus | AddTarget | RemoveTarget | SetWeights | SetTargetWeights
+    | SetDraining | TargetReport | EjectRequest | Close
 )
 TargetMsg = Outcome | Ejected | ProbeNow | ProbeResult | TargetStatusQuery | ResetBreaker | Sync

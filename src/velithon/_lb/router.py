@@ -48,6 +48,7 @@ from .messages import (
     RouterMsg,
     RouterStatus,
     SetDraining,
+    SetTargetWeights,
     SetWeights,
     TargetMsg,
     TargetReport,
@@ -63,6 +64,8 @@ NONE_HEALTHY_POLICIES = ("fail", "panic")
 
 #: messages handled per wake-up before the router yields to other tasks
 _BATCH = 256
+#: reports kept for targets not added yet (only additions in progress need them)
+_EARLY_REPORTS = 64
 
 #: upper bounds, in seconds, of the request-duration histogram the router keeps per
 #: target (Prometheus' default buckets); a last, unbounded bucket follows them
@@ -219,6 +222,12 @@ class RouterState:
     max_requests: int | None = None  # per-target concurrency cap (Envoy's max_requests)
     name: str = "balancer"  # the route or middleware, as the logs name it
     entries: list[TargetEntry] = attrs.field(factory=list)
+    #: removed targets whose leases are still out, by id: their ``Done`` must still
+    #: reach them so the removal's drain can finish
+    retired: dict[int, TargetEntry] = attrs.field(factory=dict)
+    #: the latest report of each target whose actor started before its AddTarget
+    #: arrived (a runtime addition probes at once), applied when the AddTarget does
+    early_reports: dict[int, TargetReport] = attrs.field(factory=dict)
     picks: int = 0
     retries: int = 0
     retries_denied: int = 0
@@ -347,7 +356,7 @@ class RouterState:
     def unavailable_reason(self, now: float) -> str:
         entries = [e for e in self.entries if not e.draining]
         if not entries:
-            return "No targets configured"
+            return "No targets yet: none configured, or none discovered so far"
         if all(e.breaker is BreakerState.OPEN for e in entries):
             return "Circuit breaker is open for every target"
         if all(not e.healthy for e in entries):
@@ -357,7 +366,12 @@ class RouterState:
     def done(self, msg: Done, now: float) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
-            return None
+            entry = self.retired.get(msg.target_id)
+            if entry is not None:  # a removed target draining: only its count matters now
+                entry.in_flight -= 1
+                if entry.in_flight <= 0:
+                    del self.retired[msg.target_id]
+            return entry
         entry.in_flight -= 1
         if self._eligible is not None:
             try:
@@ -381,6 +395,11 @@ class RouterState:
     def report(self, msg: TargetReport) -> TargetEntry | None:
         entry = self.by_id(msg.target_id)
         if entry is None:
+            if msg.target_id not in self.retired:
+                self.early_reports.pop(msg.target_id, None)
+                self.early_reports[msg.target_id] = msg
+                while len(self.early_reports) > _EARLY_REPORTS:  # a gone target's last words
+                    del self.early_reports[next(iter(self.early_reports))]
             return None
         if msg.epoch != entry.epoch:
             entry.trials_used = 0
@@ -415,6 +434,9 @@ class RouterState:
         self.entries.append(entry)
         self.outlier.add_target()
         self._reconfigure()
+        early = self.early_reports.pop(entry.target_id, None)
+        if early is not None:
+            self.report(early)
 
     def remove(self, url: str) -> TargetEntry:
         for i, entry in enumerate(self.entries):
@@ -435,6 +457,11 @@ class RouterState:
         for entry, weight in zip(self.entries, weights, strict=True):
             entry.weight = weight
         self.publish_members()
+
+    def set_target_weights(self, weights: tuple[tuple[str, int], ...]) -> None:
+        """New weights for the named targets; names no longer present are skipped."""
+        wanted = dict(weights)
+        self.set_weights(tuple(wanted.get(e.url, e.weight) for e in self.entries))
 
     def set_draining(self, url: str, draining: bool) -> None:
         for entry in self.entries:
@@ -590,6 +617,8 @@ class RouterActor:
                 self._on_remove(reply, url)
             case SetWeights(reply=reply, weights=weights):
                 _answer(reply, lambda: state.set_weights(weights))
+            case SetTargetWeights(reply=reply, weights=named):
+                _answer(reply, lambda: state.set_target_weights(named))
             case SetDraining(reply=reply, url=url, draining=draining):
                 _answer(reply, lambda: state.set_draining(url, draining))
             case Close():
@@ -640,6 +669,7 @@ class RouterActor:
         if entry.in_flight <= 0:
             reply.send(entry)
         else:
+            self.state.retired[entry.target_id] = entry
             entry.drained = _DrainWaiter(reply, entry)
 
     def flush_all(self) -> None:

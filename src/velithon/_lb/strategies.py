@@ -74,11 +74,11 @@ def _invalid_name(name: object) -> ConfigError:
     return ConfigError(f"Invalid strategy {name!r}. Use {names} or {STRATEGY_NAMES[-1]!r}")
 
 
-def _check_targets(targets: Sequence[str]) -> tuple[str, ...]:
+def _check_targets(targets: Sequence[str], *, allow_empty: bool = False) -> tuple[str, ...]:
     if isinstance(targets, (str, bytes)):
         raise TypeError(f"targets must be a list of target URLs, not a single string ({targets!r})")
     result = tuple(targets)
-    if not result:
+    if not result and not allow_empty:
         raise ConfigError("At least one target is required")
     for target in result:
         if not isinstance(target, str):
@@ -95,6 +95,8 @@ def validate_weights(
         ValueError: weighted without weights, a length mismatch, a negative,
             non-int (bool included) weight, or every weight zero.
     """
+    if not targets and not weights:
+        return ()  # an empty pool: membership that shrank to nothing, or not discovered yet
     if weights is None:
         if strategy_name == "weighted":
             raise ConfigError("Weights required for weighted strategy")
@@ -137,16 +139,18 @@ class Strategy:
         *,
         rng: random.Random | None = None,
         hash_on: str | None = None,
+        allow_empty: bool = False,
     ) -> None:
         self.rng = rng if rng is not None else random.Random()
         self.hash_on = hash_on
         self.picks = 0
         self.misses = 0
-        self._set_targets(targets, weights)
+        self._set_targets(targets, weights, allow_empty=allow_empty)
         self._rebuild(None)
 
-    def _set_targets(self, targets: Sequence[str], weights: Sequence[int] | None) -> None:
-        self.targets = _check_targets(targets)
+    def _set_targets(self, targets: Sequence[str], weights: Sequence[int] | None, *,
+                     allow_empty: bool) -> None:
+        self.targets = _check_targets(targets, allow_empty=allow_empty)
         self.weights = validate_weights(self.targets, weights, self.name)
         self._n = len(self.targets)
         if self._weight_aware:
@@ -160,7 +164,8 @@ class Strategy:
         State is carried over by target name; see the module header.
         """
         old = self._names()
-        self._set_targets(targets, weights)
+        # at runtime a pool may shrink to nothing (its last target removed) and grow again
+        self._set_targets(targets, weights, allow_empty=True)
         self._rebuild(old)
 
     def _names(self) -> list[tuple[str, int]]:
@@ -186,7 +191,7 @@ class Strategy:
         """Choose a target index among ``eligible`` ones, or None."""
         if len(eligible) != self._n:
             raise ValueError(f"eligible has {len(eligible)} entries for {self._n} targets")
-        index = self._pick(eligible, in_flight, latency, key)
+        index = self._pick(eligible, in_flight, latency, key) if self._n else None
         if index is None:
             self.misses += 1
         else:
@@ -438,7 +443,7 @@ class ConsistentHash(Strategy):
         slot to the current index.
         """
         self._carry_cursor(old)
-        heaviest = max(self.weights)
+        heaviest = max(self.weights, default=1)
         wanted: dict[str, tuple[int, int]] = {}  # seed -> (index, points)
         for index, (name, k) in enumerate(self._names()):
             if self.weights[index]:
@@ -532,11 +537,14 @@ def create_strategy(
     *,
     rng: random.Random | None = None,
     hash_on: str | None = None,
+    allow_empty: bool = False,
 ) -> Strategy:
     """Build the strategy called ``name`` (one of :data:`STRATEGY_NAMES`).
 
     ``hash_on`` only labels where the caller takes hash keys from (shown by
     ``describe()``); the strategy itself hashes the bytes given to ``pick``.
+    ``allow_empty`` accepts an empty target list (a pool whose targets are all
+    discovered at runtime); such a strategy picks nothing until targets arrive.
 
     Raises:
         ValueError: unknown name, no targets, or invalid weights.
@@ -544,7 +552,7 @@ def create_strategy(
     cls = _CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise _invalid_name(name)
-    return cls(targets, weights, rng=rng, hash_on=hash_on)
+    return cls(targets, weights, rng=rng, hash_on=hash_on, allow_empty=allow_empty)
 
 
 class LatencyEwma:

@@ -10,6 +10,10 @@ actors and closes the pools, within a bounded time. No task outlives it.
 State that must survive the system (health, breakers, strategy cursor) lives
 in a :class:`BalancerState`, which a facade may keep and hand to the next
 system: this is how ``ProxyLoadBalancer`` works without ``async with``.
+
+Dynamic targets come from :class:`~velithon._lb.discovery.DiscoverySource` objects
+in ``BalancerConfig.sources``: each gets a supervised discovery actor that adds,
+re-weights and retires targets through this module's :class:`Balancer`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .._logfmt import logfmt
 from .._structured import owning_nursery
 from .alarms import AlarmClock
 from .breaker import BreakerConfig
+from .discovery import DiscoverySource, DiscoveryState, DiscoveryStatus, run_discovery
 from .health import HealthCheckConfig
 from .messages import (
     AddTarget,
@@ -43,6 +48,7 @@ from .messages import (
     RouterMsg,
     RouterStatus,
     SetDraining,
+    SetTargetWeights,
     SetWeights,
     Sync,
     TargetMsg,
@@ -73,6 +79,14 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
 
 def _tuple_or_none(value: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(value)
+
+
+def _sources(value: Iterable[DiscoverySource]) -> tuple[DiscoverySource, ...]:
+    return tuple(value)
+
+
+#: how long a target that discovery dropped may keep its in-flight requests
+DISCOVERY_DRAIN_TIMEOUT = 30.0
 
 
 class PoolCounts(Protocol):
@@ -138,10 +152,16 @@ class BalancerConfig:
     max_requests_per_target: int | None = None
     #: the route or middleware these targets serve, as the state-change logs name it
     name: str = "balancer"
+    #: dynamic target sources (DNS, watched files), each run by a discovery actor
+    sources: tuple[DiscoverySource, ...] = attrs.field(default=(), converter=_sources, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if not self.targets:
+        if not self.targets and not self.sources:
             raise ConfigError("At least one target is required")
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"Duplicate target sources are not allowed: {', '.join(dupes)}")
         seen: dict[str, str] = {}
         for url in self.targets:
             canonical = self.check_target(url)
@@ -161,7 +181,8 @@ class BalancerConfig:
         if self.inbox_size < 1 or self.target_inbox_size < 1:
             raise ConfigError("inbox sizes must be at least 1")
         # strategy name and weights are validated by building one
-        create_strategy(self.strategy, self.targets, self.weights)
+        create_strategy(self.strategy, self.targets, self.weights,
+                        allow_empty=bool(self.sources))
         if self.weights is not None and len(set(self.weights)) > 1 \
                 and not uses_weights(self.strategy):
             warn_config(f"weights={list(self.weights)} have no effect: the {self.strategy!r} "
@@ -194,11 +215,14 @@ class BalancerState:
     config: BalancerConfig
     router: RouterState
     targets: dict[str, TargetState]
+    #: one per dynamic source, in ``config.sources`` order
+    discovery: tuple[DiscoveryState, ...] = ()
     _ids: Any = attrs.field(factory=itertools.count)
 
     @classmethod
     def create(cls, config: BalancerConfig, *, rng: random.Random | None = None) -> BalancerState:
-        strategy = create_strategy(config.strategy, config.targets, config.weights, rng=rng)
+        strategy = create_strategy(config.strategy, config.targets, config.weights, rng=rng,
+                                   allow_empty=bool(config.sources))
         router = RouterState(
             strategy=strategy,
             outlier=OutlierDetector(config.outlier, len(config.targets)),
@@ -209,7 +233,8 @@ class BalancerState:
             max_requests=config.max_requests_per_target,
             name=config.name,
         )
-        self = cls(config=config, router=router, targets={})
+        self = cls(config=config, router=router, targets={},
+                   discovery=tuple(DiscoveryState(source) for source in config.sources))
         weights = config.weights or (1,) * len(config.targets)
         for url, weight in zip(config.targets, weights, strict=True):
             tstate = self.new_target_state(url)
@@ -226,6 +251,17 @@ class BalancerState:
         tstate.health.healthy = config.health.initially_healthy
         self.targets[url] = tstate
         return tstate
+
+    def discovery_statuses(self, now: float) -> list[DiscoveryStatus]:
+        """Every dynamic source's state, in configuration order (reads only)."""
+        return [d.status(now) for d in self.discovery]
+
+    def source_of(self, url: str) -> str | None:
+        """The source that discovered ``url``; None for a static or hand-added target."""
+        for d in self.discovery:
+            if url in d.members:
+                return d.source.name
+        return None
 
 
 @asynccontextmanager
@@ -260,6 +296,7 @@ async def open_balancer(
                 entry.pool = None
                 entry.inbox = None
                 entry.in_flight = 0
+            state.router.retired.clear()
             if client is not None:
                 await client.aclose()
         state.router.invalidate()
@@ -278,7 +315,8 @@ class Balancer:
         send, receive = trio.open_memory_channel[RouterMsg](self.config.inbox_size)
         self._router_send: trio.MemorySendChannel[RouterMsg] = send
         self._router_receive: trio.MemoryReceiveChannel[RouterMsg] = receive
-        self._target_scopes: dict[str, trio.CancelScope] = {}
+        self._target_scopes: dict[int, trio.CancelScope] = {}  # by target id
+        self._discovery_scopes: list[trio.CancelScope] = []
         self._router_stats = SupervisedStats("router")
         self._router_done = trio.Event()
         self._closed = False
@@ -303,6 +341,8 @@ class Balancer:
         for entry in self.state.router.entries:
             await self._start_target(entry)
         await self._nursery.start(self._run_router)
+        for discovery in self.state.discovery:
+            await self._nursery.start(self._run_discovery, discovery)
 
     async def _run_router(self, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -324,7 +364,7 @@ class Balancer:
         send, receive = trio.open_memory_channel[TargetMsg](self.config.target_inbox_size)
         entry.inbox = send
         scope = trio.CancelScope()
-        self._target_scopes[entry.url] = scope
+        self._target_scopes[entry.target_id] = scope
         await self._nursery.start(self._run_target, tstate, send, receive, scope, entry.pool)
 
     async def _run_target(self, tstate: TargetState, send: trio.MemorySendChannel[TargetMsg],
@@ -356,6 +396,13 @@ class Balancer:
                 await supervise(incarnation, name=f"target {tstate.url}", config=config.supervisor,
                                 stats=stats, task_status=task_status)
 
+    async def _run_discovery(self, dstate: DiscoveryState, *,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        scope = trio.CancelScope()
+        self._discovery_scopes.append(scope)
+        with scope:
+            await run_discovery(dstate, self, self.config.supervisor, task_status=task_status)
+
     async def _close(self) -> None:
         """Stop intake, then let the actors digest what is queued (bounded, shielded).
 
@@ -363,6 +410,8 @@ class Balancer:
         what lets a facade used without ``async with`` keep its state between calls.
         """
         self._closed = True
+        for scope in self._discovery_scopes:  # no membership changes while shutting down
+            scope.cancel()
         if trio.current_effective_deadline() == -math.inf:
             self._stop()  # we are being cancelled, and so are the actors: nothing can drain
             return
@@ -482,32 +531,79 @@ class Balancer:
         try:
             await self._ask(AddTarget, entry)
         except BaseException:
-            self._target_scopes.pop(url).cancel()
+            self._target_scopes.pop(entry.target_id).cancel()
             raise
         LOGGER.info("%s", logfmt(event="target_added", route=self.config.name, target=url,
                                  weight=weight))
 
     async def remove_target(self, url: str, *, drain_timeout: float = 30.0) -> None:
         """Stop routing to ``url``; its in-flight requests finish first (bounded)."""
+        gone = await self.retire_target(url, drain_timeout=drain_timeout)
+        await gone.wait()
+
+    async def retire_target(self, url: str, *,
+                            drain_timeout: float = DISCOVERY_DRAIN_TIMEOUT) -> trio.Event:
+        """Stop routing to ``url`` now; drain and close it in the background.
+
+        New requests stop at once. The target's actor and pool stay until its
+        in-flight requests finish (at most ``drain_timeout`` seconds), in a task of
+        this system's nursery; the returned event is set when they are gone.
+        """
         entry = self._entry(url)
-        with trio.move_on_after(drain_timeout) as waited:
-            await self._ask(RemoveTarget, url)
-        scope = self._target_scopes.pop(url, None)
-        if scope is not None:
-            scope.cancel()
-        self.state.targets.pop(url, None)
-        LOGGER.info("%s", logfmt(
-            event="target_removed", route=self.config.name, target=url,
-            drained="no" if waited.cancelled_caught else "yes",
-            in_flight=entry.in_flight if waited.cancelled_caught else None))
-        if entry.pool is not None:
-            with trio.move_on_after(self.config.shutdown_timeout, shield=True):
-                await entry.pool.aclose()
+        reply: Reply[TargetEntry] = Reply()
+        try:
+            self._router_send.send_nowait(RemoveTarget(reply, url))
+        except trio.WouldBlock:
+            raise Overloaded("The load balancer is overloaded") from None
+        except trio.ClosedResourceError:
+            raise NoTargetAvailable("The load balancer is shutting down") from None
+        gone = trio.Event()
+        await self._nursery.start(self._finish_removal, entry, reply, drain_timeout, gone)
+        return gone
+
+    async def _finish_removal(self, entry: TargetEntry, reply: Reply[TargetEntry],
+                              drain_timeout: float, gone: trio.Event, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+        task_status.started()
+        try:
+            with trio.move_on_after(drain_timeout) as waited:
+                try:
+                    await reply.wait()
+                except ValueError:
+                    pass  # the router no longer knew it: removed concurrently
+            LOGGER.info("%s", logfmt(
+                event="target_removed", route=self.config.name, target=entry.url,
+                drained="no" if waited.cancelled_caught else "yes",
+                in_flight=entry.in_flight if waited.cancelled_caught else None))
+        finally:
+            scope = self._target_scopes.pop(entry.target_id, None)
+            if scope is not None:
+                scope.cancel()
+            tstate = self.state.targets.get(entry.url)
+            if tstate is not None and tstate.target_id == entry.target_id:
+                del self.state.targets[entry.url]  # not a newer target at the same URL
+            if entry.pool is not None:
+                with trio.move_on_after(self.config.shutdown_timeout, shield=True):
+                    await entry.pool.aclose()
+            gone.set()
 
     async def set_weights(self, weights: Sequence[int]) -> None:
         await self._ask(SetWeights, tuple(weights))
         LOGGER.info("%s", logfmt(event="weights_set", route=self.config.name,
                                  weights=",".join(map(str, weights))))
+
+    async def set_target_weights(self, weights: Sequence[tuple[str, int]]) -> None:
+        """New weights for the named targets; the others keep theirs."""
+        await self._ask(SetTargetWeights, tuple(weights))
+
+    def discovery_statuses(self) -> list[DiscoveryStatus]:
+        """Every dynamic source's state, in configuration order."""
+        return self.state.discovery_statuses(trio.current_time())
+
+    def discovery_ready(self) -> bool:
+        """True when every dynamic source has had a successful lookup (or there is none)."""
+        return all(d.last_success_at is not None for d in self.state.discovery)
 
     async def drain(self, url: str, draining: bool = True) -> None:
         """Draining targets get no new requests; in-flight ones finish."""
@@ -529,6 +625,7 @@ class Balancer:
             router_restarts=self._router_stats.restarts,
             target_restarts=sum(t.restarts for t in self.state.targets.values()),
             inbox_used=self._router_send.statistics().current_buffer_used,
+            discovery=tuple(self.discovery_statuses()),
         )
 
 
@@ -545,3 +642,5 @@ class BalancerStatistics:
     router_restarts: int
     target_restarts: int
     inbox_used: int
+    #: one entry per dynamic target source (empty for a static target list)
+    discovery: tuple[DiscoveryStatus, ...] = ()

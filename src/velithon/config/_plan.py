@@ -8,7 +8,8 @@ The rules:
 
 * A route is the same route across reloads when it has the same ``name`` (by default
   ``gateway_<path>``); a proxy when it has the same ``path_prefix``.
-* Same route, only ``targets`` or ``weights`` differ: a live update
+* Same route, only ``targets`` or ``weights`` differ, and neither file lists a
+  dynamic source (``dns+srv://``, ``dns://``, ``file://``) for it: a live update
   (:class:`UpdateTargets`): new targets are added, removed ones are drained and then
   removed once their requests finish, changed weights are set. Targets that stay keep
   their health, breaker and connections. The order of targets is not significant
@@ -30,6 +31,7 @@ from typing import Literal
 
 import attrs
 
+from .._discovery.specs import is_dynamic
 from ._sections import GatewayConfig, ProxySection, RouteSection
 
 __all__ = [
@@ -138,6 +140,10 @@ def apply_target_update(weights: Mapping[str, int], update: UpdateTargets) -> di
     return result
 
 
+def _has_sources(section: RouteSection | ProxySection) -> bool:
+    return any(is_dynamic(target) for target in section.targets)
+
+
 def _changed_fields(old: attrs.AttrsInstance, new: attrs.AttrsInstance) -> tuple[str, ...]:
     return tuple(f.name for f in attrs.fields(type(old))
                  if getattr(old, f.name) != getattr(new, f.name))
@@ -156,7 +162,8 @@ def _plan_facades(kind: Kind, old: Sequence[RouteSection | ProxySection],
         changed = _changed_fields(previous, section)
         if not changed:
             continue
-        if set(changed) - _LIVE_FIELDS:
+        if set(changed) - _LIVE_FIELDS or _has_sources(previous) or _has_sources(section):
+            # a dynamic source (dns+srv://, file://) is no target to add: rebuild the facade
             actions.append(ReplaceFacade(kind, key, tuple(c for c in changed)))
             continue
         was, now = target_weights(previous), target_weights(section)

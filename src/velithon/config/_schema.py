@@ -70,7 +70,8 @@ FIELD_DOCS: dict[str, str] = {
     "level": "Log level: critical, error, warning, info or debug; --log-level wins.",
     "access_log": "One log line per request; --access-log wins.",
     # [[routes]] and [[proxies]]
-    "targets": "Backend URLs (http:// or https://).",
+    "targets": "Backend URLs (http:// or https://), or sources that follow DNS or a file "
+               "(dns+srv://, dns://, file://; see discovery.md).",
     "methods": "HTTP methods the route accepts (default: all).",
     "name": "The route field of its log lines (default gateway_<path>, proxy_<path_prefix>); "
             "identifies a route across reloads.",
@@ -109,6 +110,11 @@ FIELD_DOCS: dict[str, str] = {
                          "client; \"\" turns request IDs off.",
     "upstream_target_header": "Response header naming the target that answered "
                               "(default: none).",
+    "dns_nameservers": "DNS servers for dns+srv:// and dns:// targets, e.g. 127.0.0.1:8600 "
+                       "(default: the system's).",
+    "dns_refresh": "Seconds between DNS lookups (default: the records' TTL, within 1-300 s).",
+    "dns_timeout": "Seconds one DNS lookup may take.",
+    "file_refresh": "Seconds between polls of a file:// target list.",
     # [[proxies]] only
     "strip_request_headers": "Request headers removed before forwarding.",
     "strip_response_headers": "Response headers removed before relaying.",

@@ -142,6 +142,10 @@ class RouteSection:
     buffer_chunked_uploads: int = 0
     request_id_header: str | None = "X-Request-ID"
     upstream_target_header: str | None = None
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_refresh: float | None = None
+    dns_timeout: float = 5.0
+    file_refresh: float = 1.0
 
     @property
     def key(self) -> str:
@@ -198,6 +202,10 @@ class ProxySection:
     request_id_header: str | None = "X-Request-ID"
     upstream_target_header: str | None = None
     name: str | None = None
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_refresh: float | None = None
+    dns_timeout: float = 5.0
+    file_refresh: float = 1.0
 
     @property
     def key(self) -> str:

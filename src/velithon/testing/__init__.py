@@ -16,6 +16,10 @@ from ._client import NoResponseError as NoResponseError
 from ._client import RawConnection as RawConnection
 from ._client import RawResponse as RawResponse
 from ._client import open_raw_connection as open_raw_connection
+from ._dns import DNSQuery as DNSQuery
+from ._dns import DNSServer as DNSServer
+from ._dns import SrvRecord as SrvRecord
+from ._dns import open_dns_server as open_dns_server
 from ._faults import Fault as Fault
 from ._http import BackendResponse as BackendResponse
 from ._http import RecordedRequest as RecordedRequest
@@ -43,6 +47,8 @@ __all__ = [
     "BackendResponse",
     "Canary",
     "Close",
+    "DNSQuery",
+    "DNSServer",
     "Expect",
     "Fault",
     "NoResponseError",
@@ -56,6 +62,7 @@ __all__ = [
     "ScriptedConnection",
     "Send",
     "Sleep",
+    "SrvRecord",
     "Toxic",
     "ToxicProxy",
     "WsBackend",
@@ -63,6 +70,7 @@ __all__ = [
     "close_wait_count",
     "open_backend",
     "open_canary",
+    "open_dns_server",
     "open_fd_count",
     "open_raw_connection",
     "open_scripted_backend",
