@@ -12,7 +12,9 @@ Two entry points:
       async with trio.open_nursery() as nursery:
           [(host, port)] = await nursery.start(serve_tcp, app, ServerConfig(port=0))
 
-Options are the fields of :class:`ServerConfig`.
+Options are the fields of :class:`ServerConfig`. For https and wss, pass
+``tls=TLSConfig(certfile=..., keyfile=...)``; :class:`TLSCertificates` is the loaded,
+reloadable certificate (``serve_tcp(..., certificates=...)``).
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from .._exceptions import ResponseAborted as ResponseAborted
 from .._exports import fixup_module_metadata
 from .._types import ASGIApp
 from ._config import ServerConfig as ServerConfig
+from ._config import TLSConfig as TLSConfig
 from ._run import ServerStartupError as ServerStartupError
 from ._run import run_server
 from ._run import serve_tcp as serve_tcp
 from ._state import ClientDisconnected as ClientDisconnected
 from ._state import logger
+from ._tls import TLSCertificates as TLSCertificates
+from ._tls import TLSConfigError as TLSConfigError
 
-__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError", "serve",
-           "serve_tcp"]
+__all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError",
+           "TLSCertificates", "TLSConfig", "TLSConfigError", "serve", "serve_tcp"]
 
 
 
@@ -43,13 +48,14 @@ def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, **options: An
     Raises:
         TypeError: an unknown option.
         ValueError: an option value out of range.
-        ServerStartupError: lifespan startup failed or the address could not be bound.
+        ServerStartupError: lifespan startup failed, the address could not be bound, or
+            the TLS certificate or key cannot be used.
     """
     config = ServerConfig(host=host, port=port, **options)
 
     def announce(addresses: list[tuple[str, int]]) -> None:
         for bound_host, bound_port in addresses:
-            logger.info("velithon serving on http://%s:%d", bound_host, bound_port)
+            logger.info("velithon serving on %s://%s:%d", config.scheme, bound_host, bound_port)
 
     run_server(app, config, on_started=announce)
 

@@ -94,12 +94,12 @@ def _context(config: TLSConfig) -> ssl.SSLContext:
     """The context before the server's own certificate is loaded."""
     try:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ca_certs)
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise TLSConfigError(f"no usable CA certificates in {config.ca_certs!r}: "
+                             f"{exc.reason or exc}") from None
     except OSError as exc:
         raise TLSConfigError(f"cannot read the CA certificates {config.ca_certs!r}: "
                              f"{exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise TLSConfigError(f"no usable CA certificates in {config.ca_certs!r}: "
-                             f"{exc.reason or exc}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
     context.verify_mode = config.cert_reqs
