@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import signal
 import ssl
 
 import pytest
@@ -20,6 +21,7 @@ from velithon.server import TLSConfig
 from velithon.server._certinfo import certificate_info, first_certificate
 from velithon.server._config import cert_reqs
 from velithon.server._redirect import https_location
+from velithon.server._run import _Reload
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 _UTC = datetime.UTC
@@ -137,3 +139,16 @@ def test_cli_builds_the_tls_config() -> None:
 def test_flag_names() -> None:
     assert flag_names("tls.ca_certs and tls.hsts_max_age, tls.other") == (
         "--ssl-ca-certs and --hsts, tls.other")
+
+
+def test_a_reload_calls_on_reload_and_survives_its_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls = []
+
+    def broken_reload() -> None:
+        calls.append("called")
+        raise RuntimeError("bad configuration")
+
+    _Reload(None, (signal.SIGHUP,), broken_reload)("SIGHUP")
+    assert calls == ["called"]
+    assert "reload failed; still serving" in caplog.text and "bad configuration" in caplog.text

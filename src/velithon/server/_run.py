@@ -438,10 +438,10 @@ def run_server(
     certificates = load_certificates(config)  # a bad certificate stops us before anything
     if certificates is None and on_reload is None:
         reload_signals = ()
-    run = _SignalRun(app, config, on_started, _Sockets(sockets, redirect_sockets),
-                     certificates, signals, reload_signals, on_reload)
+    reload = _Reload(certificates, reload_signals, on_reload)
     try:
-        trio.run(run.run)
+        trio.run(_run_until_signal, app, config, on_started,
+                 _Sockets(sockets, redirect_sockets), signals, reload)
     except BaseExceptionGroup as group:
         startup, rest = group.split(ServerStartupError)
         if startup is not None and rest is None:
@@ -449,56 +449,62 @@ def run_server(
         raise
 
 
-class _SignalRun(NamedTuple):
-    """One :func:`run_server` call: what to serve, and what each signal does."""
+class _Reload(NamedTuple):
+    """What a reload signal does: reload the certificate, then call ``on_reload``."""
 
-    app: ASGIApp
-    config: ServerConfig
-    on_started: Callable[[list[tuple[str, int]]], None] | None
-    sockets: _Sockets
     certificates: TLSCertificates | None
     signals: tuple[int, ...]
-    reload_signals: tuple[int, ...]
     on_reload: Callable[[], object] | None
 
-    def reload(self, name: str) -> None:
+    def __call__(self, name: str) -> None:
         logger.info("%s received: reloading", name)
         if self.certificates is not None:
             self.certificates.reload()
         if self.on_reload is not None:
-            self.on_reload()
+            try:
+                self.on_reload()
+            except Exception:  # a failed reload must not stop a serving server
+                logger.exception("reload failed; still serving")
 
-    async def run(self) -> None:
-        trigger = trio.Event()
-        with trio.open_signal_receiver(*self.signals, *self.reload_signals) as received:
-            async with trio.open_nursery() as nursery:
 
-                async def watch(*, task_status: trio.TaskStatus[None]) -> None:
-                    task_status.started()
-                    async for signum in received:
-                        name = signal.Signals(signum).name
-                        if signum in self.reload_signals:
-                            self.reload(name)
-                            continue
-                        action = stop_request(signum, trigger.is_set())
-                        if action == "now":
-                            logger.warning("%s received: stopping now", name)
-                            nursery.cancel_scope.cancel()
-                        elif action == "drain":
-                            logger.info("%s received: shutting down gracefully", name)
-                            trigger.set()
-                        else:
-                            logger.info("%s received: already shutting down gracefully", name)
+async def _run_until_signal(
+    app: ASGIApp,
+    config: ServerConfig,
+    on_started: Callable[[list[tuple[str, int]]], None] | None,
+    sockets: _Sockets,
+    signals: tuple[int, ...],
+    reload: _Reload,
+) -> None:
+    trigger = trio.Event()
+    with trio.open_signal_receiver(*signals, *reload.signals) as received:
+        async with trio.open_nursery() as nursery:
 
-                async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                    await serve_tcp(
-                        self.app, self.config, shutdown_trigger=trigger,
-                        sockets=self.sockets.main, redirect_sockets=self.sockets.redirect,
-                        certificates=self.certificates, task_status=task_status,
-                    )
-                    nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals
+            async def watch(*, task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
+                async for signum in received:
+                    name = signal.Signals(signum).name
+                    if signum in reload.signals:
+                        reload(name)
+                        continue
+                    action = stop_request(signum, trigger.is_set())
+                    if action == "now":
+                        logger.warning("%s received: stopping now", name)
+                        nursery.cancel_scope.cancel()
+                    elif action == "drain":
+                        logger.info("%s received: shutting down gracefully", name)
+                        trigger.set()
+                    else:
+                        logger.info("%s received: already shutting down gracefully", name)
 
-                await nursery.start(watch)
-                addresses = await nursery.start(serve)
-                if self.on_started is not None:
-                    self.on_started(addresses)
+            async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                await serve_tcp(
+                    app, config, shutdown_trigger=trigger, sockets=sockets.main,
+                    redirect_sockets=sockets.redirect, certificates=reload.certificates,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals
+
+            await nursery.start(watch)
+            addresses = await nursery.start(serve)
+            if on_started is not None:
+                on_started(addresses)
