@@ -82,6 +82,7 @@ class Proxy:
 @dataclass
 class Run:
     notes: list[str] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
     # (proxy, case, connections) → one result per round
     rounds: dict[tuple[str, str, int], list[Throughput]] = field(default_factory=dict)
 
@@ -187,7 +188,8 @@ def report(proxies: Sequence[Proxy], args: argparse.Namespace, run: Run, started
         + (f", started with `{args.velithon_args}`" if args.extra else "")
         + f". Certificate: trustme's default, ECDSA P-256. All processes share the "
         f"{os.cpu_count()}-core machine with wrk and the backends; the machine is shared "
-        f"with other work too, so absolute numbers move from run to run.",
+        f"with other work too, so absolute numbers move from run to run (1-minute load "
+        f"average {' at the start, '.join(f'{x:.1f}' for x in run.load)} at the end).",
         *(f"Note: {n}." for n in run.notes),
         f"wrk -t1 over https, {args.seconds:g} s per run after a {WARMUP_SECONDS:g} s warm-up, "
         f"{args.rounds} alternating rounds (every proxy once per case and connection count "
@@ -230,7 +232,9 @@ def main() -> None:
         for proxy in proxies:
             assert proxy.child is not None
             proxy.child.wait_port(proxy.port)
+        run.load.append(os.getloadavg()[0])
         measure(proxies, args, run)
+        run.load.append(os.getloadavg()[0])
     finally:
         for child in reversed(children):
             child.stop()
