@@ -44,27 +44,29 @@ def add_tls_arguments(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group(
         "TLS", "serve https and wss directly (uvicorn's --ssl-* options, same meanings)")
     group.add_argument("--ssl-certfile", metavar="PATH",
-                       help="PEM certificate, then its intermediates; turns TLS on")
+                       help="PEM certificate, then its intermediates; turns TLS on "
+                            "(default: none, plain HTTP)")
     group.add_argument("--ssl-keyfile", metavar="PATH",
                        help="PEM private key (default: the one in --ssl-certfile)")
     group.add_argument("--ssl-keyfile-password", metavar="PASSWORD",
-                       help="password of an encrypted private key")
+                       help="password of an encrypted private key (default: none)")
     group.add_argument("--ssl-ca-certs", metavar="PATH",
-                       help="PEM CA certificates that sign accepted client certificates")
+                       help="PEM CA certificates that sign accepted client certificates "
+                            "(default: none)")
     group.add_argument("--ssl-cert-reqs", type=_cert_reqs, default=_DEFAULTS.cert_reqs,
-                       metavar="REQS", help="client certificates: 0 or none (default), "
-                       "1 or optional, 2 or required (needs --ssl-ca-certs)")
+                       metavar="REQS", help="client certificates: 0 or none, 1 or optional, "
+                       "2 or required (needs --ssl-ca-certs) (default 0)")
     group.add_argument("--ssl-handshake-timeout", type=float,
                        default=_DEFAULTS.handshake_timeout, metavar="SECONDS",
                        help="time to finish the TLS handshake (default %(default)g s)")
     group.add_argument("--https-redirect-port", type=int, metavar="PORT",
                        help="also listen for plain HTTP on PORT and redirect every request "
-                            "to https (301 for GET/HEAD, 308 otherwise)")
+                            "to https (301 for GET/HEAD, 308 otherwise) (default: none)")
     group.add_argument("--hsts", type=int, metavar="SECONDS",
                        help="send Strict-Transport-Security: max-age=SECONDS on https "
-                            "responses")
+                            "responses (default: none; one year is 31536000 s)")
     group.add_argument("--hsts-include-subdomains", action="store_true",
-                       help="add includeSubDomains to that header")
+                       help="add includeSubDomains to that header (default: off)")
 
 
 def tls_config(args: argparse.Namespace) -> TLSConfig | None:
