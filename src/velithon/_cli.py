@@ -263,7 +263,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def _announce(scheme: str, addresses: list[tuple[str, int]]) -> None:
+def _announce(addresses: list[tuple[str, int]], scheme: str = "http") -> None:
     for host, port in addresses:
         shown = f"[{host}]" if ":" in host else host
         print(f"velithon serving on {scheme}://{shown}:{port}", flush=True)
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = load_app(args.app, args.factory)
     except AppLoadError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    announce = functools.partial(_announce, config.scheme)
+    announce = functools.partial(_announce, scheme=config.scheme)
     try:
         if args.workers > 1:
             from .server._workers import run_workers

@@ -421,6 +421,7 @@ def run_server(
     signals: tuple[int, ...] = STOP_SIGNALS,
     reload_signals: tuple[int, ...] = RELOAD_SIGNALS,
     on_reload: Callable[[], object] | None = None,
+    certificates: TLSCertificates | None = None,
 ) -> None:
     """Run a server in this thread until one of ``signals`` stops it (see :func:`stop_request`).
 
@@ -430,12 +431,16 @@ def run_server(
     ``reload_signals`` (SIGHUP) reload the TLS certificate, then call ``on_reload`` (in
     the trio thread; a second reload handler, such as a configuration reload, goes
     there). They are only caught when there is something to reload: a server without
-    TLS and without ``on_reload`` leaves SIGHUP alone.
+    TLS and without ``on_reload`` leaves SIGHUP alone. A handler the app opens for the same
+    signal later (trio delivers a signal to the receiver opened last) takes it over: such
+    an app reloads the certificate itself, through the ``certificates`` it was given
+    (pass them here too; without them the server loads ``config.tls``).
 
     Raises:
         ServerStartupError: see :func:`serve_tcp`.
     """
-    certificates = load_certificates(config)  # a bad certificate stops us before anything
+    if certificates is None:
+        certificates = load_certificates(config)  # a bad certificate stops us before anything
     if certificates is None and on_reload is None:
         reload_signals = ()
     reload = _Reload(certificates, reload_signals, on_reload)
