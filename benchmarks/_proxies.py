@@ -7,7 +7,8 @@ run``, ``hypercorn``, ``nginx``) that the benchmark can start, measure and kill:
 * ``backend.py``: one asyncio process answering every request (``/health`` included)
   with a fixed 200 and a 13-byte body, on each port it is given;
 * ``aioproxy.py``: an aiohttp + uvloop reverse proxy (one pooled ``ClientSession``,
-  round robin, streamed response body: the common aiohttp recipe);
+  round robin, streamed response body: the common aiohttp recipe); over TLS when
+  ``BENCH_CERTFILE`` names a key-and-certificate PEM file;
 * ``gateway_app.py``: a ``Velithon`` app whose only route is a ``GatewayRoute`` with
   every gateway feature on, served by ``velithon run gateway_app:app``;
 * ``hcproxy.py``: a tiny ASGI proxy (one shared ``httpx.AsyncClient``, round robin)
@@ -96,9 +97,15 @@ AIOHTTP_PROXY = textwrap.dedent('''
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     app.router.add_route("*", "/{tail:.*}", handler)
+    tls = None
+    if os.environ.get("BENCH_CERTFILE"):
+        import ssl
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(os.environ["BENCH_CERTFILE"])
     uvloop.install()
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
-                keepalive_timeout=float(os.environ.get("BENCH_KEEPALIVE", "75")))
+                keepalive_timeout=float(os.environ.get("BENCH_KEEPALIVE", "75")),
+                ssl_context=tls)
 ''')
 
 VELITHON_APP = textwrap.dedent('''
@@ -381,7 +388,7 @@ NGINX_CONF = textwrap.dedent('''
             keepalive 32;
         }}
         server {{
-            listen 127.0.0.1:{port};
+            listen 127.0.0.1:{port}{listen_tls};{tls}
             location / {{
                 proxy_pass http://backends;
                 proxy_http_version 1.1;
@@ -407,12 +414,20 @@ def write_scripts(work: Path) -> None:
         (work / name).write_text(text)
 
 
-def write_nginx_conf(work: Path, port: int, backend_ports: Sequence[int]) -> Path:
-    """An nginx.conf proxying ``127.0.0.1:port`` round robin to the backends."""
+def write_nginx_conf(work: Path, port: int, backend_ports: Sequence[int],
+                     certfile: Path | None = None) -> Path:
+    """An nginx.conf proxying ``127.0.0.1:port`` round robin to the backends (over TLS
+    with ``certfile``, a key-and-certificate PEM file)."""
     (work / "nginx-temp").mkdir(exist_ok=True)
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, port=port, servers=servers))
+    tls = ""
+    if certfile is not None:
+        tls = (f"\n            ssl_certificate {certfile};\n"
+               f"            ssl_certificate_key {certfile};\n"
+               f"            ssl_protocols TLSv1.2 TLSv1.3;")
+    conf = work / ("nginx-tls.conf" if certfile else "nginx.conf")
+    conf.write_text(NGINX_CONF.format(work=work, port=port, servers=servers, tls=tls,
+                                      listen_tls=" ssl" if certfile else ""))
     return conf
 
 
@@ -445,10 +460,14 @@ class WrkResult(NamedTuple):
     errors: int
 
 
-def run_wrk(port: int, seconds: float, connections: int) -> WrkResult:
-    """``wrk -t1`` with keep-alive connections against ``/hello``."""
+def run_wrk(port: int, seconds: float, connections: int, *, scheme: str = "http",
+            headers: Sequence[str] = ()) -> WrkResult:
+    """``wrk -t1`` against ``/hello``: keep-alive connections unless ``headers`` say
+    ``Connection: close``."""
+    extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/hello"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *extra,
+         f"{scheme}://127.0.0.1:{port}/hello"],
         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
@@ -546,12 +565,13 @@ class Throughput(NamedTuple):
 
 
 def measure_throughput(child: Child, port: int, seconds: float, connections: int,
-                       warmup: float = 2.0) -> Throughput:
+                       warmup: float = 2.0, *, scheme: str = "http",
+                       headers: Sequence[str] = ()) -> Throughput:
     """A ``warmup`` wrk run (pools filled, code hot), then the measured one."""
-    run_wrk(port, warmup, connections)
+    run_wrk(port, warmup, connections, scheme=scheme, headers=headers)
     procs = child.tree()
     before = tree_cpu(procs)
-    result = run_wrk(port, seconds, connections)
+    result = run_wrk(port, seconds, connections, scheme=scheme, headers=headers)
     cpu = tree_cpu(procs) - before
     return Throughput(result.rps, cpu / max(result.total, 1) * 1e6, result.errors)
 

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import attrs
 
+from ._cli_tls import add_tls_arguments, tls_config
 from ._exceptions import ConfigError
 from ._http11.llhttp import PARSER_CHOICES
 from .server._config import ServerConfig
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", type=str.lower, choices=_LEVELS,
                      help="critical, error, warning, info or debug, any case "
                           "(default %(default)s)")
+    add_tls_arguments(run)
     _demo_options(commands.add_parser(
         "demo", help="run a gateway over three local backends (no configuration needed)",
         description="A gateway over three local backends (normal, slow, flapping) with "
@@ -259,13 +261,14 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         limit_concurrency=args.limit_concurrency,
         access_log=args.access_log,
         http=args.http,
+        tls=tls_config(args),
     )
 
 
-def _announce(addresses: list[tuple[str, int]]) -> None:
+def _announce(addresses: list[tuple[str, int]], scheme: str = "http") -> None:
     for host, port in addresses:
         shown = f"[{host}]" if ":" in host else host
-        print(f"velithon serving on http://{shown}:{port}", flush=True)
+        print(f"velithon serving on {scheme}://{shown}:{port}", flush=True)
 
 
 def _fail(message: str, code: int) -> int:
@@ -331,13 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = load_app(args.app, args.factory)
     except AppLoadError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    announce = functools.partial(_announce, scheme=config.scheme)
     try:
         if args.workers > 1:
             from .server._workers import run_workers
 
             loader = functools.partial(load_app, factory=args.factory)
-            return run_workers(loader, args.app, config, args.workers, on_started=_announce)
-        run_server(app, config, on_started=_announce)
+            return run_workers(loader, args.app, config, args.workers, on_started=announce)
+        run_server(app, config, on_started=announce)
     except ServerStartupError as exc:
         return _fail(str(exc), EXIT_STARTUP)
     return 0

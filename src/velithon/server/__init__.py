@@ -14,6 +14,9 @@ Two entry points:
 
 Options are the fields of :class:`ServerConfig`. :func:`configure_logging` sets up
 logging as ``velithon run`` does (stamped lines; the access log with ``access_log=True``).
+For https and wss, pass ``tls=TLSConfig(certfile=..., keyfile=...)``;
+:class:`TLSCertificates` is the loaded, reloadable certificate
+(``serve_tcp(..., certificates=...)``).
 """
 
 from __future__ import annotations
@@ -24,15 +27,19 @@ from .._exceptions import ResponseAborted as ResponseAborted
 from .._exports import fixup_module_metadata
 from .._types import ASGIApp
 from ._config import ServerConfig as ServerConfig
+from ._config import TLSConfig as TLSConfig
 from ._run import ServerStartupError as ServerStartupError
 from ._run import configure_logging as configure_logging
 from ._run import run_server
 from ._run import serve_tcp as serve_tcp
 from ._state import ClientDisconnected as ClientDisconnected
 from ._state import logger
+from ._tls import TLSCertificates as TLSCertificates
+from ._tls import TLSConfigError as TLSConfigError
 
 __all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStartupError",
-           "configure_logging", "serve", "serve_tcp"]
+           "TLSCertificates", "TLSConfig", "TLSConfigError", "configure_logging", "serve",
+           "serve_tcp"]
 
 
 
@@ -45,13 +52,14 @@ def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, **options: An
     Raises:
         TypeError: an unknown option.
         ValueError: an option value out of range.
-        ServerStartupError: lifespan startup failed or the address could not be bound.
+        ServerStartupError: lifespan startup failed, the address could not be bound, or
+            the TLS certificate or key cannot be used.
     """
     config = ServerConfig(host=host, port=port, **options)
 
     def announce(addresses: list[tuple[str, int]]) -> None:
         for bound_host, bound_port in addresses:
-            logger.info("velithon serving on http://%s:%d", bound_host, bound_port)
+            logger.info("velithon serving on %s://%s:%d", config.scheme, bound_host, bound_port)
 
     run_server(app, config, on_started=announce)
 

@@ -8,17 +8,23 @@ lines, 8 KiB URI.
 ``max_body_size`` defaults to 16 MiB: large enough for ordinary API uploads through a
 gateway, small enough that a client cannot make one request hold a worker for long.
 Pass ``None`` to remove the cap (bodies are streamed, so memory stays bounded either way).
+
+:class:`TLSConfig` holds the listening side's TLS settings (``ServerConfig.tls``); its
+field names are the keys of a ``[server.tls]`` table, its values what uvicorn's ``--ssl-*``
+options take.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import Any
 
 import attrs
 
 from .._http11.llhttp import resolve_parser
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "TLSConfig", "cert_reqs"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -36,6 +42,108 @@ def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None
 
 def _parser_choice(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     resolve_parser(value)  # raises ConfigError with the choices
+
+
+_CERT_REQS = {
+    "none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE, "0": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL, "cert_optional": ssl.CERT_OPTIONAL, "1": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED, "cert_required": ssl.CERT_REQUIRED, "2": ssl.CERT_REQUIRED,
+}
+
+
+def cert_reqs(value: object) -> ssl.VerifyMode:
+    """Whether clients must present a certificate, in any spelling uvicorn or ``ssl`` uses.
+
+    ``0``/``1``/``2`` (uvicorn's ``--ssl-cert-reqs``, the values of ``ssl.CERT_*``),
+    ``none``/``optional``/``required`` (any case, with or without ``cert_``), or an
+    ``ssl.VerifyMode``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    key = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if isinstance(value, bool) or key not in _CERT_REQS:
+        raise ValueError(f"tls.cert_reqs must be 0, 1, 2, none, optional or required, "
+                         f"got {value!r}")
+    return _CERT_REQS[key]
+
+
+def _path(value: str | os.PathLike[str]) -> str:
+    return os.fspath(value)
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else _path(value)
+
+
+def _tls_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"tls.{attribute.name} must be > 0, got {value!r}")
+
+
+def _tls_port(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError(f"tls.{attribute.name} must be in 0..65535, got {value!r}")
+
+
+def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"tls.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TLSConfig:
+    """How the server speaks TLS to its clients (https and wss).
+
+    The files are read when the server starts and again on :meth:`TLSCertificates.reload`
+    (SIGHUP under ``velithon run``); a problem with them stops the start-up with one line.
+
+    Attributes:
+        certfile: PEM file with the certificate, then any intermediates (and the private
+            key, when ``keyfile`` is not given).
+        keyfile: PEM file with the private key.
+        keyfile_password: the private key's password, if it is encrypted.
+        ca_certs: PEM file of the CAs whose client certificates are accepted; needed when
+            ``cert_reqs`` asks for client certificates (no system CA is trusted for that).
+        cert_reqs: ``none`` (default), ``optional`` (verified when sent) or ``required``;
+            0, 1 and 2 as uvicorn takes them are accepted too.
+        handshake_timeout: seconds a new connection has to finish its TLS handshake.
+        redirect_port: also listen for plain HTTP on this port and redirect every request
+            to the same host and path over https (301 for GET and HEAD, 308 otherwise).
+        hsts_max_age: add ``Strict-Transport-Security: max-age=N`` to https responses
+            (an app's own header is kept instead).
+        hsts_include_subdomains: add ``; includeSubDomains`` to that header.
+    """
+
+    certfile: str = attrs.field(converter=_path)
+    keyfile: str | None = attrs.field(default=None, converter=_optional_path)
+    keyfile_password: str | None = attrs.field(default=None, repr=False)
+    ca_certs: str | None = attrs.field(default=None, converter=_optional_path)
+    cert_reqs: ssl.VerifyMode = attrs.field(default=ssl.CERT_NONE, converter=cert_reqs)
+    handshake_timeout: float = attrs.field(default=10.0, validator=_tls_positive)
+    redirect_port: int | None = attrs.field(default=None, validator=_tls_port)
+    hsts_max_age: int | None = attrs.field(default=None, validator=_not_negative)
+    hsts_include_subdomains: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.cert_reqs != ssl.CERT_NONE and not self.ca_certs:
+            raise ValueError(
+                f"tls.cert_reqs {self.cert_reqs.name.removeprefix('CERT_').lower()} needs "
+                "tls.ca_certs: the CA certificates that sign the clients' certificates")
+        if self.hsts_include_subdomains and self.hsts_max_age is None:
+            raise ValueError("tls.hsts_include_subdomains needs tls.hsts_max_age")
+
+    @property
+    def hsts_header(self) -> tuple[bytes, bytes] | None:
+        """The ``Strict-Transport-Security`` field https responses get, if any."""
+        if self.hsts_max_age is None:
+            return None
+        value = b"max-age=%d" % self.hsts_max_age
+        if self.hsts_include_subdomains:
+            value += b"; includeSubDomains"
+        return (b"strict-transport-security", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +181,14 @@ class ServerConfig:
     #: One ``velithon.access`` line per HTTP request (logfmt; see docs/server.md, "Logs").
     access_log: bool = False
     ws_max_message_size: int = attrs.field(default=16 * MIB, validator=_positive)
+    #: Serve https and wss with these settings; ``None``: plain http and ws.
+    tls: TLSConfig | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(TLSConfig)))
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server speaks TLS, else ``http``."""
+        return "http" if self.tls is None else "https"
 
     def replace(self, **changes: Any) -> ServerConfig:
         """Return a copy with some fields changed (validators run again)."""

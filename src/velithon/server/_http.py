@@ -29,7 +29,7 @@ import http
 import math
 import socket
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -52,7 +52,7 @@ from ._state import (
 )
 from ._ws import WebSocketSession
 
-__all__ = ["InvalidResponse", "ServerConnection", "connection_class"]
+__all__ = ["ConnectionIO", "InvalidResponse", "ServerConnection", "connection_class", "linger"]
 
 READ_SIZE = 65536
 CHUNKED_READ_SIZE = 16384
@@ -74,13 +74,30 @@ class InvalidResponse(Exception):
     """The app's response cannot be sent as it is (bad field, body longer than its length)."""
 
 
-def connection_class(parser: HttpParser) -> type[ServerConnection]:
-    """The connection type that speaks HTTP/1.1 with ``parser``."""
+class ConnectionIO(Protocol):
+    """Where a connection reads and writes: a :class:`~velithon._sockio.FastSocket` on plain
+    TCP, the ``SSLStream`` on TLS (see :mod:`._tls_connection`)."""
+
+    async def receive_some(self, max_bytes: int) -> bytes: ...
+
+    async def receive_when_ready(self, max_bytes: int) -> bytes: ...
+
+    async def send_all(self, data: bytes) -> None: ...
+
+
+def connection_class(parser: HttpParser, *, tls: bool = False) -> type[ServerConnection]:
+    """The connection type that speaks HTTP/1.1 with ``parser`` (over TLS with ``tls``)."""
+    base: type[ServerConnection]
     if parser == "httptools":
         from ._http_llhttp import LlhttpConnection
-        return LlhttpConnection
-    from ._http_h11 import H11Connection
-    return H11Connection
+        base = LlhttpConnection
+    else:
+        from ._http_h11 import H11Connection
+        base = H11Connection
+    if tls:
+        from ._tls_connection import with_tls
+        return with_tls(base)
+    return base
 
 
 class ServerConnection:
@@ -92,9 +109,13 @@ class ServerConnection:
     (:meth:`handshake_has_body`, :meth:`switch_protocols`).
     """
 
+    #: The ASGI scheme of http and websocket scopes (TLS connections say https, wss).
+    scheme = "http"
+    ws_scheme = "ws"
+
     def __init__(self, stream: trio.SocketStream, state: ServerState) -> None:
         self.stream = stream
-        self.io = FastSocket(stream)  # the hot path's reads and writes
+        self.io: ConnectionIO = FastSocket(stream)  # the hot path's reads and writes
         self.state = state
         self.config = state.config
         self.client = _address(stream, peer=True)
@@ -290,7 +311,7 @@ class ServerConnection:
             "http_version": head.http_version,
             "server": self.server,
             "client": self.client,
-            "scheme": "http",
+            "scheme": self.scheme,
             "method": head.method,
             "root_path": self.config.root_path,
             "path": head.path,
@@ -372,7 +393,7 @@ class ServerConnection:
         if verdict == "reuse" and not self._draining:
             return True
         if verdict == "eof":
-            await self.stream.send_eof()
+            await self.send_eof()
             return False
         await self.close_lingering()
         return False
@@ -541,6 +562,10 @@ class ServerConnection:
         finally:
             self.deadline = math.inf
 
+    async def send_eof(self) -> None:
+        """The response was the last one: end our side of the connection."""
+        await self.stream.send_eof()
+
     async def send_error(self, status: int, message: str, extra: bytes = b"") -> None:
         """Answer with a JSON error and close gracefully (the caller then returns)."""
         logger.debug("%s → %d %s", self.client, status, message)
@@ -557,17 +582,7 @@ class ServerConnection:
         Closing with unread input makes the kernel send RST, which can destroy a response
         the client has not read yet (the classic "lingering close" problem).
         """
-        try:
-            await self.stream.send_eof()
-            budget = _LINGER_BYTES
-            with trio.move_on_after(_LINGER_TIME):
-                while budget > 0:
-                    data = await self.stream.receive_some(READ_SIZE)
-                    if not data:
-                        break
-                    budget -= len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        await linger(self.stream)
 
     def abort(self) -> None:
         """Reset the connection (RST) so a partial response is never taken as complete."""
@@ -577,6 +592,21 @@ class ServerConnection:
             )
         except OSError:
             pass
+
+
+async def linger(stream: trio.SocketStream) -> None:
+    """Half-close ``stream``, then read and discard what still comes, for a moment."""
+    try:
+        await stream.send_eof()
+        budget = _LINGER_BYTES
+        with trio.move_on_after(_LINGER_TIME):
+            while budget > 0:
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    break
+                budget -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
 
 
 def _address(stream: trio.SocketStream, *, peer: bool) -> tuple[str, int] | None:

@@ -16,6 +16,10 @@ Stop signals follow one policy (:func:`stop_request`), shared with the ``--worke
 supervisor: SIGTERM and a first SIGINT drain gracefully; SIGTERM again changes nothing,
 because service managers send it to a whole process group and a process may receive it
 more than once for one stop; a second SIGINT (an impatient Ctrl-C) or SIGQUIT stops at once.
+
+A TLS server (``ServerConfig.tls``) checks its certificate before anything else starts,
+reloads it on SIGHUP under :func:`run_server`, and may run a second, plain listener that
+redirects to https (:mod:`._redirect`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import trio
 
@@ -36,14 +40,18 @@ from .._types import ASGIApp
 from ._config import ServerConfig
 from ._http import connection_class
 from ._lifespan import Lifespan, LifespanFailure
+from ._redirect import HTTPSRedirect
 from ._state import ServerState, access_logger, logger
+from ._tls import TLSCertificates, TLSConfigError
 
 __all__ = [
+    "RELOAD_SIGNALS",
     "STOP_SIGNALS",
     "ServerStartupError",
     "bind_sockets",
     "LogFormatter",
     "configure_logging",
+    "load_certificates",
     "open_listeners",
     "run_server",
     "serve_tcp",
@@ -59,12 +67,29 @@ _MIN_TICK = 0.01
 _MAX_TICK = 0.5
 _SIGQUIT: int | None = getattr(signal, "SIGQUIT", None)  # absent on Windows
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGQUIT) if s is not None)
+#: Signals that reload the TLS certificate (and call ``run_server``'s ``on_reload``).
+RELOAD_SIGNALS = tuple(s for s in (getattr(signal, "SIGHUP", None),) if s is not None)
 # HTTP client libraries log every request at INFO: a gateway's health probes would flood the log.
 _CHATTY_LOGGERS = ("httpx", "httpcore")
 
 
 class ServerStartupError(Exception):
-    """The server could not start: lifespan startup failed or the address is unusable."""
+    """The server could not start: lifespan startup failed, the address is unusable, or
+    the TLS certificate or key cannot be used."""
+
+
+def load_certificates(config: ServerConfig) -> TLSCertificates | None:
+    """The TLS certificate ``config`` asks for, loaded and checked; ``None`` without TLS.
+
+    Raises:
+        ServerStartupError: a TLS file is missing, unreadable, mismatched or expired.
+    """
+    if config.tls is None:
+        return None
+    try:
+        return TLSCertificates(config.tls)
+    except TLSConfigError as exc:
+        raise ServerStartupError(str(exc)) from None
 
 
 async def open_listeners(config: ServerConfig) -> list[trio.SocketListener]:
@@ -145,7 +170,8 @@ class _Server:
         self.listeners = listeners
         limit = state.config.limit_concurrency
         self._slots = trio.Semaphore(limit) if limit is not None else None
-        self._connection_class = connection_class(resolve_parser(state.config.http))
+        self._connection_class = connection_class(
+            resolve_parser(state.config.http), tls=state.tls is not None)
 
     async def run(
         self, shutdown_trigger: trio.Event, *, task_status: trio.TaskStatus[list[tuple[str, int]]]
@@ -162,10 +188,11 @@ class _Server:
     async def _watchdog(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Enforce every connection's current deadline (see ``_server_http``)."""
         config = self.state.config
-        shortest = min(
-            config.header_timeout, config.keepalive_timeout, config.body_timeout,
-            config.send_timeout,
-        )
+        timeouts = [config.header_timeout, config.keepalive_timeout, config.body_timeout,
+                    config.send_timeout]
+        if self.state.tls is not None:
+            timeouts.append(self.state.tls.config.handshake_timeout)
+        shortest = min(timeouts)
         tick = max(_MIN_TICK, min(_MAX_TICK, shortest / 10))
         task_status.started()
         while True:
@@ -256,6 +283,8 @@ async def serve_tcp(
     *,
     shutdown_trigger: trio.Event | None = None,
     sockets: Sequence[socket.socket] | None = None,
+    redirect_sockets: Sequence[socket.socket] | None = None,
+    certificates: TLSCertificates | None = None,
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` is set, then shut down gracefully.
@@ -266,28 +295,44 @@ async def serve_tcp(
 
     ``sockets``, when given, are already listening (a supervisor bound them once for all
     its worker processes); they are served instead of binding ``config.host:config.port``,
-    and this function owns them: it closes them when it returns.
+    and this function owns them: it closes them when it returns. ``redirect_sockets`` are
+    the same for the HTTPS redirect listener (``TLSConfig.redirect_port``).
+
+    TLS: ``certificates`` is what the server presents (keep it to call its ``reload()``);
+    without it, the server loads ``config.tls`` itself, before the lifespan starts.
 
     Raises:
-        ServerStartupError: lifespan startup failed or the address could not be bound.
+        ServerStartupError: the TLS files cannot be used, lifespan startup failed or the
+            address could not be bound.
     """
     config = config if config is not None else ServerConfig()
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     failure: str | None = None
+    owned = [*(sockets or ()), *(redirect_sockets or ())]
     try:
+        if certificates is None:
+            certificates = load_certificates(config)
         # the app's tasks (lifespan, services, upstream pools) use the server's parser
         with using_parser(resolve_parser(config.http)):
-            failure = await _serve(app, config, trigger, sockets, task_status)
+            failure = await _serve(app, config, trigger, _Sockets(sockets, redirect_sockets),
+                                   certificates, task_status)
     finally:
-        for sock in sockets or ():
+        for sock in owned:
             sock.close()  # no-op once a listener closed it
     if failure is not None:
         # raised outside the nursery so callers get it unwrapped (no ExceptionGroup)
         raise ServerStartupError(failure)
 
 
-async def _serve(app: ASGIApp, config: ServerConfig, trigger: trio.Event,
-                 sockets: Sequence[socket.socket] | None,
+class _Sockets(NamedTuple):
+    """Already-listening sockets to serve, if a supervisor bound them."""
+
+    main: Sequence[socket.socket] | None
+    redirect: Sequence[socket.socket] | None
+
+
+async def _serve(app: ASGIApp, config: ServerConfig, trigger: trio.Event, sockets: _Sockets,
+                 certificates: TLSCertificates | None,
                  task_status: trio.TaskStatus[list[tuple[str, int]]]) -> str | None:
     """Run the lifespan and the server; return why startup failed, if it did."""
     failure: str | None = None
@@ -300,18 +345,47 @@ async def _serve(app: ASGIApp, config: ServerConfig, trigger: trio.Event,
             failure = f"lifespan startup failed: {exc}"
         else:
             try:
-                if sockets is None:
-                    listeners = await open_listeners(config)
-                else:
-                    listeners = _wrap(sockets)
+                listeners, redirects = await _open_all(config, sockets, certificates)
             except ServerStartupError as exc:
                 failure = str(exc)
             else:
-                state = ServerState(app, config, lifespan.state)
-                await _Server(state, listeners).run(trigger, task_status=task_status)
+                state = ServerState(app, config, lifespan.state, tls=certificates)
+                await _run_servers(state, listeners, redirects, trigger, task_status)
             await lifespan.shutdown()  # only after every connection has drained
         nursery.cancel_scope.cancel()  # the app's lifespan call, if it did not return
     return failure
+
+
+async def _open_all(config: ServerConfig, sockets: _Sockets,
+                    certificates: TLSCertificates | None
+                    ) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
+    """The server's listeners and, when TLS asks for one, the redirect listener's."""
+    listeners = await open_listeners(config) if sockets.main is None else _wrap(sockets.main)
+    port = certificates.config.redirect_port if certificates is not None else None
+    if port is None:
+        return listeners, []
+    try:
+        if sockets.redirect is not None:
+            return listeners, _wrap(sockets.redirect)
+        return listeners, await open_listeners(config.replace(port=port, tls=None))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+
+
+async def _run_servers(state: ServerState, listeners: list[trio.SocketListener],
+                       redirects: list[trio.SocketListener], trigger: trio.Event,
+                       task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+    """The server, and beside it the HTTPS redirect server when there is one."""
+    async with trio.open_nursery() as nursery:
+        if redirects:
+            https_port = listeners[0].socket.getsockname()[1]
+            redirect = ServerState(HTTPSRedirect(https_port), state.config.replace(tls=None), {})
+            bound = await nursery.start(_Server(redirect, redirects).run, trigger)
+            for host, port in bound:
+                logger.info("redirecting http://%s:%d to https port %d", host, port, https_port)
+        await _Server(state, listeners).run(trigger, task_status=task_status)
 
 
 def stop_request(signum: int, stopping: bool) -> Literal["drain", "now"] | None:
@@ -373,17 +447,36 @@ def run_server(
     *,
     on_started: Callable[[list[tuple[str, int]]], None] | None = None,
     sockets: Sequence[socket.socket] | None = None,
+    redirect_sockets: Sequence[socket.socket] | None = None,
     signals: tuple[int, ...] = STOP_SIGNALS,
+    reload_signals: tuple[int, ...] = RELOAD_SIGNALS,
+    on_reload: Callable[[], object] | None = None,
+    certificates: TLSCertificates | None = None,
 ) -> None:
     """Run a server in this thread until one of ``signals`` stops it (see :func:`stop_request`).
 
-    ``sockets`` are already-listening sockets to serve, as in :func:`serve_tcp`.
+    ``sockets`` and ``redirect_sockets`` are already-listening sockets to serve, as in
+    :func:`serve_tcp`.
+
+    ``reload_signals`` (SIGHUP) reload the TLS certificate, then call ``on_reload`` (in
+    the trio thread; a second reload handler, such as a configuration reload, goes
+    there). They are only caught when there is something to reload: a server without
+    TLS and without ``on_reload`` leaves SIGHUP alone. A handler the app opens for the same
+    signal later (trio delivers a signal to the receiver opened last) takes it over: such
+    an app reloads the certificate itself, through the ``certificates`` it was given
+    (pass them here too; without them the server loads ``config.tls``).
 
     Raises:
         ServerStartupError: see :func:`serve_tcp`.
     """
+    if certificates is None:
+        certificates = load_certificates(config)  # a bad certificate stops us before anything
+    if certificates is None and on_reload is None:
+        reload_signals = ()
+    reload = _Reload(certificates, reload_signals, on_reload)
     try:
-        trio.run(_run_until_signal, app, config, on_started, sockets, signals)
+        trio.run(_run_until_signal, app, config, on_started,
+                 _Sockets(sockets, redirect_sockets), signals, reload)
     except BaseExceptionGroup as group:
         startup, rest = group.split(ServerStartupError)
         if startup is not None and rest is None:
@@ -391,21 +484,43 @@ def run_server(
         raise
 
 
+class _Reload(NamedTuple):
+    """What a reload signal does: reload the certificate, then call ``on_reload``."""
+
+    certificates: TLSCertificates | None
+    signals: tuple[int, ...]
+    on_reload: Callable[[], object] | None
+
+    def __call__(self, name: str) -> None:
+        logger.info("%s received: reloading", name)
+        if self.certificates is not None:
+            self.certificates.reload()
+        if self.on_reload is not None:
+            try:
+                self.on_reload()
+            except Exception:  # a failed reload must not stop a serving server
+                logger.exception("reload failed; still serving")
+
+
 async def _run_until_signal(
     app: ASGIApp,
     config: ServerConfig,
     on_started: Callable[[list[tuple[str, int]]], None] | None,
-    sockets: Sequence[socket.socket] | None,
+    sockets: _Sockets,
     signals: tuple[int, ...],
+    reload: _Reload,
 ) -> None:
     trigger = trio.Event()
-    with trio.open_signal_receiver(*signals) as received:
+    with trio.open_signal_receiver(*signals, *reload.signals) as received:
         async with trio.open_nursery() as nursery:
 
             async def watch(*, task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 async for signum in received:
                     name = signal.Signals(signum).name
+                    if signum in reload.signals:
+                        reload(name)
+                        continue
                     action = stop_request(signum, trigger.is_set())
                     if action == "now":
                         logger.warning("%s received: stopping now", name)
@@ -418,7 +533,8 @@ async def _run_until_signal(
 
             async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
                 await serve_tcp(
-                    app, config, shutdown_trigger=trigger, sockets=sockets,
+                    app, config, shutdown_trigger=trigger, sockets=sockets.main,
+                    redirect_sockets=sockets.redirect, certificates=reload.certificates,
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()  # drained and shut down: stop watching signals

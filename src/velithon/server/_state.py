@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from .._exceptions import ClientDisconnected
 from .._types import ASGIApp
 from ._config import ServerConfig
+
+if TYPE_CHECKING:
+    from ._tls import TLSCertificates
 
 __all__ = ["ClientDisconnected", "Drainable", "ServerState"]
 
@@ -42,10 +45,12 @@ class Drainable(Protocol):
 class ServerState:
     """Per-server shared context, owned by the server task."""
 
-    def __init__(self, app: ASGIApp, config: ServerConfig, lifespan_state: dict[str, Any]) -> None:
+    def __init__(self, app: ASGIApp, config: ServerConfig, lifespan_state: dict[str, Any],
+                 tls: TLSCertificates | None = None) -> None:
         self.app = app
         self.config = config
         self.lifespan_state = lifespan_state
+        self.tls = tls  # the certificate new connections get, on a TLS server
         self.draining = False
         self.connections: set[Drainable] = set()
         self._drained: trio.Event | None = None

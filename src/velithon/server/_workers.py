@@ -23,7 +23,10 @@ Ctrl-C into two.
 SIGHUP asks for a configuration reload: the supervisor forwards it to every worker (an
 app that reloads, such as ``velithon gateway``'s, listens for it; other apps ignore it),
 and repeats it to a worker that was still starting when it arrived. The supervisor itself
-never dies of it.
+never dies of it. With TLS, a worker's server reloads its certificate on it.
+
+The supervisor loads the TLS certificate once before starting any worker (each worker then
+loads its own), so a bad one stops the start-up with one line, as in a single process.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from ._run import (
     ServerStartupError,
     bind_sockets,
     configure_logging,
+    load_certificates,
     run_server,
     stop_request,
 )
@@ -72,6 +76,7 @@ def _worker_main(
     app_path: str,
     config: ServerConfig,
     sockets: list[socket.socket],
+    redirect_sockets: list[socket.socket] | None,
     ready: Connection,
     log_level: int,
 ) -> None:
@@ -90,7 +95,8 @@ def _worker_main(
     configure_logging(log_level, access_log=config.access_log)
     try:
         app = loader(app_path)
-        run_server(app, config, on_started=ready.send, sockets=sockets, signals=_WORKER_SIGNALS)
+        run_server(app, config, on_started=ready.send, sockets=sockets,
+                   redirect_sockets=redirect_sockets, signals=_WORKER_SIGNALS)
     except ServerStartupError as exc:
         logger.error("worker startup failed: %s", exc)
         raise SystemExit(STARTUP_FAILED) from None
@@ -105,6 +111,7 @@ class _Supervisor:
         app_path: str,
         config: ServerConfig,
         sockets: list[socket.socket],
+        redirect_sockets: list[socket.socket] | None,
         workers: int,
         on_started: Callable[[list[tuple[str, int]]], None] | None,
     ) -> None:
@@ -112,6 +119,7 @@ class _Supervisor:
         self.app_path = app_path
         self.config = config
         self.sockets = sockets
+        self.redirect_sockets = redirect_sockets
         self.on_started = on_started
         self.not_ready = workers
         self.ctx = multiprocessing.get_context("spawn")
@@ -125,14 +133,14 @@ class _Supervisor:
         self.reloads = 0  # SIGHUPs forwarded so far
 
     def spawn(self) -> tuple[Any, Connection]:
-        """Start a worker; it inherits the stop signals blocked (the mask survives exec)."""
+        """Start a worker; it inherits its signals blocked (the mask survives exec)."""
         resource_tracker.ensure_running()  # its own start changes the mask: do it first
         recv, send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_worker_main,
             args=(
-                self.loader, self.app_path, self.config, self.sockets, send,
-                logging.getLogger().level,
+                self.loader, self.app_path, self.config, self.sockets, self.redirect_sockets,
+                send, logging.getLogger().level,
             ),
             daemon=False,
         )
@@ -254,17 +262,24 @@ def run_workers(
     or a worker did not exit cleanly while stopping.
 
     Raises:
-        ServerStartupError: the address cannot be bound (for example, it is in use).
+        ServerStartupError: the address cannot be bound (for example, it is in use), or
+            the TLS certificate or key cannot be used.
     """
+    load_certificates(config)  # each worker loads its own; a bad one stops us here
     sockets = bind_sockets(config)
+    redirect_port = config.tls.redirect_port if config.tls is not None else None
+    redirect_sockets: list[socket.socket] | None = None
     try:
+        if redirect_port is not None:
+            redirect_sockets = bind_sockets(config.replace(port=redirect_port, tls=None))
         port = sockets[0].getsockname()[1]
         supervisor = _Supervisor(
-            loader, app_path, config.replace(port=port), sockets, workers, on_started
+            loader, app_path, config.replace(port=port), sockets, redirect_sockets, workers,
+            on_started,
         )
         return trio.run(_supervise, supervisor, workers)
     finally:
-        for sock in sockets:
+        for sock in [*sockets, *(redirect_sockets or ())]:
             sock.close()
 
 

@@ -91,7 +91,7 @@ class WebSocketSession:
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
-            "scheme": "ws",
+            "scheme": http.ws_scheme,
             "server": http.server,
             "client": http.client,
             "root_path": http.config.root_path,
