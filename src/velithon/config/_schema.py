@@ -31,6 +31,7 @@ from ._sections import (
     ProxySection,
     RouteSection,
     ServerSection,
+    TLSSection,
 )
 
 __all__ = ["FIELD_DOCS", "LOG_LEVELS", "config_schema", "field_doc", "schema_text"]
@@ -62,6 +63,17 @@ FIELD_DOCS: dict[str, str] = {
     "limit_concurrency": "Most open connections; at the limit the server stops accepting.",
     "http": "HTTP/1.1 parser: auto, httptools or h11.",
     "ws_max_message_size": "Largest WebSocket message in bytes.",
+    "tls": "Serve https and wss: [server.tls] (default: plain HTTP).",
+    "certfile": "PEM file: the certificate, then its intermediates (and the key, when "
+                "keyfile is not given).",
+    "keyfile": "PEM file with the private key.",
+    "keyfile_password": "Password of an encrypted private key.",
+    "ca_certs": "PEM file of the CAs whose client certificates are accepted.",
+    "cert_reqs": "Client certificates: none, optional or required (0, 1, 2).",
+    "handshake_timeout": "Seconds a new connection has to finish its TLS handshake.",
+    "redirect_port": "Also listen for plain HTTP on this port and redirect to https.",
+    "hsts_max_age": "Strict-Transport-Security max-age on https responses, in seconds.",
+    "hsts_include_subdomains": "Add includeSubDomains to the Strict-Transport-Security header.",
     # [admin]
     "enabled": "Serve the admin surface.",
     "path": "The path template the route matches, e.g. /api/{path:path}.",
@@ -151,10 +163,12 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "none_healthy": NONE_HEALTHY_POLICIES,
     "level": LOG_LEVELS,
     "http": PARSER_CHOICES,
+    "cert_reqs": ("none", "optional", "required"),
 }
 
 _TITLES = {
     ServerSection: "[server]",
+    TLSSection: "[server.tls]",
     AdminSection: "[admin]",
     LoggingSection: "[logging]",
     RouteSection: "[[routes]]",

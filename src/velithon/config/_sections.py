@@ -25,7 +25,7 @@ import attrs
 from .._facades.middleware import ProxyMiddleware
 from .._facades.route import GatewayRoute
 from .._lb.outlier import OutlierConfig
-from ..server import ServerConfig
+from ..server import ServerConfig, TLSConfig
 
 __all__ = [
     "NOT_IN_FILES",
@@ -35,6 +35,7 @@ __all__ = [
     "ProxySection",
     "RouteSection",
     "ServerSection",
+    "TLSSection",
 ]
 
 #: facade keywords that take Python objects, so a file cannot set them
@@ -45,6 +46,21 @@ NOT_IN_FILES = {
 
 _SERVER = ServerConfig()
 _STATUSES = (502, 503, 504)
+
+
+@attrs.frozen(kw_only=True)
+class TLSSection:
+    """``[server.tls]``: serve https and wss (``velithon run``'s ``--ssl-*`` options)."""
+
+    certfile: str
+    keyfile: str | None = None
+    keyfile_password: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    handshake_timeout: float = 10.0
+    redirect_port: int | None = None
+    hsts_max_age: int | None = None
+    hsts_include_subdomains: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +88,7 @@ class ServerSection:
     limit_concurrency: int | None = _SERVER.limit_concurrency
     http: str = _SERVER.http
     ws_max_message_size: int = _SERVER.ws_max_message_size
+    tls: TLSSection | None = None
 
     def server_config(self, **overrides: object) -> ServerConfig:
         """The ``ServerConfig`` these settings describe (``overrides`` win).
@@ -79,8 +96,10 @@ class ServerSection:
         Raises:
             ValueError: a value out of range (ServerConfig's own checks).
         """
-        values: dict[str, object] = attrs.asdict(self)
+        values: dict[str, object] = attrs.asdict(self, recurse=False)
         del values["workers"]
+        if self.tls is not None:
+            values["tls"] = TLSConfig(**attrs.asdict(self.tls))
         values.update(overrides)
         return ServerConfig(**values)  # type: ignore[arg-type]
 
