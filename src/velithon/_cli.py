@@ -296,7 +296,10 @@ def _status(args: argparse.Namespace) -> int:
         doc = fetch_status(url, timeout=args.timeout)
     except StatusFetchError as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
-    print(json.dumps(doc, indent=2) if args.json else render_table(doc), flush=True)
+    try:
+        print(json.dumps(doc, indent=2) if args.json else render_table(doc), flush=True)
+    except BrokenPipeError:  # piped into `head` and the like: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

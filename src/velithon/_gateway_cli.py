@@ -134,6 +134,7 @@ def main_gateway(args: argparse.Namespace) -> int:
     logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
     if _SIGHUP is not None:  # until the gateway listens for it, SIGHUP must not kill us
         signal.signal(_SIGHUP, signal.SIG_IGN)
+    announce = functools.partial(_announce, scheme=server_config.scheme)
     try:
         if workers > 1:
             from .server._workers import run_workers
@@ -141,9 +142,9 @@ def main_gateway(args: argparse.Namespace) -> int:
             loader = functools.partial(load_gateway_app, watch=args.watch,
                                        log_level_fixed=fixed)
             return run_workers(loader, args.config, server_config, workers,
-                               on_started=_announce)
+                               on_started=announce)
         app = _build(config, args.config, watch=args.watch, log_level_fixed=fixed).app
-        run_server(app, server_config, on_started=_announce)
+        run_server(app, server_config, on_started=announce)
     except ServerStartupError as exc:
         return _fail_lines([str(exc)], EXIT_STARTUP)
     except ConfigError as exc:  # what the admin surface refuses (the loader checks it too)

@@ -89,5 +89,20 @@ def test_every_toml_example_in_the_doc_loads(example: str) -> None:
         assert shown is not None
         assert [f"velithon: error: gw.toml: {issue}" for issue in caught.value.issues] == \
             shown.group(1).splitlines()
-    else:
+    elif "[[routes]]" in example or "[[proxies]]" in example:
         load_config(example)
+    else:  # a fragment (one section): it loads as part of a file that serves something
+        load_config(example + '\n[[routes]]\npath = "/"\ntargets = ["http://127.0.0.1:9001"]\n')
+
+
+def test_a_file_that_serves_nothing_is_refused() -> None:
+    """An editor that truncates the file mid-save must not make a reload drop every route."""
+    for text in ("", "[server]\nport = 8000\n"):
+        with pytest.raises(ConfigFileError, match="nothing to serve"):
+            load_config(text)
+
+
+def test_a_syntax_error_at_the_end_of_the_file_says_where() -> None:
+    with pytest.raises(ConfigFileError) as caught:
+        load_config('[[routes]]\npath = "/"\ntargets = [\n')
+    assert str(caught.value.issues[0]).startswith("line 4, column 1 (end of file): invalid TOML")

@@ -254,10 +254,11 @@ async def test_the_admin_surface_is_mounted_once_when_enabled(
     def mount_admin(app: object, path: str = "/_velithon", *, token: str | None = None) -> None:
         calls.append((app, path, token))
 
-    config = load_config('[admin]\npath = "/_adm"\ntoken = "t0k"\n')
+    route = '[[routes]]\npath = "/"\ntargets = ["http://127.0.0.1:9001"]\n'
+    config = load_config('[admin]\npath = "/_adm"\ntoken = "t0k"\n' + route)
     gateway = build_gateway(config, mount_admin=mount_admin)
     assert calls == [(gateway.app, "/_adm", "t0k")]
-    build_gateway(load_config("[admin]\nenabled = false\n"), mount_admin=mount_admin)
+    build_gateway(load_config("[admin]\nenabled = false\n" + route), mount_admin=mount_admin)
     assert len(calls) == 1
     build_gateway(config)
     assert "[admin] is enabled but no admin surface was given" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from velithon.config import (
@@ -74,9 +75,9 @@ def test_a_full_file_loads_into_the_sections() -> None:
     assert config == load_config(FULL)  # two loads of one file compare equal
 
 
-def test_an_empty_file_is_the_defaults() -> None:
-    config = load_config("")
-    assert config == GatewayConfig()
+def test_unset_sections_are_the_defaults() -> None:
+    config = load_config('[[proxies]]\ntargets = ["http://127.0.0.1:9001"]\n')
+    assert attrs.evolve(config, proxies=()) == GatewayConfig()
     assert config.server.server_config() == ServerConfig()
     assert config.admin.enabled and config.admin.path == "/_velithon"
     assert config.admin.token is None

@@ -102,8 +102,9 @@ class AdminSite:
     async def _action(self, action: str, method: str, scope: Scope,
                       receive: Receive) -> Response:
         if self._bearer is None:
-            return error_response(404, "admin actions are off: mount_admin(..., token=...) "
-                                       "turns them on")
+            return error_response(404, "admin actions are off: a token turns them on "
+                                       "([admin] token in a config file, or "
+                                       "mount_admin(..., token=...))")
         if method != "POST":
             return error_response(405, headers={"allow": "POST"})
         if not self._authorized(scope):

@@ -156,11 +156,18 @@ def _structure(value: object, cls: type[_T], place: str, issues: list[ConfigIssu
         return None
 
 
-def _toml_issue(exc: tomllib.TOMLDecodeError) -> ConfigIssue:
+def _toml_issue(exc: tomllib.TOMLDecodeError, source_text: str) -> ConfigIssue:
     text = str(exc)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
     if match is None:
-        return ConfigIssue("", f"invalid TOML: {text}")
+        end = re.search(r"\s*\(at end of document\)$", text)
+        if end is None:
+            return ConfigIssue("", f"invalid TOML: {text}")
+        # the error is where the file ends: say which line and column that is
+        lines = source_text.split("\n")
+        reason = text[: end.start()]
+        return ConfigIssue(f"line {len(lines)}, column {len(lines[-1]) + 1} (end of file)",
+                           f"invalid TOML: {reason[:1].lower()}{reason[1:]}")
     reason = text[: match.start()]
     return ConfigIssue(f"line {match.group(1)}, column {match.group(2)}",
                        f"invalid TOML: {reason[:1].lower()}{reason[1:]}")
@@ -177,7 +184,7 @@ def load_config(text: str, *, source: str = "") -> GatewayConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError([_toml_issue(exc)], source=source) from None
+        raise ConfigFileError([_toml_issue(exc, text)], source=source) from None
     issues: list[ConfigIssue] = []
     for key in data:
         if key not in _TOP_KEYS:
@@ -189,6 +196,11 @@ def load_config(text: str, *, source: str = "") -> GatewayConfig:
     for key, cls in _ARRAYS.items():
         values[key] = _array(data.get(key, []), key, cls, issues)
     _check_sections(values, issues)
+    if not issues and not data.get("routes") and not data.get("proxies"):
+        # an empty file is most often one an editor truncated mid-save: applied as a
+        # reload, it would remove every route
+        issues.append(ConfigIssue("", "nothing to serve: add at least one [[routes]] or "
+                                      "[[proxies]] table"))
     if issues:
         issues = [_MOVED.get(str(issue), issue) for issue in issues]
         issues.sort(key=lambda issue: _file_order(data, issue.place))
