@@ -27,7 +27,7 @@ async def test_a_changed_file_is_reloaded_once_per_change(autojump_clock: object
             pytest.fail(f"unexpected reload at {await reloads.receive()}")
 
     async def one_reload() -> None:
-        with trio.fail_after(1.0):  # at the next poll
+        with trio.fail_after(2.0):  # the next poll sees it, the one after confirms it
             await reloads.receive()
         await trio.sleep(0.5)  # half-way between polls: no write races a poll
 
@@ -91,3 +91,26 @@ async def test_without_triggers_the_service_just_runs(autojump_clock: object) ->
     with trio.move_on_after(3600) as scope:
         await ReloadTriggers(None, reload, signal=False, poll_interval=1.0).run()
     assert scope.cancelled_caught
+
+
+async def test_a_file_written_in_two_steps_is_reloaded_once_whole(autojump_clock: object,
+                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("# one\n")
+    seen: list[str] = []
+
+    async def reload() -> None:
+        seen.append(path.read_text())
+
+    triggers = ReloadTriggers(str(path), reload, signal=False, poll_interval=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(triggers.run)
+        await trio.sleep(0.5)
+        with path.open("w") as file:  # in place, in two writes a poll apart
+            file.write("# two, first half\n")
+            file.flush()
+            await trio.sleep(1.0)
+            file.write("# two, second half\n")
+        await trio.sleep(4.0)
+        nursery.cancel_scope.cancel()
+    assert seen == ["# two, first half\n# two, second half\n"]

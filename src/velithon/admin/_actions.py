@@ -69,16 +69,24 @@ ACTIONS: dict[str, _Action] = {
 }
 
 
+#: Longest target URL an action accepts (every scrape and status page repeats it).
+MAX_TARGET_URL = 2048
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ActionError(400, f"the body must be a JSON object: {exc}") from None
+    except RecursionError:
+        raise ActionError(400, "the body must be a JSON object: nested too deeply") from None
     if not isinstance(body, dict):
         raise ActionError(400, "the body must be a JSON object")
     target = body.get("target")
     if not isinstance(target, str) or not target:
         raise ActionError(400, 'the body needs "target": the target URL')
+    if len(target) > MAX_TARGET_URL:
+        raise ActionError(400, f'"target" is longer than {MAX_TARGET_URL} characters')
     route = body.get("route")
     if route is not None and not isinstance(route, str):
         raise ActionError(400, '"route" must be a route name, as /status shows it')

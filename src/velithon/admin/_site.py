@@ -50,7 +50,7 @@ class AdminSite:
         self.dashboard_at_root = dashboard_at_root
         self.metrics = AppMetrics()
         self._page = dashboard_page(path)
-        self._bearer = None if token is None else f"Bearer {token}".encode()
+        self._bearer = None if token is None else token.encode()
 
     def __repr__(self) -> str:
         mutations = "on" if self.token is not None else "off"
@@ -121,7 +121,13 @@ class AdminSite:
     def _authorized(self, scope: Scope) -> bool:
         assert self._bearer is not None
         given = [v for k, v in scope["headers"] if k.lower() == b"authorization"]
-        return len(given) == 1 and hmac.compare_digest(given[0].strip(), self._bearer)
+        if len(given) != 1:
+            return False
+        scheme, _, credentials = given[0].strip().partition(b" ")
+        # the scheme is case-insensitive (RFC 9110 §11.1); the token is compared in
+        # constant time
+        return (scheme.lower() == b"bearer"
+                and hmac.compare_digest(credentials.strip(), self._bearer))
 
 
 class _BoundAdmin:
@@ -135,7 +141,11 @@ class _BoundAdmin:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            sub = self.site.owns(scope["path"])
+            # Matched on the path as sent: a percent-encoded spelling (/_velithon%2fstatus,
+            # /%5fvelithon/...) is not the admin surface, so a front proxy that guards the
+            # literal prefix cannot be walked around.
+            raw: bytes | None = scope.get("raw_path")
+            sub = self.site.owns(raw.decode("latin-1") if raw else scope["path"])
             if sub is not None:
                 await self.site.handle(sub, scope, receive, send)
                 return

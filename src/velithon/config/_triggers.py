@@ -84,10 +84,16 @@ class ReloadTriggers:
             while True:
                 await trio.sleep(self.poll_interval)
                 content = _read(path)
-                if content is not None and content != last:
-                    last = content
-                    LOGGER.debug("%s changed: reloading the configuration", path)
-                    self._ask(send)
+                if content is None or content == last:
+                    continue
+                # An editor or a script may write the file in several steps: reload only
+                # once the content stayed the same for one more poll.
+                await trio.sleep(self.poll_interval)
+                if _read(path) != content:
+                    continue
+                last = content
+                LOGGER.debug("%s changed: reloading the configuration", path)
+                self._ask(send)
 
 
 def _read(path: str) -> bytes | None:
