@@ -300,3 +300,27 @@ async def test_the_real_admin_surface_reports_a_reloaded_gateway() -> None:
             status = (await client.get("/_velithon/status")).text
             assert a.url in status and b.url in status
             assert collections.Counter(await served_by(client, "/api/x", 6)) == {"a": 2, "b": 4}
+
+
+@bounded(20)
+async def test_a_reload_racing_admin_changes_still_ends_with_the_files_targets() -> None:
+    """An admin action that adds or removes a target while a reload applies the same
+    change must not make the reload fail part-way."""
+    async with backends("a", "b", "c") as (a, b, c), \
+            running(weighted(a, b)) as (gateway, client):
+        route = gateway.routes["gateway_/api/{path:path}"]
+        add, drain = route.add_target, route.drain
+
+        async def add_raced(url: str, weight: int = 1) -> None:
+            await add(url, weight)  # an admin action got there first
+            await add(url, weight)  # the reload's own call: "already present"
+
+        async def drain_raced(url: str, draining: bool = True) -> None:
+            await route.remove_target(url)  # removed by an admin action meanwhile
+            await drain(url, draining)  # the reload's own call: "unknown target"
+
+        route.add_target = add_raced  # type: ignore[method-assign]
+        route.drain = drain_raced  # type: ignore[method-assign]
+        await gateway.apply(load_config(weighted(b, c, weights=(1, 3))))
+        assert sorted(route.targets) == sorted([b.url, c.url])
+        assert collections.Counter(await served_by(client, "/api/x", 8)) == {"c": 6, "b": 2}

@@ -24,7 +24,7 @@ Reloads are serialised: the next one starts after the previous one finished.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import math
 import os
@@ -178,15 +178,29 @@ class ConfigGateway:
                 facade = self._facade(action.kind, action.key)
                 wanted = target_weights(sections[action.kind, action.key])
                 running = facade.target_weights
+                # An admin action may change the targets while this awaits: a target
+                # it already added or removed is what the file wants anyway (ValueError:
+                # "already present" / "unknown target"), and the weights are set from
+                # the targets as they are at that moment.
                 for url, weight in wanted.items():
                     if url not in running:
-                        await facade.add_target(url, weight)
+                        with contextlib.suppress(ValueError):
+                            await facade.add_target(url, weight)
                 if any(running.get(url, w) != w for url, w in wanted.items()):
-                    weights = {**facade.target_weights, **wanted}
-                    await facade.set_weights([weights[url] for url in facade.targets])
+                    for last_try in (False, False, True):
+                        weights = {**facade.target_weights, **wanted}
+                        try:
+                            await facade.set_weights([weights[url] for url in facade.targets])
+                            break
+                        except ValueError:  # the target list changed under us: again
+                            if last_try:
+                                raise
                 for url in running:
                     if url not in wanted:
-                        await facade.drain(url)
+                        try:
+                            await facade.drain(url)
+                        except ValueError:
+                            continue  # removed meanwhile
                         removals.append((facade, url))
             elif isinstance(action, SetLogLevel) and not self._log_level_fixed:
                 logging.getLogger().setLevel(action.level.upper())
@@ -212,10 +226,13 @@ class ConfigGateway:
             if host is not None:
                 await host.stop(facade)
 
+        async def remove(facade: BalancedFacade, url: str) -> None:
+            with contextlib.suppress(ValueError):  # an admin action removed it first
+                await facade.remove_target(url, drain_timeout=grace)
+
         async with trio.open_nursery() as nursery:
             for facade, url in removals:
-                nursery.start_soon(functools.partial(facade.remove_target, url,
-                                                     drain_timeout=grace))
+                nursery.start_soon(remove, facade, url)
             for facade in retired:
                 nursery.start_soon(retire, facade)
 
