@@ -123,7 +123,8 @@ async def _run_mode(mode: str, data: bytes) -> tuple[list[bytes], list[bytes]]:
         app = Velithon()
         app.routes.append(GatewayRoute(
             "/{path:path}", [f"http://127.0.0.1:{backend_port}"], max_retries=0,
-            timeout_ms=3000, probe=_never_probed))
+            timeout_ms=3000, probe=_never_probed,
+            request_id_header=None))  # random IDs would differ between the two modes
         stop = trio.Event()
         config = ServerConfig(host="127.0.0.1", port=0, http=mode)
         [(_, port)] = await nursery.start(
