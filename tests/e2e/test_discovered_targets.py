@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from velithon import ProxyLoadBalancer, Velithon
 from velithon.admin import mount_admin
@@ -245,6 +246,19 @@ async def test_a_route_starts_before_dns_answers_and_serves_once_it_does() -> No
             await eventually(route.discovery_ready)
             assert await served_by(cl, "/api/x", 2) == ["a", "a"]
             assert (await cl.get("/_velithon/ready")).json() == {"ready": True, "reasons": []}
+
+            # the admin surface shows the source: set size, lookups, the failures before
+            [source] = (await cl.get("/_velithon/status")).json()["routes"][0]["discovery"]
+            assert source["source"] == f"dns+srv://{SERVICE}" and source["ready"]
+            assert source["size"] == 1 and source["failures"] >= 1
+            assert source["seconds_since_success"] is not None
+            families = {f.name: f for f in text_string_to_metric_families(
+                (await cl.get("/_velithon/metrics")).text)}
+            [size] = families["velithon_discovery_targets"].samples
+            assert size.labels["source"] == f"dns+srv://{SERVICE}" and size.value == 1
+            [ready_sample] = families["velithon_discovery_ready"].samples
+            assert ready_sample.value == 1
+            assert families["velithon_discovery_failures"].samples[0].value >= 1
 
 
 @bounded(20)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import attrs
 import trio
 
+from .discovery import DiscoveryStatus
 from .router import RouterState, RouterTargetView
 from .system import Balancer, BalancerState
 from .target import TargetStatus
@@ -51,15 +52,19 @@ class BalancerSnapshot:
     overflows: int  # picks refused by max_requests_per_target
     panic_picks: int
     panicking: bool
+    #: the dynamic target sources (DNS, files), in configuration order
+    discovery: tuple[DiscoveryStatus, ...] = ()
 
 
 def _snapshot(strategy: str, running: bool, router: RouterState,
-              targets: list[TargetSnapshot]) -> BalancerSnapshot:
+              targets: list[TargetSnapshot],
+              discovery: list[DiscoveryStatus]) -> BalancerSnapshot:
     return BalancerSnapshot(
         strategy=strategy, running=running, targets=tuple(targets), picks=router.picks,
         retries=router.retries, retries_denied=router.retries_denied,
         rejected=router.rejected, overflows=router.overflows,
         panic_picks=router.panic_picks, panicking=router.panicking,
+        discovery=tuple(discovery),
     )
 
 
@@ -67,7 +72,8 @@ async def take_snapshot(balancer: Balancer) -> BalancerSnapshot:
     """Ask a running system's actors (messages only; nothing is read behind their backs)."""
     views = await balancer.router_view()
     router = balancer.state.router
-    totals = _snapshot(balancer.config.strategy, True, router, [])
+    totals = _snapshot(balancer.config.strategy, True, router, [],
+                       balancer.discovery_statuses())
     targets = []
     for view in views:
         try:
@@ -87,4 +93,5 @@ def read_snapshot(state: BalancerState, now: float, *, running: bool = False
     for view in router.view(now):
         tstate = state.targets.get(view.url)
         targets.append(TargetSnapshot(view, tstate.status(now) if tstate is not None else None))
-    return _snapshot(state.config.strategy, running, router, targets)
+    return _snapshot(state.config.strategy, running, router, targets,
+                     state.discovery_statuses(now))

@@ -118,6 +118,14 @@ def status_document(pictures: Sequence[Picture]) -> dict[str, Any]:
             "panicking": snap.panicking,
             "targets": target_rows(snap),
         })
+        if snap.discovery:
+            entry["discovery"] = [{
+                "source": d.source, "kind": d.kind, "ready": d.ready, "size": d.size,
+                "lookups": d.lookups, "failures": d.failures,
+                "consecutive_failures": d.consecutive_failures,
+                "seconds_since_success": d.seconds_since_success,
+                "last_error": d.last_error, "next_lookup_in": d.next_lookup_in,
+            } for d in snap.discovery]
         (proxies if isinstance(facade, ProxyMiddleware) else routes).append(entry)
     return {"routes": routes, "proxies": proxies}
 

@@ -120,9 +120,32 @@ class GatewayCollector(Collector):
             "velithon_route_panicking", "1 while the route is in panic mode",
             labels=["route"])
 
+        source = ["route", "source"]
+        discovery: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "size": GaugeMetricFamily(
+                "velithon_discovery_targets", "Targets the source's last good answer named",
+                labels=source),
+            "ready": GaugeMetricFamily(
+                "velithon_discovery_ready", "1 once a lookup of the source has succeeded",
+                labels=source),
+            "lookups": CounterMetricFamily(
+                "velithon_discovery_lookups", "Lookups of the source", labels=source),
+            "failures": CounterMetricFamily(
+                "velithon_discovery_failures", "Failed or empty lookups of the source (the "
+                "last good set is kept)", labels=source),
+        }
+        since_success = GaugeMetricFamily(
+            "velithon_discovery_seconds_since_success", "Seconds since the source's last "
+            "successful lookup", labels=source)
+
         for picture in self._pictures:
             route = picture.balanced.name
             snap = picture.snapshot
+            for d in snap.discovery:
+                for name, family in discovery.items():
+                    family.add_metric([route, d.source], float(getattr(d, name)))
+                if d.seconds_since_success is not None:
+                    since_success.add_metric([route, d.source], d.seconds_since_success)
             for name, family in route_families.items():
                 family.add_metric([route], getattr(snap, name))
             panicking.add_metric([route], float(snap.panicking))
@@ -158,7 +181,8 @@ class GatewayCollector(Collector):
                     restarts.add_metric(labels, s.restarts)
         yield from (requests, duration, healthy, breaker, routable, in_flight, weight,
                     draining, ejected, ejections, failures, probes, latency, restarts,
-                    pool_idle, pool_open, *route_families.values(), panicking)
+                    pool_idle, pool_open, *route_families.values(), panicking,
+                    *discovery.values(), since_success)
 
 
 class AppMetrics:
