@@ -173,3 +173,16 @@ async def test_file_failures(tmp_path: Path) -> None:
     path.write_bytes(b" " * (MAX_FILE_SIZE + 1))
     with pytest.raises(DiscoveryError, match="over the 1048576-byte limit"):
         await lookup()
+
+
+async def test_a_broken_edit_stays_a_failure_on_every_poll(tmp_path: Path) -> None:
+    path = tmp_path / "targets.json"
+    write(path, [{"targets": ["10.0.0.1:80"]}])
+    lookup = FileSource(name="file://t", path=str(path)).open()
+    assert (await lookup()).targets == (("http://10.0.0.1", 1),)
+    broken = path.with_suffix(".tmp")
+    broken.write_text('[{"targets": ["10.0.0.2:80"')
+    os.replace(broken, path)
+    for _ in range(3):  # not "the last good answer" on the next poll
+        with pytest.raises(DiscoveryError, match="not valid JSON"):
+            await lookup()

@@ -97,11 +97,13 @@ class _FileLookup:
             content = await path.read_bytes()
         except OSError as exc:
             raise DiscoveryError(f"{self.source.path}: {exc.strerror or exc}") from None
-        self._stamp = stamp
         if self._result is not None and content == self._content:
+            self._stamp = stamp
             return self._result
+        # parsed before the stamp is kept: a broken file stays a failure on every poll
+        # until it changes, rather than passing for the last good one on the next
         result = Discovered(parse_file_sd(content, self.source.path, self.source.weight))
-        self._content, self._result = content, result
+        self._stamp, self._content, self._result = stamp, content, result
         return result
 
 
