@@ -186,3 +186,14 @@ async def test_a_broken_edit_stays_a_failure_on_every_poll(tmp_path: Path) -> No
     for _ in range(3):  # not "the last good answer" on the next poll
         with pytest.raises(DiscoveryError, match="not valid JSON"):
             await lookup()
+
+
+async def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    """A device never ends and a FIFO blocks the read: both are refused at once."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        lookup = FileSource(name="file://t", path=path).open()
+        with trio.fail_after(1):
+            with pytest.raises(DiscoveryError, match="not a regular file"):
+                await lookup()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from typing import Any
 
 import attrs
@@ -85,6 +86,10 @@ class _FileLookup:
             st = await path.stat()
         except OSError as exc:
             raise DiscoveryError(f"{self.source.path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            # a device (/dev/zero) or a FIFO has no size to check and may never end or
+            # block the read forever: only regular files are target lists
+            raise DiscoveryError(f"{self.source.path}: not a regular file")
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         self._polls += 1
         if (self._result is not None and stamp == self._stamp
