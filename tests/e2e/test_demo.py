@@ -161,13 +161,15 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
         with pytest.raises(httpx.ConnectError):
             httpx.get(alpha + "/health", timeout=5)
         names = answered_by(running, 12)  # every one answered, by the others
-        assert "alpha" not in names and set(names) == {"beta", "gamma"}
+        assert "alpha" not in names and set(names) <= {"beta", "gamma"}
         eventually(lambda: running.target("alpha")["ejected"], 10, "alpha ejected")
         assert running.control("alpha", "kill").status_code == 409  # already down
 
         assert running.control("alpha", "restart").json()["listening"] is True
         assert httpx.get(alpha + "/health", timeout=5).status_code == 200  # the same port
-        assert set(answered_by(running, 6)) == {"beta", "gamma"}  # still ejected for 30 s
+        # still ejected for 30 s (which of beta and gamma answers depends on how the
+        # --traffic requests interleave with these in the round robin)
+        assert set(answered_by(running, 6)) <= {"beta", "gamma"}
         code, _, err = running.stop()
     assert code == 0, err
     assert re.search(rf"event=retry_succeeded .*attempts=2 tries=\"{re.escape(alpha)} connect: ",
