@@ -172,8 +172,9 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
         assert set(answered_by(running, 6)) <= {"beta", "gamma"}
         code, _, err = running.stop()
     assert code == 0, err
-    assert re.search(rf"event=retry_succeeded .*attempts=2 tries=\"{re.escape(alpha)} connect: ",
-                     err)  # retried
+    # retried elsewhere (a loaded machine may need a third try: beta is slow)
+    assert re.search(rf"event=retry_succeeded .*attempts=[23] tries=\"{re.escape(alpha)} connect: ",
+                     err)
     assert f"event=target_ejected route=api target={alpha} seconds=30.000" in err
 
 
