@@ -1,9 +1,13 @@
-"""``velithon run``'s TLS options: uvicorn's ``--ssl-*`` names and meanings, plus the HTTPS
-redirect listener and HSTS.
+"""The TLS options of ``velithon run`` and ``velithon gateway``: uvicorn's ``--ssl-*`` names
+and meanings, plus the HTTPS redirect listener and HSTS.
 
-They build one :class:`~velithon.server.TLSConfig` (``ServerConfig.tls``); a mistake in
-them is a usage error naming the flag, while a problem with the files themselves (missing,
-mismatched, expired) is a start-up error reported when the server starts.
+They build one :class:`~velithon.server.TLSConfig` (``ServerConfig.tls``), or change the
+one a configuration file's ``[server.tls]`` describes: each option given replaces the
+setting of the same meaning, the others keep their value. Every option therefore defaults
+to "not given" (``None``); the defaults shown in ``--help`` are :class:`TLSConfig`'s. A
+mistake in them is a usage error naming the flag, while a problem with the files
+themselves (missing, mismatched, expired) is a start-up error reported when the server
+starts.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import argparse
 import re
 import ssl
 
+import attrs
+
 from .server._config import TLSConfig, cert_reqs
 
 __all__ = ["add_tls_arguments", "tls_config"]
 
-# TLSConfig field → the flag that sets it (for error messages, which name fields as tls.X).
+# TLSConfig field → the flag that sets it (its argparse dest is the flag in snake case);
+# error messages, which name fields as tls.X, are rewritten with it.
 _FLAGS = {
     "certfile": "--ssl-certfile",
     "keyfile": "--ssl-keyfile",
@@ -39,10 +46,11 @@ def _cert_reqs(text: str) -> ssl.VerifyMode:
             f"invalid value {text!r}: use 0/none, 1/optional or 2/required") from None
 
 
-def add_tls_arguments(run: argparse.ArgumentParser) -> None:
-    """Add the TLS options to the ``run`` sub-command."""
-    group = run.add_argument_group(
-        "TLS", "serve https and wss directly (uvicorn's --ssl-* options, same meanings)")
+def add_tls_arguments(command: argparse.ArgumentParser, *,
+                      description: str = "serve https and wss directly (uvicorn's --ssl-* "
+                                         "options, same meanings)") -> None:
+    """Add the TLS options to a sub-command (``run``, ``gateway``), as one help group."""
+    group = command.add_argument_group("TLS", description)
     group.add_argument("--ssl-certfile", metavar="PATH",
                        help="PEM certificate, then its intermediates; turns TLS on "
                             "(default: none, plain HTTP)")
@@ -53,45 +61,45 @@ def add_tls_arguments(run: argparse.ArgumentParser) -> None:
     group.add_argument("--ssl-ca-certs", metavar="PATH",
                        help="PEM CA certificates that sign accepted client certificates "
                             "(default: none)")
-    group.add_argument("--ssl-cert-reqs", type=_cert_reqs, default=_DEFAULTS.cert_reqs,
-                       metavar="REQS", help="client certificates: 0 or none, 1 or optional, "
-                       "2 or required (needs --ssl-ca-certs) (default 0)")
-    group.add_argument("--ssl-handshake-timeout", type=float,
-                       default=_DEFAULTS.handshake_timeout, metavar="SECONDS",
-                       help="time to finish the TLS handshake (default %(default)g s)")
+    group.add_argument("--ssl-cert-reqs", type=_cert_reqs, metavar="REQS",
+                       help="client certificates: 0 or none, 1 or optional, 2 or required "
+                            f"(needs --ssl-ca-certs) (default {int(_DEFAULTS.cert_reqs)})")
+    group.add_argument("--ssl-handshake-timeout", type=float, metavar="SECONDS",
+                       help="time to finish the TLS handshake "
+                            f"(default {_DEFAULTS.handshake_timeout:g} s)")
     group.add_argument("--https-redirect-port", type=int, metavar="PORT",
                        help="also listen for plain HTTP on PORT and redirect every request "
                             "to https (301 for GET/HEAD, 308 otherwise) (default: none)")
     group.add_argument("--hsts", type=int, metavar="SECONDS",
                        help="send Strict-Transport-Security: max-age=SECONDS on https "
                             "responses (default: none; one year is 31536000 s)")
-    group.add_argument("--hsts-include-subdomains", action="store_true",
+    group.add_argument("--hsts-include-subdomains", action="store_true", default=None,
                        help="add includeSubDomains to that header (default: off)")
 
 
-def tls_config(args: argparse.Namespace) -> TLSConfig | None:
-    """The :class:`TLSConfig` the options ask for; ``None`` without ``--ssl-certfile``.
+def tls_config(args: argparse.Namespace, base: TLSConfig | None = None, *,
+               certfile_hint: str = "--ssl-certfile") -> TLSConfig | None:
+    """The :class:`TLSConfig` the options ask for: ``base`` (a file's ``[server.tls]``)
+    with the options given replacing its settings, or built from the options alone.
+    ``None`` when there is neither ``base`` nor ``--ssl-certfile``.
+
+    ``certfile_hint`` names what turns TLS on, for the error when an option comes without
+    it (``gateway`` adds its ``[server.tls]`` table).
 
     Raises:
         ValueError: an inconsistent option, with the flags named as on the command line.
     """
-    fields = {
-        "keyfile": args.ssl_keyfile,
-        "keyfile_password": args.ssl_keyfile_password,
-        "ca_certs": args.ssl_ca_certs,
-        "cert_reqs": args.ssl_cert_reqs,
-        "handshake_timeout": args.ssl_handshake_timeout,
-        "redirect_port": args.https_redirect_port,
-        "hsts_max_age": args.hsts,
-        "hsts_include_subdomains": args.hsts_include_subdomains,
-    }
-    if args.ssl_certfile is None:
-        for name, value in fields.items():
-            if value != getattr(_DEFAULTS, name):
-                raise ValueError(f"{_FLAGS[name]} needs --ssl-certfile")
-        return None
+    values = {name: getattr(args, flag.removeprefix("--").replace("-", "_"))
+              for name, flag in _FLAGS.items()}
+    given = {name: value for name, value in values.items() if value is not None}
     try:
-        return TLSConfig(certfile=args.ssl_certfile, **fields)
+        if base is not None:
+            return attrs.evolve(base, **given)
+        if "certfile" not in given:
+            if given:
+                raise ValueError(f"{_FLAGS[next(iter(given))]} needs {certfile_hint}")
+            return None
+        return TLSConfig(**given)
     except ValueError as exc:
         raise ValueError(flag_names(str(exc))) from None
 

@@ -2,8 +2,14 @@
 
 A configuration error is found before anything starts: ``gateway`` loads and validates
 the whole file first, so a typo ends the command with one line per problem and exit
-code 2, and no socket is opened. Command-line options win over the file's ``[server]``
-and ``[logging]`` settings.
+code 2, and no socket is opened. Command-line options win over the file's ``[server]``,
+``[server.tls]`` and ``[logging]`` settings.
+
+SIGHUP is handled by the server alone (:func:`~velithon.server._run.run_server`, or each
+worker's with ``--workers``): it reloads the TLS certificate, then asks the gateway for a
+configuration reload (``on_reload``). The gateway itself never listens for the signal:
+trio gives a signal to one receiver only, so two listeners would split the work of one
+SIGHUP between them.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import signal
 import sys
 from typing import Any
 
+from ._cli_tls import add_tls_arguments, tls_config
 from ._exceptions import ConfigError
 from .admin import mount_admin
 from .config import (
     ConfigFileError,
+    ConfigGateway,
     GatewayConfig,
     build_gateway,
     load_config_file,
     schema_text,
 )
 from .server._run import ServerStartupError, configure_logging, run_server
+from .server._workers import ReloadableApp
 
 __all__ = ["add_commands", "load_gateway_app", "main_config", "main_gateway"]
 
@@ -38,8 +47,9 @@ def add_commands(commands: Any, levels: list[str]) -> None:
     gateway = commands.add_parser(
         "gateway", help="run a gateway described by a TOML configuration file",
         description="Run a gateway from a configuration file (see docs/config.md). "
-                    "SIGHUP re-reads the file and applies it without dropping requests; "
-                    "options given here win over the file.")
+                    "SIGHUP re-reads the file and applies it without dropping requests, "
+                    "and with TLS also reloads the certificate; options given here win "
+                    "over the file.")
     gateway.add_argument("-c", "--config", required=True, metavar="FILE",
                          help="the TOML configuration file")
     gateway.add_argument("--host", default=None,
@@ -58,6 +68,10 @@ def add_commands(commands: Any, levels: list[str]) -> None:
     gateway.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                          help="one log line per request (default: [logging] access_log, "
                               "else off)")
+    add_tls_arguments(gateway, description="serve https and wss (uvicorn's --ssl-* options, "
+                      "same meanings). Each option given wins over the [server.tls] key of "
+                      "the same meaning, and the file's other keys stay; the defaults below "
+                      "apply where neither sets a value")
     config = commands.add_parser("config", help="check a configuration file, or print its "
                                                 "JSON Schema")
     actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
@@ -91,8 +105,9 @@ def main_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_gateway_app(path: str, *, watch: bool, log_level_fixed: bool) -> Any:
-    """Build the app of the gateway described by ``path`` (each worker process calls this).
+def load_gateway_app(path: str, *, watch: bool, log_level_fixed: bool) -> ReloadableApp:
+    """Build the app of the gateway described by ``path`` (each worker process calls this),
+    with its configuration reload as the worker server's SIGHUP ``on_reload``.
 
     Raises:
         ServerStartupError: the file is no longer valid (it changed since it was checked).
@@ -101,12 +116,15 @@ def load_gateway_app(path: str, *, watch: bool, log_level_fixed: bool) -> Any:
         config = load_config_file(path)
     except ConfigFileError as exc:
         raise ServerStartupError(" | ".join(exc.lines())) from None
-    return _build(config, path, watch=watch, log_level_fixed=log_level_fixed).app
+    gateway = _build(config, path, watch=watch, log_level_fixed=log_level_fixed)
+    return ReloadableApp(gateway.app, gateway.request_reload)
 
 
-def _build(config: GatewayConfig, path: str, *, watch: bool, log_level_fixed: bool) -> Any:
+def _build(config: GatewayConfig, path: str, *, watch: bool,
+           log_level_fixed: bool) -> ConfigGateway:
+    # the server owns SIGHUP and passes it on (see the module docstring)
     return build_gateway(config, path=path, mount_admin=mount_admin, watch=watch,
-                         reload_on_signal=True, log_level_fixed=log_level_fixed)
+                         reload_on_signal=False, log_level_fixed=log_level_fixed)
 
 
 def main_gateway(args: argparse.Namespace) -> int:
@@ -127,6 +145,12 @@ def main_gateway(args: argparse.Namespace) -> int:
         server_config = config.server.server_config(**overrides)
     except ValueError as exc:
         return _fail_lines([str(exc).replace("ServerConfig.", "--")], EXIT_USAGE)
+    try:
+        tls = tls_config(args, server_config.tls,
+                         certfile_hint="--ssl-certfile or a [server.tls] table in the file")
+    except ValueError as exc:
+        return _fail_lines([str(exc)], EXIT_USAGE)
+    server_config = server_config.replace(tls=tls)
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:
         return _fail_lines(["--workers must be >= 1"], EXIT_USAGE)
@@ -143,8 +167,9 @@ def main_gateway(args: argparse.Namespace) -> int:
                                        log_level_fixed=fixed)
             return run_workers(loader, args.config, server_config, workers,
                                on_started=announce)
-        app = _build(config, args.config, watch=args.watch, log_level_fixed=fixed).app
-        run_server(app, server_config, on_started=announce)
+        gateway = _build(config, args.config, watch=args.watch, log_level_fixed=fixed)
+        run_server(gateway.app, server_config, on_started=announce,
+                   on_reload=gateway.request_reload)
     except ServerStartupError as exc:
         return _fail_lines([str(exc)], EXIT_STARTUP)
     except ConfigError as exc:  # what the admin surface refuses (the loader checks it too)

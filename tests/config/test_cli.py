@@ -3,31 +3,14 @@ real backends, SIGHUP and file changes while traffic flows."""
 
 from __future__ import annotations
 
-import collections
 import os
-import re
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-import trio
-
-from velithon.testing import Backend
 
 from support.gateway import backends
-
-LIMIT = 30.0  # seconds: an upper bound for any single wait
-
-
-def velithon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "velithon", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
-
+from support.gateway_cli import Launch, client, config_for, served_by, velithon
 
 GOOD = """
 [[routes]]
@@ -102,102 +85,11 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
 # ---- a running gateway process ------------------------------------------------------
 
 
-def config_for(*targets: Backend, extra: str = "") -> str:
-    urls = ", ".join(f'"{b.url}"' for b in targets)
-    return f"""
-[admin]
-enabled = false
-[server]
-graceful_timeout = 2
-[[routes]]
-path = "/api/{{path:path}}"
-targets = [{urls}]
-{extra}
-"""
-
-
-class Gateway:
-    """A ``velithon gateway`` process group whose output goes to files."""
-
-    def __init__(self, folder: Path, config: Path, args: tuple[str, ...]) -> None:
-        self.out_path, self.err_path = folder / "out.log", folder / "err.log"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "velithon", "gateway", "-c", str(config), "--port", "0",
-                 *args], stdout=out, stderr=err, start_new_session=True)
-
-    @property
-    def err(self) -> str:
-        return self.err_path.read_text()
-
-    async def wait_for(self, pattern: str, *, stream: str = "err", count: int = 1) -> str:
-        """Poll the output until ``pattern`` matched ``count`` times (bounded)."""
-        with trio.fail_after(LIMIT):
-            while True:
-                exited = self.proc.poll() is not None
-                text = (self.out_path if stream == "out" else self.err_path).read_text()
-                matches = re.findall(pattern, text)
-                if len(matches) >= count:
-                    return str(matches[count - 1])
-                if exited:
-                    pytest.fail(f"{pattern!r} not seen; exit {self.proc.poll()}\n{text}\n"
-                                f"{self.err}")
-                await trio.sleep(0.02)
-
-    async def url(self) -> str:
-        return await self.wait_for(r"velithon serving on (http://127\.0\.0\.1:\d+)\n",
-                                   stream="out")
-
-    async def stop(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        return await trio.to_thread.run_sync(self.proc.wait, LIMIT)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=LIMIT)
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[object]:
-    started: list[Gateway] = []
-
-    def launch(config: Path, *args: str) -> Gateway:
-        folder = tmp_path / f"gw{len(started)}"
-        folder.mkdir()
-        gateway = Gateway(folder, config, args)
-        started.append(gateway)
-        return gateway
-
-    yield launch
-    for gateway in started:
-        gateway.kill()
-
-
-@asynccontextmanager
-async def client(url: str) -> AsyncIterator[httpx.AsyncClient]:
-    # a fresh connection per request, so that with --workers every worker gets some
-    limits = httpx.Limits(max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as c:
-        yield c
-
-
-async def served_by(c: httpx.AsyncClient, n: int) -> collections.Counter[str]:
-    names: collections.Counter[str] = collections.Counter()
-    for _ in range(n):
-        response = await c.get("/api/x")
-        assert response.status_code == 200, response.text
-        names[response.json()["backend"]] += 1
-    return names
-
-
-async def test_a_gateway_serves_and_reloads_on_sighup(tmp_path: Path, start: object) -> None:
+async def test_a_gateway_serves_and_reloads_on_sighup(tmp_path: Path, start: Launch) -> None:
     async with backends("a", "b", "c") as (a, b, c):
         path = tmp_path / "gw.toml"
         path.write_text(config_for(a))
-        gateway = start(path)  # type: ignore[operator]
+        gateway = start(path)
         async with client(await gateway.url()) as cl:
             assert await served_by(cl, 3) == {"a": 3}
             path.write_text(config_for(b, c))
@@ -213,11 +105,11 @@ async def test_a_gateway_serves_and_reloads_on_sighup(tmp_path: Path, start: obj
     assert "Traceback" not in gateway.err
 
 
-async def test_every_worker_reloads_on_sighup(tmp_path: Path, start: object) -> None:
+async def test_every_worker_reloads_on_sighup(tmp_path: Path, start: Launch) -> None:
     async with backends("a", "b") as (a, b):
         path = tmp_path / "gw.toml"
         path.write_text(config_for(a))
-        gateway = start(path, "--workers", "2")  # type: ignore[operator]
+        gateway = start(path, "--workers", "2")
         async with client(await gateway.url()) as cl:
             assert await served_by(cl, 4) == {"a": 4}
             path.write_text(config_for(b))
@@ -228,11 +120,11 @@ async def test_every_worker_reloads_on_sighup(tmp_path: Path, start: object) -> 
     assert "Traceback" not in gateway.err
 
 
-async def test_watch_reloads_when_the_file_changes(tmp_path: Path, start: object) -> None:
+async def test_watch_reloads_when_the_file_changes(tmp_path: Path, start: Launch) -> None:
     async with backends("a", "b") as (a, b):
         path = tmp_path / "gw.toml"
         path.write_text(config_for(a))
-        gateway = start(path, "--watch")  # type: ignore[operator]
+        gateway = start(path, "--watch")
         async with client(await gateway.url()) as cl:
             assert await served_by(cl, 2) == {"a": 2}
             path.write_text(config_for(a, b, extra='load_balancing_strategy = "weighted"\n'

@@ -114,3 +114,28 @@ async def test_a_file_written_in_two_steps_is_reloaded_once_whole(autojump_clock
         await trio.sleep(4.0)
         nursery.cancel_scope.cancel()
     assert seen == ["# two, first half\n# two, second half\n"]
+
+
+async def test_asked_reloads_wait_for_the_start_and_coalesce(autojump_clock: object) -> None:
+    running = trio.Event()
+    release = trio.Event()
+    count = 0
+
+    async def slow_reload() -> None:
+        nonlocal count
+        count += 1
+        running.set()
+        await release.wait()
+
+    triggers = ReloadTriggers(None, slow_reload, signal=False, poll_interval=1.0)
+    triggers.ask()  # before the triggers run (a server's SIGHUP during the app's start-up)
+    triggers.ask()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(triggers.run)
+        await running.wait()  # the request made before the start is carried out
+        for _ in range(5):  # while one reload runs: at most one more is queued
+            triggers.ask()
+        release.set()
+        await trio.sleep(1.0)
+        assert count == 2
+        nursery.cancel_scope.cancel()

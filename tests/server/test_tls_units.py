@@ -136,6 +136,20 @@ def test_cli_builds_the_tls_config() -> None:
                                cert_reqs=ssl.CERT_REQUIRED, redirect_port=80, hsts_max_age=60)
 
 
+def test_cli_options_change_a_files_tls_config() -> None:
+    file = TLSConfig(certfile="file.pem", keyfile="file-key.pem", hsts_max_age=60,
+                     hsts_include_subdomains=True)
+    assert tls_config(_args(), file) == file
+    assert tls_config(_args("--ssl-certfile", "flag.pem", "--hsts", "120",
+                            "--ssl-handshake-timeout", "3"), file) == TLSConfig(
+        certfile="flag.pem", keyfile="file-key.pem", hsts_max_age=120,
+        hsts_include_subdomains=True, handshake_timeout=3)
+    with pytest.raises(ValueError, match="^--ssl-cert-reqs optional needs --ssl-ca-certs"):
+        tls_config(_args("--ssl-cert-reqs", "1"), file)
+    with pytest.raises(ValueError, match=r"^--hsts needs --ssl-certfile or \[server.tls\]$"):
+        tls_config(_args("--hsts", "1"), None, certfile_hint="--ssl-certfile or [server.tls]")
+
+
 def test_flag_names() -> None:
     assert flag_names("tls.ca_certs and tls.hsts_max_age, tls.other") == (
         "--ssl-ca-certs and --hsts, tls.other")

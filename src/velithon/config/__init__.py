@@ -5,8 +5,8 @@
     from velithon.config import build_gateway, load_config_file
 
     config = load_config_file("gateway.toml")   # ConfigFileError lists every problem
-    gateway = build_gateway(config, path="gateway.toml", reload_on_signal=True)
-    serve(gateway.app)                          # SIGHUP re-reads the file
+    gateway = build_gateway(config, path="gateway.toml")
+    serve(gateway.app, on_reload=gateway.request_reload)  # SIGHUP re-reads the file
 
 The file's shape, the reload rules and the errors are in ``docs/config.md``.
 """

@@ -66,9 +66,9 @@ class ReloadRefused(Exception):
 class ConfigGateway:
     """The handle of a gateway built from a configuration: ``app``, ``config``, ``reload()``.
 
-    Also an app service: while the app runs, it reloads on SIGHUP (``reload_on_signal``)
-    and, with ``watch``, when the file's content changes (checked every
-    ``poll_interval`` seconds).
+    Also an app service: while the app runs, it reloads on SIGHUP (``reload_on_signal``),
+    with ``watch`` when the file's content changes (checked every ``poll_interval``
+    seconds), and when :meth:`request_reload` is called.
     """
 
     def __init__(self, app: Velithon, config: GatewayConfig, *, path: str | None = None,
@@ -95,6 +95,17 @@ class ConfigGateway:
     async def run_service(self, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._triggers.run(task_status=task_status)
+
+    def request_reload(self) -> None:
+        """Ask the service for a reload and return at once (sync: for a signal handler
+        that does more than this, such as ``run_server(..., on_reload=...)``, which
+        reloads the TLS certificate on the same SIGHUP).
+
+        The reload runs in the service's task, after any reload under way, and logs its
+        outcome as a trigger's does; a request while one is already waiting adds nothing.
+        A request made before the app runs is carried out once it does.
+        """
+        self._triggers.ask()
 
     async def _reload_logged(self) -> None:
         """A trigger fired: reload, and say in one line what happened."""
@@ -274,7 +285,11 @@ def build_gateway(config: GatewayConfig, *, path: str | os.PathLike[str] | None 
             ``[admin] enabled`` (the admin surface is a separate package).
         watch: reload when the file's content changes (polled every ``poll_interval``
             seconds while the app runs).
-        reload_on_signal: reload on SIGHUP while the app runs (main thread only).
+        reload_on_signal: reload on SIGHUP while the app runs (main thread only). Under
+            a server that also handles SIGHUP (``run_server`` with TLS reloads its
+            certificate on it), leave this off and pass
+            ``on_reload=gateway.request_reload`` to the server instead: a signal goes
+            to one receiver only, the one opened last, which would be the gateway's.
         log_level_fixed: the command line set the log level: ``[logging] level`` is
             not applied on reload.
     """

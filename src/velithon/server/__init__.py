@@ -21,6 +21,7 @@ For https and wss, pass ``tls=TLSConfig(certfile=..., keyfile=...)``;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._exceptions import ResponseAborted as ResponseAborted
@@ -43,11 +44,16 @@ __all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStart
 
 
 
-def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, *,
+          on_reload: Callable[[], object] | None = None, **options: Any) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully and return.
 
     ``options`` are :class:`ServerConfig` fields (``max_body_size=...``,
     ``graceful_timeout=...``, ...).
+
+    SIGHUP reloads the TLS certificate (with ``tls``), then calls ``on_reload`` (sync, in
+    the server's thread): pass a configuration gateway's ``request_reload`` there, so that
+    one SIGHUP reloads both.
 
     Raises:
         TypeError: an unknown option.
@@ -61,7 +67,7 @@ def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, **options: An
         for bound_host, bound_port in addresses:
             logger.info("velithon serving on %s://%s:%d", config.scheme, bound_host, bound_port)
 
-    run_server(app, config, on_started=announce)
+    run_server(app, config, on_started=announce, on_reload=on_reload)
 
 
 fixup_module_metadata(__name__, globals())

@@ -20,10 +20,11 @@ which the policy makes harmless. Workers ignore SIGINT: Ctrl-C in a terminal rea
 whole group, and counting it in each worker as well as in the supervisor would turn one
 Ctrl-C into two.
 
-SIGHUP asks for a configuration reload: the supervisor forwards it to every worker (an
-app that reloads, such as ``velithon gateway``'s, listens for it; other apps ignore it),
-and repeats it to a worker that was still starting when it arrived. The supervisor itself
-never dies of it. With TLS, a worker's server reloads its certificate on it.
+SIGHUP asks for a reload: the supervisor forwards it to every worker, and repeats it to a
+worker that was still starting when it arrived. The supervisor itself never dies of it. A
+worker's server handles it as :func:`~velithon.server._run.run_server` does: it reloads
+the TLS certificate, then calls the ``on_reload`` of a :class:`ReloadableApp` the loader
+returned (``velithon gateway``'s configuration reload); other apps ignore it.
 
 The supervisor loads the TLS certificate once before starting any worker (each worker then
 loads its own), so a bad one stops the start-up with one line, as in a single process.
@@ -42,8 +43,10 @@ from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
+import attrs
 import trio
 
+from .._types import ASGIApp
 from ._config import ServerConfig
 from ._run import (
     STOP_SIGNALS,
@@ -56,7 +59,7 @@ from ._run import (
 )
 from ._state import logger
 
-__all__ = ["run_workers"]
+__all__ = ["ReloadableApp", "run_workers"]
 
 STARTUP_FAILED = 3
 _MAX_RESTARTS = 5
@@ -69,6 +72,16 @@ _SIGHUP: int | None = getattr(signal, "SIGHUP", None)  # absent on Windows
 _RELOAD_SIGNALS = () if _SIGHUP is None else (_SIGHUP,)
 # blocked from a worker's birth until it has set its own dispositions
 _BLOCKED_AT_SPAWN = (*STOP_SIGNALS, *_RELOAD_SIGNALS)
+
+
+@attrs.frozen
+class ReloadableApp:
+    """What a worker's loader returns for an app with more to reload on SIGHUP than the
+    TLS certificate: the app, and the sync callable its server calls on each SIGHUP
+    (``run_server``'s ``on_reload``)."""
+
+    app: ASGIApp
+    on_reload: Callable[[], object]
 
 
 def _worker_main(
@@ -94,9 +107,12 @@ def _worker_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_AT_SPAWN)
     configure_logging(log_level, access_log=config.access_log)
     try:
-        app = loader(app_path)
+        loaded = loader(app_path)
+        app, on_reload = ((loaded.app, loaded.on_reload) if isinstance(loaded, ReloadableApp)
+                          else (loaded, None))
         run_server(app, config, on_started=ready.send, sockets=sockets,
-                   redirect_sockets=redirect_sockets, signals=_WORKER_SIGNALS)
+                   redirect_sockets=redirect_sockets, signals=_WORKER_SIGNALS,
+                   on_reload=on_reload)
     except ServerStartupError as exc:
         logger.error("worker startup failed: %s", exc)
         raise SystemExit(STARTUP_FAILED) from None
@@ -257,6 +273,9 @@ def run_workers(
     on_started: Callable[[list[tuple[str, int]]], None] | None = None,
 ) -> int:
     """Run ``workers`` processes serving ``app_path``; return the exit code.
+
+    Each worker calls ``loader(app_path)`` for its app: the ASGI app itself, or a
+    :class:`ReloadableApp` whose ``on_reload`` runs on every SIGHUP.
 
     0 after a clean shutdown, 3 if a worker's startup failed, 1 if workers kept crashing
     or a worker did not exit cleanly while stopping.

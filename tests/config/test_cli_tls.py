@@ -1,0 +1,153 @@
+"""``velithon gateway -c FILE`` serving https as a user runs it: one SIGHUP reloads both the
+certificate and the configuration (also through ``--workers``), the ``--ssl-*`` options
+with and without a ``[server.tls]`` table, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+from pathlib import Path
+
+import pytest
+
+from support.gateway import backends
+from support.gateway_cli import Launch, client, config_for, served_by, velithon
+from support.tls import Certs, expired_leaf, make_certs, open_tls, serial_of
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    return make_certs(folder)
+
+
+def tls_table(certfile: Path, extra: str = "") -> str:
+    return f'[server.tls]\ncertfile = "{certfile}"\n{extra}'
+
+
+def unstarted(server: str = "") -> str:
+    """A configuration for gateways that must not start (nothing listens at its target)."""
+    return f'[server]\n{server}\n[[routes]]\npath = "/"\ntargets = ["http://127.0.0.1:9"]\n'
+
+
+async def serials(port: int, context: ssl.SSLContext, n: int) -> set[str]:
+    """The serial numbers ``n`` new connections were shown."""
+    seen = set()
+    for _ in range(n):
+        stream = await open_tls(port, context)
+        seen.add(stream.getpeercert()["serialNumber"])
+        await stream.aclose()
+    return seen
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_one_sighup_reloads_the_certificate_and_the_configuration(
+        tmp_path: Path, start: Launch, certs: Certs, workers: str) -> None:
+    live = tmp_path / "live.pem"
+    first_path, first = certs.issue("first")
+    second_path, second = certs.issue("second")
+    live.write_bytes(first_path.read_bytes())
+    context = certs.client_context()
+    async with backends("a", "b") as (a, b):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a, server=tls_table(live)))
+        gateway = start(path, "--workers", workers)
+        url = await gateway.url("https")
+        async with client(url, verify=context) as cl:
+            assert await serials(port_of(url), context, 4) == {serial_of(first)}
+            assert await served_by(cl, 4) == {"a": 4}
+
+            live.write_bytes(second_path.read_bytes())
+            path.write_text(config_for(b, server=tls_table(live)))
+            os.kill(gateway.proc.pid, signal.SIGHUP)  # to the supervisor alone with workers
+            await gateway.wait_for("TLS certificate reloaded", count=int(workers))
+            await gateway.wait_for("INFO velithon.config: reloaded", count=int(workers))
+            assert await serials(port_of(url), context, 8) == {serial_of(second)}
+            assert await served_by(cl, 8) == {"b": 8}
+        assert await gateway.stop() == 0
+    assert "Traceback" not in gateway.err
+
+
+async def test_ssl_options_serve_https_without_a_tls_table(
+        tmp_path: Path, start: Launch, certs: Certs) -> None:
+    async with backends("a") as (a,):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a))
+        gateway = start(path, "--ssl-certfile", str(certs.certfile),
+                        "--ssl-keyfile", str(certs.keyfile))
+        url = await gateway.url("https")
+        async with client(url, verify=certs.client_context()) as cl:
+            response = await cl.get("/api/x")
+        assert response.status_code == 200
+        echoed = response.json()
+        assert echoed["backend"] == "a"
+        assert ["x-forwarded-proto", "https"] in [[k.lower(), v] for k, v in echoed["headers"]]
+        assert await gateway.stop() == 0
+    assert "Traceback" not in gateway.err
+
+
+async def test_an_option_wins_over_its_key_and_the_other_keys_stay(
+        tmp_path: Path, start: Launch, certs: Certs) -> None:
+    first_path, _ = certs.issue("first")
+    second_path, second = certs.issue("second")
+    async with backends("a") as (a,):
+        path = tmp_path / "gw.toml"
+        path.write_text(config_for(a, server=tls_table(
+            first_path, "hsts_max_age = 60\nhsts_include_subdomains = true\n")))
+        gateway = start(path, "--ssl-certfile", str(second_path), "--hsts", "120")
+        url = await gateway.url("https")
+        context = certs.client_context()
+        assert await serials(port_of(url), context, 1) == {serial_of(second)}
+        async with client(url, verify=context) as cl:
+            response = await cl.get("/api/x")
+        assert response.status_code == 200
+        assert response.headers["strict-transport-security"] == "max-age=120; includeSubDomains"
+        assert await gateway.stop() == 0
+
+
+@pytest.mark.parametrize(("table", "args", "message"), [
+    (False, ("--hsts", "60"),
+     "--hsts needs --ssl-certfile or a [server.tls] table in the file"),
+    (False, ("--ssl-keyfile", "k.pem"),
+     "--ssl-keyfile needs --ssl-certfile or a [server.tls] table in the file"),
+    (True, ("--ssl-cert-reqs", "required"), "--ssl-cert-reqs required needs --ssl-ca-certs"),
+    (True, ("--hsts-include-subdomains",), "--hsts-include-subdomains needs --hsts"),
+    (True, ("--ssl-handshake-timeout", "0"), "--ssl-handshake-timeout must be > 0"),
+    (False, ("--ssl-certfile", "c.pem", "--https-redirect-port", "70000"),
+     "--https-redirect-port must be in 0..65535"),
+    (True, ("--ssl-cert-reqs", "always"), "argument --ssl-cert-reqs: invalid value 'always'"),
+])
+def test_option_mistakes_are_one_line_usage_errors(
+        tmp_path: Path, table: bool, args: tuple[str, ...], message: str) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(unstarted(tls_table(tmp_path / "c.pem") if table else ""))
+    result = velithon("gateway", "-c", str(path), "--port", "0", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "serving on" not in result.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_certificate_problems_stop_the_start_up_with_exit_3(
+        tmp_path: Path, certs: Certs, workers: str) -> None:
+    expired = certs.dir / "expired.pem"
+    expired_leaf(certs.ca).private_key_and_cert_chain_pem.write_to_path(str(expired))
+    missing = certs.dir / "missing.pem"
+    path = tmp_path / "gw.toml"
+    path.write_text(unstarted(tls_table(missing)))
+    for args, error in [
+        (("--ssl-certfile", str(expired)),
+         f"the certificate in {str(expired)!r} expired on 2020-01-02 03:04:05 UTC"),
+        ((), f"cannot read the certificate file {str(missing)!r}: No such file or directory"),
+    ]:
+        result = velithon("gateway", "-c", str(path), "--port", "0", "--workers", workers,
+                          *args)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.splitlines()[-1] == f"velithon: error: {error}"
+        assert "serving on" not in result.stdout
