@@ -33,7 +33,7 @@ from .config import (
     schema_text,
 )
 from .server._run import ServerStartupError, configure_logging, run_server
-from .server._workers import ReloadableApp
+from .server._workers import ReloadableApp, run_workers
 
 __all__ = ["add_commands", "load_gateway_app", "main_config", "main_gateway"]
 
@@ -156,13 +156,11 @@ def main_gateway(args: argparse.Namespace) -> int:
         return _fail_lines(["--workers must be >= 1"], EXIT_USAGE)
     fixed = args.log_level is not None
     logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
-    if _SIGHUP is not None:  # until the gateway listens for it, SIGHUP must not kill us
+    if _SIGHUP is not None:  # until the server listens for it, SIGHUP must not kill us
         signal.signal(_SIGHUP, signal.SIG_IGN)
     announce = functools.partial(_announce, scheme=server_config.scheme)
     try:
         if workers > 1:
-            from .server._workers import run_workers
-
             loader = functools.partial(load_gateway_app, watch=args.watch,
                                        log_level_fixed=fixed)
             return run_workers(loader, args.config, server_config, workers,
