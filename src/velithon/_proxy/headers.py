@@ -595,7 +595,7 @@ def _forwarded(fields: _ClientFields, peer_b: bytes | None, trusted: bool,
     """Our RFC 7239 ``Forwarded`` value, after the trusted peer's elements."""
     if peer_b is None:
         node = b"unknown"
-    elif b":" in peer_b:
+    elif peer_b.find(b":") >= 0:  # not `in`: that raises and clears a TypeError inside
         node = b'"[' + peer_b + b']"'
     else:
         node = peer_b

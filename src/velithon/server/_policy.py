@@ -192,7 +192,7 @@ def _check_request_line(buf: bytes, line_end: int, config: ServerConfig) -> None
         raise RequestRejected(405, "CONNECT is not supported")
     if len(target) > config.max_uri_length:
         raise RequestRejected(414, "request target too long")
-    if b"#" in target:
+    if target.find(b"#") >= 0:  # not `in`: that raises and clears a TypeError inside
         # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
         # target carrying one is malformed, and routing or forwarding it would disagree
         # with backends that cut it off.
