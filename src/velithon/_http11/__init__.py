@@ -14,7 +14,7 @@ import http
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self, SupportsIndex
 
 from .._types import HeaderList
 from .chunked import (
@@ -30,6 +30,7 @@ __all__ = [
     "H11_RESPONSE_FIELDS",
     "HEAD_CTL",
     "MAX_CHUNK_SIZE",
+    "CheckedFields",
     "ChunkedBodyError",
     "ChunkedDecoder",
     "FRAMING_PER_CHUNK",
@@ -38,6 +39,7 @@ __all__ = [
     "FIELD_VALUE",
     "error_body",
     "invalid_field",
+    "is_checked",
     "reason",
     "split_for_h11",
     "valid_length",
@@ -131,9 +133,11 @@ def invalid_field(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         return None
     values = [value for _, value in headers]
     joined = b"\n".join(names).translate(_NAME_MAP)
-    if names[0] and names[-1] and joined.find(b"\x00") < 0 and joined.find(b"\n\n") < 0:
+    lines = len(names) - 1  # the separators: one more LF is an LF inside a field
+    if (names[0] and names[-1] and joined.find(b"\x00") < 0 and joined.find(b"\n\n") < 0
+            and joined.count(b"\n") == lines):
         joined = b"\n".join(values).translate(_VALUE_MAP)
-        if (joined.find(b"\x00") < 0 and joined.count(b"\n") == len(values) - 1
+        if (joined.find(b"\x00") < 0 and joined.count(b"\n") == lines
                 and joined.find(b"\n ") < 0 and joined.find(b" \n") < 0
                 and joined[:1] != b" " and joined[-1:] != b" "):
             return None
@@ -141,6 +145,52 @@ def invalid_field(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
             return name
     return None  # pragma: no cover - the joined check and the field check agree
+
+
+class CheckedFields(list[tuple[bytes, bytes]]):
+    """Header fields known to follow the field grammar: names are lowercase tokens and
+    values :data:`FIELD_VALUE`\\ s, all ``bytes``.
+
+    Made where that is known without looking again: by the server from a request head
+    both parsers checked, and by the gateway from such a list plus values it made or
+    checked itself. A writer can then skip :func:`invalid_field` (and lowercasing). It
+    is still a plain list for everyone else; a change through any of the list's own
+    methods (an ASGI middleware appending a header, say) clears :attr:`checked`, so
+    nothing unchecked is ever written as checked. Code that adds fields it knows to be
+    valid uses :meth:`add_checked`.
+    """
+
+    #: False once the list was changed by someone who did not check what they added
+    checked = True
+
+    def add_checked(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        """Append fields the caller knows to follow the grammar (lowercase names)."""
+        list.extend(self, fields)
+
+    def append(self, item: tuple[bytes, bytes]) -> None:
+        self.checked = False
+        super().append(item)
+
+    def extend(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        self.checked = False
+        super().extend(items)
+
+    def insert(self, index: SupportsIndex, item: tuple[bytes, bytes]) -> None:
+        self.checked = False
+        super().insert(index, item)
+
+    def __setitem__(self, index: Any, item: Any) -> None:
+        self.checked = False
+        super().__setitem__(index, item)
+
+    def __iadd__(self, items: Iterable[tuple[bytes, bytes]]) -> Self:  # type: ignore[override,misc]
+        self.checked = False
+        return super().__iadd__(items)
+
+
+def is_checked(headers: object) -> bool:
+    """Whether ``headers`` is a :class:`CheckedFields` nobody changed unchecked."""
+    return type(headers) is CheckedFields and headers.checked
 
 
 #: Request fields h11's client state machine reads (framing, keep-alive, upgrade, 100-continue).
