@@ -159,6 +159,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="max open connections; at the limit, stop accepting (default: none)")
     run.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                      help="one velithon.access line per request, key=value (default: off)")
+    run.add_argument("--gc-threshold", type=int, default=defaults.gc_threshold, metavar="N",
+                     help="once the app has started, freeze it out of Python's garbage "
+                          "collector and collect young objects every N allocations; 0 "
+                          "leaves Python's collector alone (default %(default)s)")
     run.add_argument("--http", default="auto", type=str.lower, choices=PARSER_CHOICES,
                      help="HTTP/1.1 parser for requests and upstream responses: httptools "
                           "(llhttp, fast), h11 (pure Python) or auto: httptools when "
@@ -261,6 +265,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         limit_concurrency=args.limit_concurrency,
         access_log=args.access_log,
         http=args.http,
+        gc_threshold=args.gc_threshold,
         tls=tls_config(args),
     )
 

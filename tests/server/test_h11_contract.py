@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velithon._http11 import FIELD_NAME, FIELD_VALUE
+from velithon._http11 import FIELD_NAME, FIELD_VALUE, invalid_field
 from velithon.server import _http_h11
 
 
@@ -62,3 +62,20 @@ def test_field_name_grammar_is_h11s(name: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 def test_field_value_grammar_is_h11s(value: bytes) -> None:
     assert (FIELD_VALUE(value) is not None) == _h11_accepts(b"x-test", value)
+
+
+def _first_invalid(fields: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in fields:
+        if FIELD_NAME(name) is None or FIELD_VALUE(value) is None:
+            return name
+    return None
+
+
+@given(fields=st.lists(st.tuples(_BYTES, _BYTES), max_size=5)
+       | st.lists(st.tuples(st.sampled_from([b"host", b"x-a", b"Accept"]),
+                            st.sampled_from([b"v", b"a b", b"", b" v", b"v\t", b"\xe9"])),
+                  max_size=5))
+@settings(max_examples=500, deadline=None)
+def test_the_whole_head_check_names_the_first_field_the_grammar_refuses(
+        fields: list[tuple[bytes, bytes]]) -> None:
+    assert invalid_field(fields) == _first_invalid(fields)

@@ -276,3 +276,49 @@ def test_sizes_take_suffixes(text: str, size: int) -> None:
     from velithon._cli import parse_size
 
     assert parse_size(text) == size
+
+
+GC_APP = textwrap.dedent(
+    """
+    import gc, json
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        state = {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(state).encode()})
+    """
+)
+
+
+@pytest.mark.parametrize(("args", "threshold", "frozen"), [
+    ((), 10_000, True),
+    (("--gc-threshold", "2500"), 2500, True),
+    (("--gc-threshold", "0"), 700, False),
+])
+def test_run_tunes_the_garbage_collector_once_the_app_has_started(
+        tmp_path: Path, args: tuple[str, ...], threshold: int, frozen: bool) -> None:
+    (tmp_path / "gcapp.py").write_text(GC_APP)
+    proc = velithon(tmp_path, "run", "gcapp:app", "--port", "0", *args)
+    try:
+        [url] = wait_started(proc)
+        state = httpx.get(url, timeout=5).json()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert state["threshold"] == threshold
+    assert (state["frozen"] > 1000) is frozen  # the app, its modules and the server
+
+
+def test_a_negative_gc_threshold_is_refused_with_one_line(project: Path) -> None:
+    proc = velithon(project, "run", "myapp:app", "--gc-threshold", "-1")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        "velithon: error: --gc-threshold must be an integer >= 0, got -1"]

@@ -127,6 +127,16 @@ class _HeadReader:
     def on_message_complete(self) -> None:
         self._ended = True
 
+    def release(self) -> None:
+        """Drop the parser for good (the reader is not used again).
+
+        The parser holds the reader's callbacks and the reader holds the parser: a
+        reference cycle, which only the garbage collector's next pass would free, with
+        everything the connection that owned them still refers to. Releasing breaks it,
+        so a closed connection is freed at once.
+        """
+        self._parser = None
+
     def begin(self) -> None:
         if not self._ended:
             self._parser = self._new_parser()

@@ -38,9 +38,11 @@ from .._exceptions import (
 from .._http11 import (
     H11_REQUEST_FIELDS,
     HEAD_CTL,
+    CheckedFields,
     ChunkedBodyError,
     ChunkedDecoder,
     invalid_field,
+    is_checked,
     split_for_h11,
     valid_length,
 )
@@ -141,7 +143,7 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         raise local_error(ValueError("illegal method"), url)
     if _TARGET(target) is None:
         raise local_error(ValueError("illegal request target"), url)
-    bad = invalid_field(headers)
+    bad = None if is_checked(headers) else invalid_field(headers)
     if bad is not None:
         raise local_error(ValueError(f"illegal header {bad[:40]!r}"), url)
     # One pass: framing, the Host count, and the order h11 mode writes the fields in
@@ -569,6 +571,10 @@ class LlhttpConnection(Connection):
         self._send_chunked = False
         self._send_left: int | None = None
 
+    def close(self) -> None:
+        super().close()
+        self._reader.release()  # its parser and it refer to each other
+
     def start_request(self, request: PreparedRequest) -> bytes:
         self.keep = self.keep and request.persistent
         self._send_chunked = request.chunked
@@ -857,6 +863,12 @@ class UpstreamResponse:
         self.http_version: str = head.http_version
         headers: list[tuple[bytes, bytes]] = [
             (name.lower(), value) for name, value in head.headers]
+        # Checked once here, so that whoever writes them on (the gateway's server) need
+        # not: llhttp leaves values it reads to us (h11 checked its own already).
+        if type(conn) is not H11Connection:
+            bad = invalid_field(headers)
+            if bad is not None:
+                raise UpstreamProtocolError(f"{url} sent an invalid header field {bad[:40]!r}")
         length: int | None = None
         chunked = False
         for name, value in headers:
@@ -870,7 +882,7 @@ class UpstreamResponse:
             headers = [item for item in headers if item[0] != b"content-length"]
             length = None
             conn.keep = conn.keep and not chunked
-        self.headers = headers
+        self.headers = CheckedFields(headers)
         self.content_length = length
         #: True once the body ended cleanly and the connection went back to the pool.
         self.reusable = False

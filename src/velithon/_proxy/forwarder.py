@@ -58,7 +58,7 @@ from .._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
-from .._http11 import error_body
+from .._http11 import CheckedFields, error_body
 from .._lb.alarms import AlarmClock
 from .._lb.messages import OutcomeKind
 from .._lb.retry import RetryPolicy
@@ -451,7 +451,10 @@ class Forwarder:
         )
         upload = exchange.upload
         if upload.length is not None:
-            headers.extend(upload.framing_headers())
+            if type(headers) is CheckedFields:  # a Content-Length we computed
+                headers.add_checked(upload.framing_headers())
+            else:
+                headers.extend(upload.framing_headers())
         target = exchange.target
         path = (origin.base_path + target.decode("latin-1")).encode("latin-1") \
             if origin.base_path else target

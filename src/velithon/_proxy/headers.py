@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 
 from .._exceptions import ConfigError
-from .._http11 import FIELD_NAME, FIELD_VALUE
+from .._http11 import FIELD_NAME, FIELD_VALUE, CheckedFields, is_checked
 
 __all__ = [
     "FORWARDING",
@@ -565,7 +565,9 @@ def build_request_headers(
         result.extend((b"forwarded", v) for v in fields.fwd)
     if request_id is not None and trace.request_id_name is not None:
         result.append((trace.request_id_name, request_id))
-    return _apply_config(result, add, remove, protect=b"host")
+    result = _apply_config(result, add, remove, protect=b"host")
+    # checked client fields plus ours (made here, or checked when configured) are checked
+    return CheckedFields(result) if is_checked(headers) else result
 
 
 def _x_forwarded(fields: _ClientFields, peer_ip: str | None, peer_b: bytes | None,
@@ -595,7 +597,7 @@ def _forwarded(fields: _ClientFields, peer_b: bytes | None, trusted: bool,
     """Our RFC 7239 ``Forwarded`` value, after the trusted peer's elements."""
     if peer_b is None:
         node = b"unknown"
-    elif b":" in peer_b:
+    elif peer_b.find(b":") >= 0:  # not `in`: that raises and clears a TypeError inside
         node = b'"[' + peer_b + b']"'
     else:
         node = peer_b
@@ -646,4 +648,6 @@ def build_response_headers(
         out.append((trace.request_id_name, request_id))
     if upstream_target is not None and trace.upstream_target_name is not None:
         out.append((trace.upstream_target_name, upstream_target))
-    return _apply_config(out, add, remove, protect=None)
+    out = _apply_config(out, add, remove, protect=None)
+    # checked upstream fields plus ours (made here, or checked when configured) are checked
+    return CheckedFields(out) if is_checked(headers) else out

@@ -68,13 +68,14 @@ def check_path_safety(raw_path: bytes) -> None:
         what = "a backslash" if bad.group() == b"\\" else "a control, space or non-ASCII byte"
         raise _unsafe(raw_path, f"it contains {what}")
     decoded = raw_path
-    if b"%" in raw_path:
+    # find, not `in` (on the hot path): `bytes in bytes` raises and clears a TypeError inside
+    if raw_path.find(b"%") >= 0:
         decoded = unquote_to_bytes(raw_path)
         if b"\x00" in decoded:
             raise _unsafe(raw_path, "it contains an encoded NUL (%00)")
         if b"\\" in decoded:
             raise _unsafe(raw_path, "it contains an encoded backslash (%5C)")
-    if b"." in decoded and _DOT_SEGMENT.search(decoded):
+    if decoded.find(b".") >= 0 and _DOT_SEGMENT.search(decoded):
         raise _unsafe(raw_path, "it contains a '.' or '..' segment (possibly percent-encoded)")
 
 

@@ -40,6 +40,7 @@ from .._exceptions import (
     UpstreamConnectTimeout,
     UpstreamResetError,
 )
+from .._http11 import CheckedFields, is_checked
 from .._http11.llhttp import resolve_parser
 from .._lb.alarms import Alarm
 from .._lb.retry import is_idempotent
@@ -126,7 +127,7 @@ def _frame(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
         out.append((b"content-length", b"%d" % len(body)))  # type: ignore[arg-type]
     elif method in _WANT_LENGTH:
         out.append((b"content-length", b"0"))
-    return out
+    return CheckedFields(out) if is_checked(headers) else out  # our framing is valid
 
 
 class UpstreamPool:

@@ -63,6 +63,8 @@ FIELD_DOCS: dict[str, str] = {
     "limit_concurrency": "Most open connections; at the limit the server stops accepting.",
     "http": "HTTP/1.1 parser: auto, httptools or h11.",
     "ws_max_message_size": "Largest WebSocket message in bytes.",
+    "gc_threshold": "Once started, collect young objects every N allocations, with the "
+                    "start-up heap frozen out of the collector (0: Python's defaults).",
     "tls": "Serve https and wss: [server.tls] (default: plain HTTP).",
     "certfile": "PEM file: the certificate, then its intermediates (and the key, when "
                 "keyfile is not given).",

@@ -88,6 +88,7 @@ class ServerSection:
     limit_concurrency: int | None = _SERVER.limit_concurrency
     http: str = _SERVER.http
     ws_max_message_size: int = _SERVER.ws_max_message_size
+    gc_threshold: int = _SERVER.gc_threshold
     tls: TLSSection | None = None
 
     def server_config(self, **overrides: object) -> ServerConfig:

@@ -35,6 +35,11 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | 
         raise ValueError(f"ServerConfig.{attribute.name} must be > 0, got {value!r}")
 
 
+def _count(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ServerConfig.{attribute.name} must be an integer >= 0, got {value!r}")
+
+
 def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"ServerConfig.port must be in 0..65535, got {value!r}")
@@ -181,6 +186,11 @@ class ServerConfig:
     #: One ``velithon.access`` line per HTTP request (logfmt; see docs/server.md, "Logs").
     access_log: bool = False
     ws_max_message_size: int = attrs.field(default=16 * MIB, validator=_positive)
+    #: Python's garbage collector while ``run_server`` (``velithon run``, ``serve``) serves:
+    #: what exists once the app has started is frozen out of its passes (``gc.freeze``)
+    #: and the youngest generation is collected every ``gc_threshold`` allocations instead
+    #: of Python's 700. 0 leaves the collector as Python set it. See docs/server.md.
+    gc_threshold: int = attrs.field(default=10_000, validator=_count)
     #: Serve https and wss with these settings; ``None``: plain http and ws.
     tls: TLSConfig | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(TLSConfig)))

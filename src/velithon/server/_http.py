@@ -35,7 +35,7 @@ import trio
 
 from .._access import ACCESS_SCOPE_KEY, AccessRecord
 from .._exceptions import ResponseAborted
-from .._http11 import ChunkedBodyError, ChunkedDecoder
+from .._http11 import CheckedFields, ChunkedBodyError, ChunkedDecoder, is_checked
 from .._http11.llhttp import HttpParser
 from .._sockio import FastSocket
 from .._types import Message
@@ -173,7 +173,16 @@ class ServerConnection:
         except Exception:
             logger.exception("error on connection from %s", self.client)
         finally:
-            await trio.aclose_forcefully(self.stream)
+            try:
+                await trio.aclose_forcefully(self.stream)
+            finally:
+                self._forget()
+
+    def _forget(self) -> None:
+        """The connection is over: drop what refers back to it (its own bound methods
+        kept as ``receive``/``send``), so it is freed with its task rather than at the
+        garbage collector's next pass, with its buffers and socket objects."""
+        del self._receive, self._send
 
     async def _after_cancel(self) -> None:
         """A deadline passed or the drain gave up: answer if we still can, else reset."""
@@ -526,28 +535,27 @@ class ServerConnection:
         """The app's fields plus ours: Date, Server, a known length, a draining close."""
         app_headers = start.get("headers") or ()
         self._no_body = self._is_head or status in NO_BODY_STATUS
+        checked = is_checked(app_headers)  # then names are lowercase already
         # our Date and Server only where the app (e.g. a proxied upstream) sent none:
         # RFC 9110 allows a single Date
-        has_date = has_server = False
+        has_date = has_server = has_length = False
         for name, _ in app_headers:
-            if len(name) == 4 and name.lower() == b"date":
+            if len(name) == 4 and (name if checked else name.lower()) == b"date":
                 has_date = True
-            elif len(name) == 6 and name.lower() == b"server":
+            elif len(name) == 6 and (name if checked else name.lower()) == b"server":
                 has_server = True
+            elif len(name) == 14 and (name if checked else name.lower()) == b"content-length":
+                has_length = True
         headers = [] if has_date else [(b"date", self.state.date_header())]
         if not has_server:
             headers.append(_SERVER)
         headers.extend(app_headers)
-        if final_length is not None and status not in NO_BODY_STATUS and status >= 200:
-            if final_length or not self._is_head:
-                for name, _ in app_headers:
-                    if len(name) == 14 and name.lower() == b"content-length":
-                        break
-                else:
-                    headers.append((b"content-length", b"%d" % final_length))
+        if (final_length is not None and status not in NO_BODY_STATUS and status >= 200
+                and (final_length or not self._is_head) and not has_length):
+            headers.append((b"content-length", b"%d" % final_length))
         if self._draining:
             headers.append(_CLOSE)
-        return headers
+        return CheckedFields(headers) if checked else headers  # ours are valid too
 
     # -- I/O helpers (also used by the WebSocket session) --------------------------------
     async def write(self, data: bytes) -> None:

@@ -19,7 +19,7 @@ import re
 
 import trio
 
-from .._http11 import invalid_field
+from .._http11 import invalid_field, is_checked
 from .._http11.llhttp import HeadError, RequestHeadReader
 from .._types import Message
 from ._http import (
@@ -69,14 +69,21 @@ def field_lines(headers: object) -> tuple[list[bytes], list[tuple[bytes, bytes, 
     Raises:
         InvalidResponse: a name or value h11 would refuse to send.
     """
+    lines: list[bytes] = []
+    framing: list[tuple[bytes, bytes, bytes]] = []
+    if is_checked(headers):  # lowercase names, values of the grammar: nothing to convert
+        for name, value in headers:  # type: ignore[attr-defined]
+            if name in _FRAMING_FIELDS:
+                framing.append((name, name, value))
+            else:
+                lines.append(name + b": " + value + b"\r\n")
+        return lines, framing
     fields = [(name if type(name) is bytes else _as_bytes(name),
                value if type(value) is bytes else _as_bytes(value))
               for name, value in headers]  # type: ignore[attr-defined]
     bad = invalid_field(fields)
     if bad is not None:
         raise InvalidResponse(f"invalid response header {bad[:40]!r}")
-    lines: list[bytes] = []
-    framing: list[tuple[bytes, bytes, bytes]] = []
     for name, value in fields:
         lname = name.lower()
         if lname in _FRAMING_FIELDS:
@@ -97,6 +104,10 @@ class LlhttpConnection(ServerConnection):
         self._keep = False  # the response keeps the connection open
         self._framing = _NONE
         self._left = 0  # response body bytes its Content-Length still promises
+
+    def _forget(self) -> None:
+        super()._forget()
+        self._reader.release()  # its parser and it refer to each other
 
     async def _next_request(self) -> RequestHead | None:
         config = self.config

@@ -26,7 +26,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from .._http11 import HEAD_CTL, error_body, reason, valid_length
+from .._http11 import HEAD_CTL, CheckedFields, error_body, reason, valid_length
 from .._http11.llhttp import LLHTTP_METHODS
 from ._config import ServerConfig
 
@@ -192,7 +192,7 @@ def _check_request_line(buf: bytes, line_end: int, config: ServerConfig) -> None
         raise RequestRejected(405, "CONNECT is not supported")
     if len(target) > config.max_uri_length:
         raise RequestRejected(414, "request target too long")
-    if b"#" in target:
+    if target.find(b"#") >= 0:  # not `in`: that raises and clears a TypeError inside
         # A fragment is resolved by the user agent and never sent (RFC 9112 §3.2); a
         # target carrying one is malformed, and routing or forwarding it would disagree
         # with backends that cut it off.
@@ -302,9 +302,11 @@ def inspect_request(method: bytes, target: bytes, version: bytes,
     expect = fields.expect
     expect_100 = (version == b"1.1" and expect is not None
                   and _has_token(expect.lower(), b"100-continue"))
+    # both parsers and the checks above leave only fields of the grammar: say so, so the
+    # gateway need not look at them again before sending them upstream
     return RequestHead(method_name, target, version.decode("ascii"), raw_path, query, path,
-                       headers, content_length, te is not None, websocket, keep_alive,
-                       expect_100)
+                       CheckedFields(headers), content_length, te is not None, websocket,
+                       keep_alive, expect_100)
 
 
 def _has_token(value: bytes, token: bytes) -> bool:

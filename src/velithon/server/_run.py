@@ -37,6 +37,7 @@ import trio
 from .._http11.llhttp import resolve_parser, using_parser
 from .._structured import first_leaf
 from .._types import ASGIApp
+from ._collector import tune_collector
 from ._config import ServerConfig
 from ._http import connection_class
 from ._lifespan import Lifespan, LifespanFailure
@@ -541,5 +542,6 @@ async def _run_until_signal(
 
             await nursery.start(watch)
             addresses = await nursery.start(serve)
+            tune_collector(config.gc_threshold)
             if on_started is not None:
                 on_started(addresses)
