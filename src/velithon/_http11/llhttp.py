@@ -193,7 +193,8 @@ class RequestHeadReader(_HeadReader):
 
 
 class ResponseHeadReader(_HeadReader):
-    """Reads response heads from one upstream connection; names as sent."""
+    """Reads response heads from one upstream connection; names lowercased, values
+    without trailing OWS."""
 
     __slots__ = ("reason",)
 
@@ -220,7 +221,7 @@ class ResponseHeadReader(_HeadReader):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.rstrip(_OWS)))
+        self.headers.append((name.lower(), value.rstrip(_OWS)))
 
     @property
     def status(self) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import select
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any, NamedTuple, cast
 
 import h11
@@ -74,6 +74,8 @@ _TE_FIELD = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 _VERSIONS = (b"HTTP/1.1 ", b"HTTP/1.0 ")
 _BYTES = (bytes, bytearray, memoryview)
+#: methods whose requests carry a Content-Length even without a body
+_WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
 NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _EOM = h11.EndOfMessage()  # events are immutable: one instance serves every request
 # h11's grammar for what it sends: a method token and a target without NUL or whitespace.
@@ -88,7 +90,7 @@ _NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
 class ResponseHead(NamedTuple):
-    """A final response head, as either parser read it (field names as sent)."""
+    """A final response head, as either parser read it (field names lowercased)."""
 
     status: int
     reason: bytes
@@ -116,68 +118,127 @@ def local_error(exc: Exception, url: str) -> UpstreamRequestError:
     return UpstreamRequestError(f"Cannot send the request to {url}: {exc}")
 
 
-def prepare_request(parser: HttpParser, method: bytes, target: bytes,
-                    headers: list[tuple[bytes, bytes]], *, url: str) -> PreparedRequest:
-    """Check and serialise a request for ``parser``'s connections.
+def frame_fields(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
+                 ) -> list[tuple[bytes, bytes]]:
+    """The caller's headers plus our framing; caller framing is dropped (never copied).
 
-    ``headers`` already carry the framing (``Content-Length`` or chunked).
+    Bytes bodies get their exact ``Content-Length``; streaming bodies keep a
+    caller-declared ``Content-Length`` (h11 then enforces it) or go chunked.
+    """
+    streaming = body is not None and not isinstance(body, _BYTES)
+    out: list[tuple[bytes, bytes]] = []
+    declared = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            if streaming and not declared:
+                declared = True
+                out.append((name, value))
+        elif lname != b"transfer-encoding":
+            out.append((name, value))
+    if streaming:
+        if not declared:
+            out.append((b"transfer-encoding", b"chunked"))
+    elif body is not None:
+        out.append((b"content-length", b"%d" % len(body)))  # type: ignore[arg-type]
+    elif method in _WANT_LENGTH:
+        out.append((b"content-length", b"0"))
+    return out
+
+
+def prepare_request(parser: HttpParser, method: bytes, target: bytes,
+                    headers: list[tuple[bytes, bytes]], body: Body = None, *,
+                    url: str) -> PreparedRequest:
+    """Frame (see :func:`frame_fields`), check and serialise a request for ``parser``'s
+    connections.
 
     Raises:
         UpstreamRequestError: a method, target or field that may not be sent (CR, LF or
             NUL in a value, no Host, ...), with the same rules in both modes.
     """
     if parser == "h11":
-        length, chunked, persistent = _request_framing(headers)
-        # h11 validates every field it is given; it only needs the ones it acts on.
-        split = split_for_h11(headers, H11_REQUEST_FIELDS)
-        extra = b""
-        framed = headers
-        if split is not None and _one_host_first(split[0]):
-            framed, extra = split
-        try:
-            event = h11.Request(method=method, target=target, headers=framed)
-        except h11.LocalProtocolError as exc:
-            raise local_error(exc, url) from None
-        return PreparedRequest(method, extra, event, length, chunked, persistent)
+        return _prepare_h11(method, target, frame_fields(method, headers, body), url)
     if _METHOD(method) is None:
         raise local_error(ValueError("illegal method"), url)
     if _TARGET(target) is None:
         raise local_error(ValueError("illegal request target"), url)
-    bad = None if is_checked(headers) else invalid_field(headers)
-    if bad is not None:
-        raise local_error(ValueError(f"illegal header {bad[:40]!r}"), url)
-    # One pass: framing, the Host count, and the order h11 mode writes the fields in
-    # (when the one Host comes before the other fields h11 acts on: Host first, then
-    # every field h11 does not act on, then h11's), so both modes send the same bytes.
+    # One pass: the framing (as frame_fields does it: the caller's dropped, ours added
+    # last), the Host count, and the order h11 mode writes the fields in (when the one
+    # Host comes before the other fields h11 acts on: Host first, then every field h11
+    # does not act on, then h11's), so both modes send the same bytes.
+    checked = is_checked(headers)  # lowercase names, values of the grammar
+    streaming = body is not None and not isinstance(body, _BYTES)
     own: list[tuple[bytes, bytes]] = []
     others: list[tuple[bytes, bytes]] = []
     length = None
-    chunked = False
     persistent = True
     hosts = 0
     for item in headers:
-        lname = item[0].lower()
+        lname = item[0] if checked else item[0].lower()
         if lname not in H11_REQUEST_FIELDS:
             others.append(item)
             continue
-        own.append(item)
         if lname == b"host":
             hosts += 1
         elif lname == b"content-length":
+            if not streaming or length is not None:
+                continue  # ours replaces it, or a second one
             length = int(item[1])
         elif lname == b"transfer-encoding":
-            chunked = True
+            continue  # ours replaces it
         elif lname == b"connection" and _asks_close(item[1]):
             persistent = False
+        own.append(item)
+    length, chunked = _add_framing(own, method, body, streaming, length)
     if hosts != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
-    ordered = headers
-    if others and own and own[0][0].lower() == b"host":
-        ordered = [own[0], *others, *own[1:]]
+    ordered = own
+    if others:
+        ordered = [own[0], *others, *own[1:]] if own[0][0].lower() == b"host" else \
+            frame_fields(method, headers, body)  # as h11 mode writes them
+    if not checked:
+        bad = invalid_field(ordered)
+        if bad is not None:
+            raise local_error(ValueError(f"illegal header {bad[:40]!r}"), url)
     head = b"".join([method, b" ", target, b" HTTP/1.1\r\n",
                      *[name + b": " + value + b"\r\n" for name, value in ordered],
                      b"\r\n"])
     return PreparedRequest(method, head, None, length, chunked, persistent)
+
+
+def _add_framing(own: list[tuple[bytes, bytes]], method: bytes, body: Body, streaming: bool,
+                 declared: int | None) -> tuple[int | None, bool]:
+    """Append our framing field to ``own``; return ``(length, chunked)`` of the request."""
+    if streaming:
+        if declared is None:
+            own.append((b"transfer-encoding", b"chunked"))
+            return None, True
+        return declared, False
+    if body is not None:
+        length = len(body)  # type: ignore[arg-type]
+        own.append((b"content-length", b"%d" % length))
+        return length, False
+    if method in _WANT_LENGTH:
+        own.append((b"content-length", b"0"))
+        return 0, False
+    return None, False
+
+
+def _prepare_h11(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                 url: str) -> PreparedRequest:
+    """:func:`prepare_request` for h11 connections (``headers`` framed)."""
+    length, chunked, persistent = _request_framing(headers)
+    # h11 validates every field it is given; it only needs the ones it acts on.
+    split = split_for_h11(headers, H11_REQUEST_FIELDS)
+    extra = b""
+    framed = headers
+    if split is not None and _one_host_first(split[0]):
+        framed, extra = split
+    try:
+        event = h11.Request(method=method, target=target, headers=framed)
+    except h11.LocalProtocolError as exc:
+        raise local_error(exc, url) from None
+    return PreparedRequest(method, extra, event, length, chunked, persistent)
 
 
 def _asks_close(value: bytes) -> bool:
@@ -470,7 +531,7 @@ class H11Connection(Connection):
                     self.decoder = _decoder_fed(buf[pos:], url)[0]
                 return ResponseHead(event.status_code, bytes(event.reason),
                                     event.http_version.decode("ascii"),
-                                    event.headers.raw_items())
+                                    list(event.headers))  # names lowercased
             interim += 1  # 100 Continue, 102, 103: skipped
             if interim > _MAX_INTERIM:
                 raise UpstreamProtocolError(
@@ -643,13 +704,12 @@ class LlhttpConnection(Connection):
         length: bytes | None = None
         coding: bytes | None = None
         connection = b""
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
+        for name, value in headers:  # names lowercased by the reader
+            if name == b"content-length":
                 length = value
-            elif lname == b"transfer-encoding":
+            elif name == b"transfer-encoding":
                 coding = value if coding is None else coding + b", " + value
-            elif lname == b"connection":
+            elif name == b"connection":
                 connection += b"," + value.lower()
         self._persistent = version == b"1.1" and not any(
             token.strip() == b"close" for token in connection.split(b","))
@@ -861,8 +921,7 @@ class UpstreamResponse:
         self.status: int = head.status
         self.reason: bytes = head.reason
         self.http_version: str = head.http_version
-        headers: list[tuple[bytes, bytes]] = [
-            (name.lower(), value) for name, value in head.headers]
+        headers = head.headers  # names lowercased by either parser
         # Checked once here, so that whoever writes them on (the gateway's server) need
         # not: llhttp leaves values it reads to us (h11 checked its own already).
         if type(conn) is not H11Connection:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable
 
 import attrs
 import trio
@@ -40,7 +40,6 @@ from .._exceptions import (
     UpstreamConnectTimeout,
     UpstreamResetError,
 )
-from .._http11 import CheckedFields, is_checked
 from .._http11.llhttp import resolve_parser
 from .._lb.alarms import Alarm
 from .._lb.retry import is_idempotent
@@ -57,7 +56,6 @@ from .origin import Origin
 
 __all__ = ["Origin", "PoolConfig", "PoolStatistics", "UpstreamPool", "UpstreamResponse"]
 
-_WANT_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -100,34 +98,6 @@ class PoolStatistics:
     opened_total: int
     reused_total: int
     discarded_total: int
-
-
-def _frame(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Body
-           ) -> list[tuple[bytes, bytes]]:
-    """The caller's headers plus our framing; caller framing is dropped (never copied).
-
-    Bytes bodies get their exact ``Content-Length``; streaming bodies keep a
-    caller-declared ``Content-Length`` (h11 then enforces it) or go chunked.
-    """
-    streaming = body is not None and not isinstance(body, _BYTES)
-    out: list[tuple[bytes, bytes]] = []
-    declared = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            if streaming and not declared:
-                declared = True
-                out.append((name, value))
-        elif lname != b"transfer-encoding":
-            out.append((name, value))
-    if streaming:
-        if not declared:
-            out.append((b"transfer-encoding", b"chunked"))
-    elif body is not None:
-        out.append((b"content-length", b"%d" % len(body)))  # type: ignore[arg-type]
-    elif method in _WANT_LENGTH:
-        out.append((b"content-length", b"0"))
-    return CheckedFields(out) if is_checked(headers) else out  # our framing is valid
 
 
 class UpstreamPool:
@@ -230,8 +200,7 @@ class UpstreamPool:
         """
         if self._closed:
             raise trio.ClosedResourceError(f"{self!r} is closed")
-        request = prepare_request(self._parser, method, target,
-                                  _frame(method, headers, body), url=self._url)
+        request = prepare_request(self._parser, method, target, headers, body, url=self._url)
         replayable = (is_idempotent(method.decode("latin-1"))
                       and (body is None or isinstance(body, _BYTES)))
         conn = self._acquire()
