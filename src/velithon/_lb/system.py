@@ -460,8 +460,19 @@ class Balancer:
 
     async def pick(self, key: bytes | None = None, exclude: frozenset[int] = frozenset(),
                    retry: bool = False) -> Lease:
-        """Lease a target; raises :class:`NoTargetAvailable` (or ``Overloaded``)."""
-        return await self._ask(Pick, key, exclude, retry)  # type: ignore[no-any-return]
+        """Lease a target; raises :class:`NoTargetAvailable` (or ``Overloaded``).
+
+        :meth:`_ask` written out: this runs for every request, and one coroutine less
+        on its way is measurable.
+        """
+        reply: Reply[Lease] = Reply()
+        try:
+            self._router_send.send_nowait(Pick(reply, key, exclude, retry))
+        except trio.WouldBlock:
+            raise Overloaded("The load balancer is overloaded") from None
+        except trio.ClosedResourceError:
+            raise NoTargetAvailable("The load balancer is shutting down") from None
+        return await reply.wait()
 
     async def router_view(self) -> list[RouterTargetView]:
         return await self._ask(RouterStatus)  # type: ignore[no-any-return]
