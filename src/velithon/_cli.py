@@ -4,7 +4,8 @@
 ``_gateway_cli.py``.
 ``velithon run module:app [--host H] [--port P] [...]`` imports ``app`` from ``module``
 (resolved from the current folder, like uvicorn) and serves it until SIGTERM or SIGINT
-(graceful; a second SIGINT or a SIGQUIT stops at once). ``velithon status URL`` prints a
+(graceful; a second SIGINT or a SIGQUIT stops at once); SIGHUP never stops it, not even
+while the app module is imported. ``velithon status URL`` prints a
 running gateway's routes and targets from its admin surface (``velithon.admin``).
 Mistakes a user can make (a bad ``module:app`` string, a missing module or attribute, a
 configuration error raised while the app module is imported, an object that is not an
@@ -28,11 +29,16 @@ from typing import Any, NoReturn
 
 import attrs
 
-from ._cli_tls import add_tls_arguments, tls_config
+from ._cli_tls import add_tls_arguments, flag_names, tls_config
 from ._exceptions import ConfigError
 from ._http11.llhttp import PARSER_CHOICES
 from .server._config import ServerConfig
-from .server._run import ServerStartupError, configure_logging, run_server
+from .server._run import (
+    ServerStartupError,
+    configure_logging,
+    ignore_reload_signals,
+    run_server,
+)
 
 __all__ = ["AppLoadError", "load_app", "main", "parse_size"]
 
@@ -115,7 +121,8 @@ class _Parser(argparse.ArgumentParser):
     ``--help`` still shows the usage."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # "velithon: error: ...", a sub-command's too, as every other error the CLI prints
+        self.exit(2, f"{self.prog.partition(' ')[0]}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -310,6 +317,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["run"], ["gateway"]):  # commands that serve: see ignore_reload_signals
+        ignore_reload_signals()
     args = _parser().parse_args(argv)
     if args.command == "status":
         return _status(args)
@@ -335,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
     except ValueError as exc:
-        return _fail(_flag_names(str(exc)), EXIT_USAGE)
+        return _fail(flag_names(_flag_names(str(exc))), EXIT_USAGE)
     if args.workers < 1:
         return _fail("--workers must be >= 1", EXIT_USAGE)
     try:

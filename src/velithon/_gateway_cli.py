@@ -9,7 +9,8 @@ SIGHUP is handled by the server alone (:func:`~velithon.server._run.run_server`,
 worker's with ``--workers``): it reloads the TLS certificate, then asks the gateway for a
 configuration reload (``on_reload``). The gateway itself never listens for the signal:
 trio gives a signal to one receiver only, so two listeners would split the work of one
-SIGHUP between them.
+SIGHUP between them. Until the server listens, SIGHUP is ignored (from the start of the
+command's ``main``, before the file is read), so an early reload cannot kill the gateway.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import signal
 import sys
 from typing import Any
 
-from ._cli_tls import add_tls_arguments, tls_config
+from ._cli_tls import add_tls_arguments, flag_names, tls_config
 from ._exceptions import ConfigError
 from .admin import mount_admin
 from .config import (
@@ -32,14 +32,13 @@ from .config import (
     load_config_file,
     schema_text,
 )
-from .server._run import ServerStartupError, configure_logging, run_server
+from .server._run import ServerStartupError, configure_logging, load_certificates, run_server
 from .server._workers import ReloadableApp, run_workers
 
 __all__ = ["add_commands", "load_gateway_app", "main_config", "main_gateway"]
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
-_SIGHUP: int | None = getattr(signal, "SIGHUP", None)
 
 
 def add_commands(commands: Any, levels: list[str]) -> None:
@@ -78,7 +77,9 @@ def add_commands(commands: Any, levels: list[str]) -> None:
                                     parser_class=type(config))
     check = actions.add_parser(
         "check", help="validate a file: exit 0 with a summary, or 2 listing every error",
-        description="Validate a configuration file without starting anything.")
+        description="Validate a configuration file without starting anything; the "
+                    "certificate, key and CA files of [server.tls] are read and checked "
+                    "too (relative paths from the current folder).")
     check.add_argument("file", metavar="FILE", help="the TOML configuration file")
     actions.add_parser("schema", help="print the JSON Schema of configuration files "
                                       "(for editors)",
@@ -93,7 +94,12 @@ def _fail_lines(lines: list[str], code: int) -> int:
 
 
 def main_config(args: argparse.Namespace) -> int:
-    """``velithon config check FILE`` / ``velithon config schema``."""
+    """``velithon config check FILE`` / ``velithon config schema``.
+
+    ``check`` also reads the certificate, key and CA files ``[server.tls]`` names (relative
+    paths from the current folder, as the gateway reads them), so a file that checks ok
+    does not fail the gateway's start-up on them.
+    """
     if args.config_command == "schema":
         sys.stdout.write(schema_text())
         return 0
@@ -101,6 +107,10 @@ def main_config(args: argparse.Namespace) -> int:
         config = load_config_file(args.file)
     except ConfigFileError as exc:
         return _fail_lines(exc.lines(), EXIT_USAGE)
+    try:  # the files [server.tls] names, read and checked as the gateway's start-up does
+        load_certificates(config.server.server_config())
+    except ServerStartupError as exc:
+        return _fail_lines([f"{args.file}: server.tls: {exc}"], EXIT_USAGE)
     print(f"{args.file}: ok: {config.summary()}", flush=True)
     return 0
 
@@ -148,16 +158,14 @@ def main_gateway(args: argparse.Namespace) -> int:
     try:
         tls = tls_config(args, server_config.tls,
                          certfile_hint="--ssl-certfile or a [server.tls] table in the file")
+        server_config = server_config.replace(tls=tls)
     except ValueError as exc:
-        return _fail_lines([str(exc)], EXIT_USAGE)
-    server_config = server_config.replace(tls=tls)
+        return _fail_lines([flag_names(str(exc))], EXIT_USAGE)
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:
         return _fail_lines(["--workers must be >= 1"], EXIT_USAGE)
     fixed = args.log_level is not None
     logging.getLogger("velithon.config").info("%s: %s", args.config, config.summary())
-    if _SIGHUP is not None:  # until the server listens for it, SIGHUP must not kill us
-        signal.signal(_SIGHUP, signal.SIG_IGN)
     announce = functools.partial(_announce, scheme=server_config.scheme)
     try:
         if workers > 1:

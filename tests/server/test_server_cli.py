@@ -3,6 +3,7 @@ current folder, stopped with SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from support.fifo import held_at
 
 APP = textwrap.dedent(
     """
@@ -49,10 +52,13 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def velithon(cwd: Path, *args: str) -> subprocess.Popen[str]:
+def velithon(cwd: Path, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
+    """``velithon *args`` in ``cwd``; ``new_session``: its own process group, so that a
+    signal can go to the group (the supervisor and its workers)."""
     return subprocess.Popen(
         [sys.executable, "-m", "velithon._cli", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=new_session,
     )
 
 
@@ -116,6 +122,53 @@ def test_invalid_option_value_exits_2(project: Path) -> None:
     assert proc.returncode == 2 and "--max-body-size must be > 0" in err
 
 
+NOTHING_TO_RELOAD = ("SIGHUP received: nothing to reload (no TLS certificate, no reload "
+                     "handler); still serving")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_to_a_plain_run_is_logged_once_and_it_keeps_serving(
+    project: Path, workers: str
+) -> None:
+    """A service manager's "reload" of an app without TLS must not stop it (SIGHUP's
+    default action would); with workers, a SIGHUP to the whole group is logged once."""
+    proc = velithon(project, "run", "myapp:app", "--port", "0", "--workers", workers,
+                    new_session=True)
+    try:
+        [url] = wait_started(proc)
+        os.killpg(proc.pid, signal.SIGHUP)
+        assert httpx.get(url, timeout=5).text == "from cli"
+        proc.send_signal(signal.SIGHUP)
+        assert httpx.get(url, timeout=5).text == "from cli"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count(NOTHING_TO_RELOAD) == 2, err
+    assert "reloading" not in err and "asking the workers" not in err
+    assert out.count("lifespan shutdown done") == int(workers)
+
+
+def test_sighup_while_the_app_module_is_imported_does_not_stop_run(project: Path) -> None:
+    gate = project / "gate"
+    os.mkfifo(gate)
+    (project / "slowapp.py").write_text("open('gate').read()  # held here by the test\n"
+                                        "from myapp import app\n")
+    proc = velithon(project, "run", "slowapp:app", "--port", "0")
+    try:
+        with held_at(gate, proc):
+            proc.send_signal(signal.SIGHUP)
+        [url] = wait_started(proc)
+        assert httpx.get(url, timeout=5).text == "from cli"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGHUP" not in err  # ignored before the server listened: nothing to say
+
+
 def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
     script = (
         "import logging, myapp\n"
@@ -133,6 +186,8 @@ def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
         line = proc.stderr.readline()
         match = re.fullmatch(r"velithon serving on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
+        proc.send_signal(signal.SIGHUP)  # no TLS, no on_reload: nothing to reload
+        assert proc.stderr.readline() == NOTHING_TO_RELOAD + "\n"
         assert httpx.get(match.group(1), timeout=5).text == "from cli"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
@@ -213,7 +268,9 @@ def test_user_mistakes_are_one_line_and_exit_2(
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2, err
     assert message in err and "Traceback" not in err and "ServerConfig" not in err
-    assert message in err.strip().splitlines()[-1]  # the last line says it all
+    last = err.strip().splitlines()[-1]
+    assert message in last  # the last line says it all
+    assert last.startswith("velithon: error: ")  # argparse's errors too
 
 
 def test_weights_the_strategy_ignores_are_a_warning_naming_the_users_line(

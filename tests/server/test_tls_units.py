@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velithon._cli_tls import add_tls_arguments, flag_names, tls_config
-from velithon.server import TLSConfig
+from velithon.server import ServerConfig, TLSConfig
 from velithon.server._certinfo import certificate_info, first_certificate
 from velithon.server._config import cert_reqs
 from velithon.server._redirect import https_location
@@ -119,6 +119,17 @@ def test_tls_config_checks() -> None:
     with pytest.raises(ValueError, match="tls.hsts_include_subdomains needs tls.hsts_max_age"):
         TLSConfig(certfile="c", hsts_include_subdomains=True)
     assert "secret" not in repr(TLSConfig(certfile="c", keyfile_password="secret"))
+
+
+def test_the_redirect_port_cannot_be_the_https_port() -> None:
+    """Both listeners on one port would stop the start-up with "Address already in use"."""
+    tls = TLSConfig(certfile="c", redirect_port=8443)
+    with pytest.raises(ValueError, match="^tls.redirect_port 8443 is also the https port"):
+        ServerConfig(port=8443, tls=tls)
+    with pytest.raises(ValueError, match="^tls.redirect_port 8443 is also the https port"):
+        ServerConfig(port=8443).replace(tls=tls)
+    assert ServerConfig(port=8444, tls=tls).tls == tls
+    assert ServerConfig(port=0, tls=TLSConfig(certfile="c", redirect_port=0)).port == 0
 
 
 def _args(*argv: str) -> argparse.Namespace:

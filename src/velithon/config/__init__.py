@@ -6,7 +6,8 @@
 
     config = load_config_file("gateway.toml")   # ConfigFileError lists every problem
     gateway = build_gateway(config, path="gateway.toml")
-    serve(gateway.app, on_reload=gateway.request_reload)  # SIGHUP re-reads the file
+    serve(gateway.app, config=config.server.server_config(),  # [server], [server.tls]
+          on_reload=gateway.request_reload)  # SIGHUP re-reads the file
 
 The file's shape, the reload rules and the errors are in ``docs/config.md``.
 """

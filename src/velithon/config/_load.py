@@ -48,6 +48,7 @@ from ._sections import (
     ProxySection,
     RouteSection,
     ServerSection,
+    TLSSection,
 )
 
 __all__ = ["load_config", "load_config_file"]
@@ -279,8 +280,12 @@ def _check_sections(values: dict[str, Any], issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue("server.workers", f"must be >= 1, got {server.workers}"))
         try:
             server.server_config()
-        except ValueError as exc:
-            issues.append(validator_issue(str(exc), "server", ServerSection))
+        except ValueError as exc:  # ServerConfig names its tls settings "tls.<key>"
+            message = str(exc)
+            if message.startswith("tls."):
+                issues.append(validator_issue(message, "server.tls", TLSSection))
+            else:
+                issues.append(validator_issue(message, "server", ServerSection))
     admin: AdminSection | None = values.get("admin")
     if admin is not None:  # the rules of mount_admin, checked before anything starts
         if not admin.path.startswith("/") or any(c in admin.path for c in "?#"):

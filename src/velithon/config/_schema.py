@@ -24,6 +24,7 @@ from .._http11.llhttp import PARSER_CHOICES
 from .._lb.outlier import OutlierConfig
 from .._lb.router import NONE_HEALTHY_POLICIES
 from .._lb.strategies import STRATEGY_NAMES
+from ..server._config import CERT_REQS_NAMES
 from ._sections import (
     AdminSection,
     GatewayConfig,
@@ -71,9 +72,11 @@ FIELD_DOCS: dict[str, str] = {
     "keyfile": "PEM file with the private key.",
     "keyfile_password": "Password of an encrypted private key.",
     "ca_certs": "PEM file of the CAs whose client certificates are accepted.",
-    "cert_reqs": "Client certificates: none, optional or required (0, 1, 2).",
+    "cert_reqs": "Client certificates: \"none\", \"optional\" or \"required\", as a "
+                 "string (\"0\", \"1\", \"2\" and \"cert_required\", ... work too).",
     "handshake_timeout": "Seconds a new connection has to finish its TLS handshake.",
-    "redirect_port": "Also listen for plain HTTP on this port and redirect to https.",
+    "redirect_port": "Also listen for plain HTTP on this port (not the https one) and "
+                     "redirect to https.",
     "hsts_max_age": "Strict-Transport-Security max-age on https responses, in seconds.",
     "hsts_include_subdomains": "Add includeSubDomains to the Strict-Transport-Security header.",
     # [admin]
@@ -165,7 +168,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "none_healthy": NONE_HEALTHY_POLICIES,
     "level": LOG_LEVELS,
     "http": PARSER_CHOICES,
-    "cert_reqs": ("none", "optional", "required"),
+    "cert_reqs": CERT_REQS_NAMES,  # what the loader accepts (TLSConfig converts them)
 }
 
 _TITLES = {

@@ -44,16 +44,21 @@ __all__ = ["ClientDisconnected", "ResponseAborted", "ServerConfig", "ServerStart
 
 
 
-def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, *,
-          on_reload: Callable[[], object] | None = None, **options: Any) -> None:
+def serve(app: ASGIApp, host: str | None = None, port: int | None = None, *,
+          config: ServerConfig | None = None, on_reload: Callable[[], object] | None = None,
+          **options: Any) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully and return.
 
     ``options`` are :class:`ServerConfig` fields (``max_body_size=...``,
-    ``graceful_timeout=...``, ...).
+    ``graceful_timeout=...``, ...). ``config`` is a whole :class:`ServerConfig` to start
+    from (a configuration file's ``[server]`` and ``[server.tls]``:
+    ``GatewayConfig.server.server_config()``); ``host``, ``port`` and ``options`` given
+    win over its fields. Without either, the defaults: 127.0.0.1, port 8000.
 
     SIGHUP reloads the TLS certificate (with ``tls``), then calls ``on_reload`` (sync, in
     the server's thread): pass a configuration gateway's ``request_reload`` there, so that
-    one SIGHUP reloads both.
+    one SIGHUP reloads both. With neither, SIGHUP only logs that there is nothing to
+    reload.
 
     Raises:
         TypeError: an unknown option.
@@ -61,13 +66,20 @@ def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000, *,
         ServerStartupError: lifespan startup failed, the address could not be bound, or
             the TLS certificate or key cannot be used.
     """
-    config = ServerConfig(host=host, port=port, **options)
+    changes = dict(options)
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    base = config if config is not None else ServerConfig()
+    server_config = base.replace(**changes) if changes else base
 
     def announce(addresses: list[tuple[str, int]]) -> None:
         for bound_host, bound_port in addresses:
-            logger.info("velithon serving on %s://%s:%d", config.scheme, bound_host, bound_port)
+            logger.info("velithon serving on %s://%s:%d", server_config.scheme, bound_host,
+                        bound_port)
 
-    run_server(app, config, on_started=announce, on_reload=on_reload)
+    run_server(app, server_config, on_started=announce, on_reload=on_reload)
 
 
 fixup_module_metadata(__name__, globals())

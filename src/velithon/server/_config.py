@@ -24,7 +24,7 @@ import attrs
 
 from .._http11.llhttp import resolve_parser
 
-__all__ = ["ServerConfig", "TLSConfig", "cert_reqs"]
+__all__ = ["CERT_REQS_NAMES", "ServerConfig", "TLSConfig", "cert_reqs"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -50,10 +50,13 @@ def _parser_choice(instance: object, attribute: attrs.Attribute[Any], value: str
 
 
 _CERT_REQS = {
-    "none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE, "0": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL, "cert_optional": ssl.CERT_OPTIONAL, "1": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED, "cert_required": ssl.CERT_REQUIRED, "2": ssl.CERT_REQUIRED,
+    "none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED,
+    "0": ssl.CERT_NONE, "1": ssl.CERT_OPTIONAL, "2": ssl.CERT_REQUIRED,
+    "cert_none": ssl.CERT_NONE, "cert_optional": ssl.CERT_OPTIONAL,
+    "cert_required": ssl.CERT_REQUIRED,
 }
+#: Every string :func:`cert_reqs` accepts, in lower case (any case works), names first.
+CERT_REQS_NAMES = tuple(_CERT_REQS)
 
 
 def cert_reqs(value: object) -> ssl.VerifyMode:
@@ -194,6 +197,12 @@ class ServerConfig:
     #: Serve https and wss with these settings; ``None``: plain http and ws.
     tls: TLSConfig | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(TLSConfig)))
+
+    def __attrs_post_init__(self) -> None:
+        redirect = self.tls.redirect_port if self.tls is not None else None
+        if redirect and redirect == self.port:  # 0 and 0: two different free ports
+            raise ValueError(f"tls.redirect_port {redirect} is also the https port: the "
+                             "redirect listener needs a port of its own")
 
     @property
     def scheme(self) -> str:

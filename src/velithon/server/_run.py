@@ -52,6 +52,7 @@ __all__ = [
     "bind_sockets",
     "LogFormatter",
     "configure_logging",
+    "ignore_reload_signals",
     "load_certificates",
     "open_listeners",
     "run_server",
@@ -72,6 +73,18 @@ STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGQUIT) if s i
 RELOAD_SIGNALS = tuple(s for s in (getattr(signal, "SIGHUP", None),) if s is not None)
 # HTTP client libraries log every request at INFO: a gateway's health probes would flood the log.
 _CHATTY_LOGGERS = ("httpx", "httpcore")
+
+
+def ignore_reload_signals() -> None:
+    """Ignore the reload signals (SIGHUP) until a server's own receiver takes them over.
+
+    A command that will serve calls this first, before it imports the app or reads its
+    configuration: SIGHUP's default action ends the process, and a reload sent while it
+    starts (a service manager's ``reload`` right after ``start``) must not kill it. The
+    server's receiver replaces the disposition while it runs and puts it back after.
+    """
+    for signum in RELOAD_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class ServerStartupError(Exception):
@@ -461,10 +474,11 @@ def run_server(
 
     ``reload_signals`` (SIGHUP) reload the TLS certificate, then call ``on_reload`` (in
     the trio thread; a second reload handler, such as a configuration reload, goes
-    there). They are only caught when there is something to reload: a server without
-    TLS and without ``on_reload`` leaves SIGHUP alone. A handler the app opens for the same
-    signal later (trio delivers a signal to the receiver opened last) takes it over: such
-    an app reloads the certificate itself, through the ``certificates`` it was given
+    there). A server without TLS and without ``on_reload`` still catches them, and logs
+    that it has nothing to reload: SIGHUP's default action would end the process, and a
+    service manager's "reload" must not stop a server. A handler the app opens for the
+    same signal later (trio delivers a signal to the receiver opened last) takes it over:
+    such an app reloads the certificate itself, through the ``certificates`` it was given
     (pass them here too; without them the server loads ``config.tls``).
 
     Raises:
@@ -472,8 +486,6 @@ def run_server(
     """
     if certificates is None:
         certificates = load_certificates(config)  # a bad certificate stops us before anything
-    if certificates is None and on_reload is None:
-        reload_signals = ()
     reload = _Reload(certificates, reload_signals, on_reload)
     try:
         trio.run(_run_until_signal, app, config, on_started,
@@ -493,6 +505,10 @@ class _Reload(NamedTuple):
     on_reload: Callable[[], object] | None
 
     def __call__(self, name: str) -> None:
+        if self.certificates is None and self.on_reload is None:
+            logger.info("%s received: nothing to reload (no TLS certificate, no reload "
+                        "handler); still serving", name)
+            return
         logger.info("%s received: reloading", name)
         if self.certificates is not None:
             self.certificates.reload()

@@ -24,7 +24,10 @@ SIGHUP asks for a reload: the supervisor forwards it to every worker, and repeat
 worker that was still starting when it arrived. The supervisor itself never dies of it. A
 worker's server handles it as :func:`~velithon.server._run.run_server` does: it reloads
 the TLS certificate, then calls the ``on_reload`` of a :class:`ReloadableApp` the loader
-returned (``velithon gateway``'s configuration reload); other apps ignore it.
+returned (``velithon gateway``'s configuration reload). Each worker tells the supervisor,
+when it reports it is serving, whether it has anything to reload; when they have not (no
+TLS, a plain app), the supervisor logs so once per SIGHUP instead of forwarding it, and
+the workers keep ignoring the signal (one copy sent to the whole group changes nothing).
 
 The supervisor loads the TLS certificate once before starting any worker (each worker then
 loads its own), so a bad one stops the start-up with one line, as in a single process.
@@ -41,7 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -50,6 +53,7 @@ from .._types import ASGIApp
 from ._config import ServerConfig
 from ._run import (
     STOP_SIGNALS,
+    RELOAD_SIGNALS,
     ServerStartupError,
     bind_sockets,
     configure_logging,
@@ -69,9 +73,16 @@ _RESTART_WINDOW = 60.0
 _KILL_AFTER = 5.0
 _WORKER_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
 _SIGHUP: int | None = getattr(signal, "SIGHUP", None)  # absent on Windows
-_RELOAD_SIGNALS = () if _SIGHUP is None else (_SIGHUP,)
 # blocked from a worker's birth until it has set its own dispositions
-_BLOCKED_AT_SPAWN = (*STOP_SIGNALS, *_RELOAD_SIGNALS)
+_BLOCKED_AT_SPAWN = (*STOP_SIGNALS, *RELOAD_SIGNALS)
+
+
+class _Ready(NamedTuple):
+    """What a worker reports once it serves: the bound addresses, and whether a SIGHUP
+    has anything to reload in it (a TLS certificate, an ``on_reload``)."""
+
+    addresses: list[tuple[str, int]]
+    reloadable: bool
 
 
 @attrs.frozen
@@ -110,9 +121,15 @@ def _worker_main(
         loaded = loader(app_path)
         app, on_reload = ((loaded.app, loaded.on_reload) if isinstance(loaded, ReloadableApp)
                           else (loaded, None))
-        run_server(app, config, on_started=ready.send, sockets=sockets,
+        reloadable = on_reload is not None or config.tls is not None
+
+        def started(addresses: list[tuple[str, int]]) -> None:
+            ready.send(_Ready(addresses, reloadable))
+
+        # nothing to reload: SIGHUP stays ignored here, the supervisor says so once
+        run_server(app, config, on_started=started, sockets=sockets,
                    redirect_sockets=redirect_sockets, signals=_WORKER_SIGNALS,
-                   on_reload=on_reload)
+                   reload_signals=RELOAD_SIGNALS if reloadable else (), on_reload=on_reload)
     except ServerStartupError as exc:
         logger.error("worker startup failed: %s", exc)
         raise SystemExit(STARTUP_FAILED) from None
@@ -147,6 +164,7 @@ class _Supervisor:
         self.procs: set[Any] = set()
         self.restarts: deque[float] = deque()
         self.reloads = 0  # SIGHUPs forwarded so far
+        self.reloadable: bool | None = None  # unknown until a worker reports it serves
 
     def spawn(self) -> tuple[Any, Connection]:
         """Start a worker; it inherits its signals blocked (the mask survives exec)."""
@@ -195,16 +213,17 @@ class _Supervisor:
                           reloads: int) -> list[tuple[str, int]] | None:
         await trio.lowlevel.wait_readable(recv.fileno())
         try:
-            addresses: list[tuple[str, int]] = recv.recv()
+            ready: _Ready = recv.recv()
         except EOFError:
             return None  # the worker exited before it was listening
         finally:
             recv.close()
+        self.reloadable = ready.reloadable
         if self.stopping:  # it ignored the request while starting: its handler is set now
             self._signal(proc, signal.SIGQUIT if self.forcing else signal.SIGTERM)
         elif self.reloads != reloads and _SIGHUP is not None:  # same for a reload
             self._signal(proc, _SIGHUP)
-        return addresses
+        return ready.addresses
 
     def _restart_after(self, proc: Any) -> bool:
         """Whether the exit of ``proc`` (a worker that was serving) calls for a new one."""
@@ -251,9 +270,15 @@ class _Supervisor:
         for proc in list(self.procs):
             proc.kill()
 
-    def reload(self) -> None:
-        """Forward a reload request (SIGHUP) to every worker."""
+    def reload(self, name: str) -> None:
+        """Forward a reload request (SIGHUP, ``name``) to every worker, unless they have
+        nothing to reload."""
         assert _SIGHUP is not None
+        if self.reloadable is False:
+            logger.info("%s received: nothing to reload (no TLS certificate, no reload "
+                        "handler); still serving", name)
+            return
+        logger.info("%s received: asking the workers to reload", name)
         self.reloads += 1
         for proc in list(self.procs):
             self._signal(proc, _SIGHUP)
@@ -303,16 +328,15 @@ def run_workers(
 
 
 async def _supervise(sup: _Supervisor, workers: int) -> int:
-    with trio.open_signal_receiver(*STOP_SIGNALS, *_RELOAD_SIGNALS) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS, *RELOAD_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def forward(*, task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 async for signum in signals:
                     name = signal.Signals(signum).name
-                    if signum in _RELOAD_SIGNALS:
-                        logger.info("%s received: asking the workers to reload", name)
-                        sup.reload()
+                    if signum in RELOAD_SIGNALS:
+                        sup.reload(name)
                         continue
                     action = stop_request(signum, sup.stopping)
                     if action == "now":
