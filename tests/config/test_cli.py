@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from support.fifo import held_at
 from support.gateway import backends
 from support.gateway_cli import Launch, client, config_for, served_by, velithon
 
@@ -82,6 +83,19 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
 
 
+def test_a_redirect_port_equal_to_the_port_fails_the_check(tmp_path: Path) -> None:
+    """It would only fail at start-up, with "Address already in use"."""
+    path = tmp_path / "gw.toml"
+    path.write_text('[server]\nport = 8443\n[server.tls]\ncertfile = "c.pem"\n'
+                    "redirect_port = 8443\n" + GOOD)
+    for command in [("config", "check", str(path)), ("gateway", "-c", str(path))]:
+        result = velithon(*command)
+        assert result.returncode == 2, command
+        assert result.stderr == (f"velithon: error: {path}: server.tls.redirect_port: 8443 "
+                                 "is also the https port: the redirect listener needs a port "
+                                 "of its own\n")
+
+
 # ---- a running gateway process ------------------------------------------------------
 
 
@@ -133,3 +147,18 @@ async def test_watch_reloads_when_the_file_changes(tmp_path: Path, start: Launch
             assert "rebuilt (targets, load_balancing_strategy, weights changed)" in line
             assert await served_by(cl, 8) == {"a": 2, "b": 6}
         assert await gateway.stop() == 0
+
+
+async def test_sighup_while_the_file_is_read_does_not_stop_the_gateway(
+        tmp_path: Path, start: Launch) -> None:
+    """SIGHUP is ignored from the start of the command until the server listens for it."""
+    async with backends("a") as (a,):
+        fifo = tmp_path / "gw.toml"
+        os.mkfifo(fifo)
+        gateway = start(fifo)
+        with held_at(fifo, gateway.proc, config_for(a)):  # the gateway reads its file
+            os.kill(gateway.proc.pid, signal.SIGHUP)
+        async with client(await gateway.url()) as cl:
+            assert await served_by(cl, 2) == {"a": 2}
+        assert await gateway.stop() == 0
+    assert "SIGHUP" not in gateway.err

@@ -4,12 +4,17 @@ with and without a ``[server.tls]`` table, and one-line errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
+import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
+
+from velithon.config import config_schema
 
 from support.gateway import backends
 from support.gateway_cli import Launch, client, config_for, served_by, velithon
@@ -122,6 +127,10 @@ async def test_an_option_wins_over_its_key_and_the_other_keys_stay(
     (False, ("--ssl-certfile", "c.pem", "--https-redirect-port", "70000"),
      "--https-redirect-port must be in 0..65535"),
     (True, ("--ssl-cert-reqs", "always"), "argument --ssl-cert-reqs: invalid value 'always'"),
+    (False, ("--port", "8443", "--ssl-certfile", "c.pem", "--https-redirect-port", "8443"),
+     "--https-redirect-port 8443 is also the https port"),
+    (True, ("--port", "8443", "--https-redirect-port", "8443"),
+     "--https-redirect-port 8443 is also the https port"),
 ])
 def test_option_mistakes_are_one_line_usage_errors(
         tmp_path: Path, table: bool, args: tuple[str, ...], message: str) -> None:
@@ -151,3 +160,62 @@ def test_certificate_problems_stop_the_start_up_with_exit_3(
         assert result.returncode == 3, result.stderr
         assert result.stderr.splitlines()[-1] == f"velithon: error: {error}"
         assert "serving on" not in result.stdout
+
+
+def test_config_check_reads_the_tls_files_as_the_start_up_does(
+        tmp_path: Path, certs: Certs) -> None:
+    """A file that checks ok does not fail the gateway's start-up on its certificate, and
+    relative paths are from the current folder, for both commands."""
+    expired = certs.dir / "expired.pem"
+    expired_leaf(certs.ca).private_key_and_cert_chain_pem.write_to_path(str(expired))
+    path = tmp_path / "gw.toml"
+    for table, cwd, error in [
+        (tls_table(certs.dir / "missing.pem"), tmp_path,
+         f"cannot read the certificate file {str(certs.dir / 'missing.pem')!r}: "
+         "No such file or directory"),
+        (tls_table(expired), tmp_path,
+         f"the certificate in {str(expired)!r} expired on 2020-01-02 03:04:05 UTC"),
+        (tls_table(certs.certfile), tmp_path,
+         f"no PEM private key in {str(certs.certfile)!r} (give the key file with "
+         "--ssl-keyfile or tls.keyfile)"),
+        (tls_table(Path("bundle.pem")), tmp_path,  # relative: not from the file's folder
+         "cannot read the certificate file 'bundle.pem': No such file or directory"),
+        (tls_table(Path("bundle.pem"), 'ca_certs = "nowhere.pem"\ncert_reqs = "required"\n'),
+         certs.dir, "cannot read the CA certificates 'nowhere.pem': No such file or directory"),
+    ]:
+        path.write_text(unstarted(table))
+        result = velithon("config", "check", str(path), cwd=cwd)
+        assert result.returncode == 2, (table, result.stderr)
+        assert result.stderr == f"velithon: error: {path}: server.tls: {error}\n"
+        assert result.stdout == ""
+        started = velithon("gateway", "-c", str(path), "--port", "0", cwd=cwd)
+        assert started.returncode == 3, started.stderr
+        assert started.stderr.splitlines()[-1] == f"velithon: error: {error}"
+    for table, cwd in [(tls_table(Path("bundle.pem")), certs.dir),
+                       (tls_table(certs.certfile, f'keyfile = "{certs.keyfile}"\n'), tmp_path)]:
+        path.write_text(unstarted(table))
+        result = velithon("config", "check", str(path), cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{path}: ok: 1 route, 0 proxies, 1 target\n"
+
+
+@pytest.mark.parametrize("value", ["none", "optional", "required", "Required", "2",
+                                   "CERT_REQUIRED", 2, "always"])
+def test_config_check_and_the_schema_agree_on_cert_reqs(
+        tmp_path: Path, certs: Certs, value: object) -> None:
+    """What the loader takes, the schema (for editors) allows, and the reverse (the schema
+    lists lower-case names; the loader takes any case, as for [logging] level)."""
+    table = tls_table(certs.bundle, f'ca_certs = "{certs.ca_file}"\ncert_reqs = '
+                                    f"{json.dumps(value)}\n")
+    path = tmp_path / "gw.toml"
+    path.write_text(unstarted(table))
+    result = velithon("config", "check", str(path))
+    schema_ok = not list(jsonschema.Draft202012Validator(config_schema()).iter_errors(
+        tomllib.loads(path.read_text())))
+    loads = result.returncode == 0
+    assert loads == (value in ("none", "optional", "required", "Required", "2",
+                               "CERT_REQUIRED")), result.stderr
+    assert schema_ok == (loads and isinstance(value, str) and value == value.lower())
+    if not loads:
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith(f"velithon: error: {path}: server.tls.cert_reqs: ")

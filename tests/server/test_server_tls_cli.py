@@ -195,6 +195,9 @@ def test_an_expired_certificate_is_refused_at_start_up(
      "--ssl-handshake-timeout must be > 0"),
     (("--ssl-certfile", "c.pem", "--https-redirect-port", "70000"),
      "--https-redirect-port must be in 0..65535"),
+    (("--ssl-certfile", "c.pem", "--port", "8443", "--https-redirect-port", "8443"),
+     "velithon: error: --https-redirect-port 8443 is also the https port: the redirect "
+     "listener needs a port of its own"),
 ])
 def test_option_mistakes_are_one_line_usage_errors(
         start: Callable[..., Server], args: tuple[str, ...], message: str) -> None:

@@ -24,10 +24,10 @@ from velithon.testing import Backend
 LIMIT = 30.0  # seconds: an upper bound for any single wait
 
 
-def velithon(*args: str) -> subprocess.CompletedProcess[str]:
-    """``velithon *args`` run to its end, output captured."""
+def velithon(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``velithon *args`` run to its end (in ``cwd``), output captured."""
     return subprocess.run([sys.executable, "-m", "velithon", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, cwd=cwd)
 
 
 def config_for(*targets: Backend, extra: str = "", server: str = "") -> str:
@@ -48,14 +48,19 @@ targets = [{urls}]
 
 
 class GatewayProcess:
-    """A ``velithon gateway`` process group whose output goes to files."""
+    """A ``velithon gateway`` process group whose output goes to files (or, with
+    ``script``, a Python program serving a gateway, run in ``folder``)."""
 
-    def __init__(self, folder: Path, config: Path, args: tuple[str, ...]) -> None:
+    def __init__(self, folder: Path, config: Path, args: tuple[str, ...], *,
+                 script: str | None = None) -> None:
         self.out_path, self.err_path = folder / "out.log", folder / "err.log"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
+        argv = ([sys.executable, "-c", script] if script is not None else
                 [sys.executable, "-m", "velithon", "gateway", "-c", str(config), "--port", "0",
-                 *args], stdout=out, stderr=err, start_new_session=True)
+                 *args])
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err,
+                                         cwd=folder if script is not None else None,
+                                         start_new_session=True)
 
     @property
     def out(self) -> str:

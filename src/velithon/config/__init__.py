@@ -38,6 +38,7 @@ from ._sections import LoggingSection as LoggingSection
 from ._sections import ProxySection as ProxySection
 from ._sections import RouteSection as RouteSection
 from ._sections import ServerSection as ServerSection
+from ._sections import TLSSection as TLSSection
 
 __all__ = [
     "AddFacade",
@@ -56,6 +57,7 @@ __all__ = [
     "RouteSection",
     "ServerSection",
     "SetLogLevel",
+    "TLSSection",
     "UpdateTargets",
     "build_gateway",
     "config_schema",

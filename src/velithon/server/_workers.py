@@ -52,8 +52,8 @@ import trio
 from .._types import ASGIApp
 from ._config import ServerConfig
 from ._run import (
-    STOP_SIGNALS,
     RELOAD_SIGNALS,
+    STOP_SIGNALS,
     ServerStartupError,
     bind_sockets,
     configure_logging,
