@@ -238,3 +238,22 @@ def test_http_client_info_lines_are_silenced_in_every_process(
     assert "HTTP Request" not in server.err
     server.signal_group(signal.SIGTERM)
     assert server.wait() == 0
+
+
+def test_sighup_to_the_group_kills_no_process_of_it(start: Start) -> None:
+    """A "reload" sent to the whole group of a plain app: the supervisor says once that
+    there is nothing to reload, and neither a worker nor multiprocessing's resource
+    tracker dies of it (a dead tracker would show when a worker is next restarted)."""
+    server = start("--port", "0", "--workers", "2")
+    url = server.url()
+    server.wait_for(r"worker \d+ started", stream="err", count=2)
+    server.signal_group(signal.SIGHUP)
+    server.wait_for("SIGHUP received: nothing to reload", stream="err")
+    served = {int(httpx.get(url, timeout=LIMIT).text) for _ in range(4)}
+    os.kill(served.pop(), signal.SIGKILL)  # a crash: the supervisor starts another worker
+    server.wait_for(r"worker \d+ started", stream="err", count=3)
+    assert httpx.get(url, timeout=LIMIT).status_code == 200
+    server.signal_group(signal.SIGTERM)
+    assert server.wait() == 0, server.err
+    assert server.err.count("SIGHUP received") == 1, server.err
+    assert "resource_tracker" not in server.err and "Traceback" not in server.err

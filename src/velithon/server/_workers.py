@@ -321,10 +321,27 @@ def run_workers(
             loader, app_path, config.replace(port=port), sockets, redirect_sockets, workers,
             on_started,
         )
+        _start_resource_tracker()
         return trio.run(_supervise, supervisor, workers)
     finally:
         for sock in [*sockets, *(redirect_sockets or ())]:
             sock.close()
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with the reload signals ignored.
+
+    It is a process of the supervisor's group and keeps the dispositions it starts with
+    (exec resets only handled signals): started later, under the supervisor's signal
+    receiver, it would die of the first SIGHUP sent to the group, and the next worker
+    start would warn that it died.
+    """
+    previous = [(signum, signal.signal(signum, signal.SIG_IGN)) for signum in RELOAD_SIGNALS]
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        for signum, handler in previous:
+            signal.signal(signum, handler)
 
 
 async def _supervise(sup: _Supervisor, workers: int) -> int:
