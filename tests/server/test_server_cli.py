@@ -172,9 +172,10 @@ def test_sighup_while_the_app_module_is_imported_does_not_stop_run(project: Path
 def test_serve_function_runs_until_sigint_then_drains(project: Path) -> None:
     script = (
         "import logging, myapp\n"
-        "from velithon.server import serve\n"
+        "from velithon.server import ServerConfig, serve\n"
         "logging.basicConfig(level='INFO', format='%(message)s')\n"
-        "serve(myapp.app, port=0, graceful_timeout=2)\n"
+        "base = ServerConfig(host='no-such-host.invalid', port=8000, graceful_timeout=30)\n"
+        "serve(myapp.app, '127.0.0.1', port=0, config=base, graceful_timeout=2)  # they win\n"
         "print('serve returned', flush=True)\n"
     )
     proc = subprocess.Popen(
