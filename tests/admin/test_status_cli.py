@@ -90,7 +90,7 @@ def test_status_without_a_url_is_a_usage_error(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as exited:
         main(["status"])
     assert exited.value.code == 2
-    assert capsys.readouterr().err == ("velithon status: error: the following arguments are "
+    assert capsys.readouterr().err == ("velithon: error: the following arguments are "
                                        "required: url\n")
 
 
