@@ -49,17 +49,15 @@ class FastSocket:
         by a request that waited for the router)."""
         self._streak = 0
 
-    async def _yield_if_due(self) -> None:
-        """A checkpoint if this socket has not waited for a while (before any I/O)."""
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
+        # a checkpoint if this socket has not waited for a while, before any I/O
+        # (written out here: a helper coroutine per call costs more than the check)
         streak = self._streak + 1
         if streak > YIELD_EVERY:
             streak = 0
             await trio.lowlevel.checkpoint()
         self._streak = streak
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
-        await self._yield_if_due()
         while True:
             try:
                 return os.read(self._fd, max_bytes)
@@ -76,9 +74,15 @@ class FastSocket:
         sent, is almost never in the socket yet: trying first would cost a failed
         system call on every request, so this waits for readiness first.
         """
-        await trio.lowlevel.wait_readable(self._socket)
-        self._streak = 0
-        return await self.receive_some(max_bytes)
+        while True:
+            await trio.lowlevel.wait_readable(self._socket)
+            self._streak = 0
+            try:
+                return os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                continue  # readable, then taken: wait again
+            except OSError as exc:
+                raise _broken(exc) from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``, waiting for the socket to drain when it is full.
@@ -86,7 +90,13 @@ class FastSocket:
         A cancellation can only come before the first byte is written or while waiting
         for room, as with trio's own ``send_all``.
         """
-        await self._yield_if_due()
+        # a checkpoint if this socket has not waited for a while, before any I/O
+        # (written out here: a helper coroutine per call costs more than the check)
+        streak = self._streak + 1
+        if streak > YIELD_EVERY:
+            streak = 0
+            await trio.lowlevel.checkpoint()
+        self._streak = streak
         view = memoryview(data)
         total = len(view)
         sent = 0
