@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-__all__ = ["StartedFlag", "first_leaf", "owning_nursery"]
+__all__ = ["StartedFlag", "all_leaves_are", "first_leaf", "owning_nursery"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,18 @@ async def owning_nursery() -> AsyncIterator[trio.Nursery]:
         finally:
             exc.__context__, exc.__cause__ = context, cause
             del exc, group
+
+
+def all_leaves_are(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` is a ``kind``, or a group (nested or not) of nothing else.
+
+    An app that runs tasks in a nursery reports a client that went away as a group of
+    :class:`~velithon.server.ClientDisconnected` errors; that is still a client gone
+    away, not a failure of the app.
+    """
+    if isinstance(error, BaseExceptionGroup):
+        return all(all_leaves_are(leaf, kind) for leaf in error.exceptions)
+    return isinstance(error, kind)
 
 
 def first_leaf(error: BaseException) -> BaseException:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import socket
+import struct
 from typing import Any
 
 import pytest
@@ -147,3 +149,41 @@ async def test_binary_message_bigger_than_limit_closes_1009() -> None:
                 with trio.fail_after(2):
                     await ws.get_message()
             assert closed.value.reason.code == 1009
+
+
+async def test_a_client_gone_while_an_apps_nursery_sends_is_no_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A relay sends from a task in a nursery, so a client that goes away reaches the
+    # server as a group of ClientDisconnected errors: still a client gone, not a failure
+    # of the app (no ERROR, no traceback), as it is when the app sends directly.
+    sent_into_the_void = trio.Event()
+
+    async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await echo(scope, receive, send)
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+
+        async def flood() -> None:
+            try:
+                while True:
+                    await send({"type": "websocket.send", "bytes": b"x" * 65536})
+            finally:
+                sent_into_the_void.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            nursery.start_soon(trio.sleep_forever)
+
+    async with running_server(relay) as server:
+        stream = await connect(server)
+        await stream.send_all(handshake())
+        await stream.receive_some(65536)  # the 101 (and maybe the first bytes)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # a reset: the flood's next send fails
+        with trio.fail_after(10):
+            await sent_into_the_void.wait()
+        await trio.sleep(0.1)
+        await assert_still_serving(server)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -38,6 +38,7 @@ from .._exceptions import ResponseAborted
 from .._http11 import CheckedFields, ChunkedBodyError, ChunkedDecoder, is_checked
 from .._http11.llhttp import HttpParser
 from .._sockio import FastSocket
+from .._structured import all_leaves_are
 from .._types import Message
 from ._policy import (
     RequestHead,
@@ -340,7 +341,11 @@ class ServerConnection:
             logger.debug("client went away: %s", exc)
             self._disconnected = True
         except Exception as exc:
-            failure = exc
+            if all_leaves_are(exc, ClientDisconnected):  # from the app's nursery
+                logger.debug("client went away: %s", exc)
+                self._disconnected = True
+            else:
+                failure = exc
         if access is None:
             return await self._finish(failure)
         ended = trio.current_time()  # before any lingering close or unread-body drain

@@ -29,6 +29,7 @@ from wsproto.events import (
 from wsproto.utilities import generate_accept_token
 
 from .._http11 import reason
+from .._structured import all_leaves_are
 from .._types import Message as ASGIMessage
 from .._types import Scope
 from ._state import ClientDisconnected, logger
@@ -112,8 +113,9 @@ class WebSocketSession:
         except ClientDisconnected:
             pass
         except Exception as exc:
-            failure = exc
-            logger.error("exception in ASGI websocket app", exc_info=exc)
+            if not all_leaves_are(exc, ClientDisconnected):  # else: from a nursery
+                failure = exc
+                logger.error("exception in ASGI websocket app", exc_info=exc)
         await self._finish(failure)
 
     async def close_going_away(self) -> None:
