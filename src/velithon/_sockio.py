@@ -53,11 +53,11 @@ class FastSocket:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
         # a checkpoint if this socket has not waited for a while, before any I/O
         # (written out here: a helper coroutine per call costs more than the check)
-        streak = self._streak + 1
-        if streak > YIELD_EVERY:
-            streak = 0
+        if self._streak >= YIELD_EVERY:
             await trio.lowlevel.checkpoint()
-        self._streak = streak
+            self._streak = 0
+        else:
+            self._streak += 1
         while True:
             try:
                 return os.read(self._fd, max_bytes)
@@ -92,11 +92,11 @@ class FastSocket:
         """
         # a checkpoint if this socket has not waited for a while, before any I/O
         # (written out here: a helper coroutine per call costs more than the check)
-        streak = self._streak + 1
-        if streak > YIELD_EVERY:
-            streak = 0
+        if self._streak >= YIELD_EVERY:
             await trio.lowlevel.checkpoint()
-        self._streak = streak
+            self._streak = 0
+        else:
+            self._streak += 1
         view = memoryview(data)
         total = len(view)
         sent = 0

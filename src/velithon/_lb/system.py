@@ -448,30 +448,29 @@ class Balancer:
 
     # ---- requests ----------------------------------------------------------------
 
-    async def _ask(self, msg_type: Any, *args: Any, **kwargs: Any) -> Any:
-        reply: Reply[Any] = Reply()
+    def _post(self, msg: RouterMsg) -> None:
+        """Put a request in the router's inbox without waiting (full: ``Overloaded``)."""
         try:
-            self._router_send.send_nowait(msg_type(reply, *args, **kwargs))
+            self._router_send.send_nowait(msg)
         except trio.WouldBlock:
             raise Overloaded("The load balancer is overloaded") from None
         except trio.ClosedResourceError:
             raise NoTargetAvailable("The load balancer is shutting down") from None
+
+    async def _ask(self, msg_type: Any, *args: Any, **kwargs: Any) -> Any:
+        reply: Reply[Any] = Reply()
+        self._post(msg_type(reply, *args, **kwargs))
         return await reply.wait()
 
     async def pick(self, key: bytes | None = None, exclude: frozenset[int] = frozenset(),
                    retry: bool = False) -> Lease:
         """Lease a target; raises :class:`NoTargetAvailable` (or ``Overloaded``).
 
-        :meth:`_ask` written out: this runs for every request, and one coroutine less
-        on its way is measurable.
+        Not through :meth:`_ask`: this runs for every request, and one coroutine less on
+        its way is measurable.
         """
         reply: Reply[Lease] = Reply()
-        try:
-            self._router_send.send_nowait(Pick(reply, key, exclude, retry))
-        except trio.WouldBlock:
-            raise Overloaded("The load balancer is overloaded") from None
-        except trio.ClosedResourceError:
-            raise NoTargetAvailable("The load balancer is shutting down") from None
+        self._post(Pick(reply, key, exclude, retry))
         return await reply.wait()
 
     async def router_view(self) -> list[RouterTargetView]:

@@ -136,13 +136,7 @@ def frame_fields(method: bytes, headers: Iterable[tuple[bytes, bytes]], body: Bo
                 out.append((name, value))
         elif lname != b"transfer-encoding":
             out.append((name, value))
-    if streaming:
-        if not declared:
-            out.append((b"transfer-encoding", b"chunked"))
-    elif body is not None:
-        out.append((b"content-length", b"%d" % len(body)))  # type: ignore[arg-type]
-    elif method in _WANT_LENGTH:
-        out.append((b"content-length", b"0"))
+    _add_framing(out, method, body, streaming, declared)
     return out
 
 
@@ -158,10 +152,7 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
     """
     if parser == "h11":
         return _prepare_h11(method, target, frame_fields(method, headers, body), url)
-    if _METHOD(method) is None:
-        raise local_error(ValueError("illegal method"), url)
-    if _TARGET(target) is None:
-        raise local_error(ValueError("illegal request target"), url)
+    _check_request_line(method, target, url)
     # One pass: the framing (as frame_fields does it: the caller's dropped, ours added
     # last), the Host count, and the order h11 mode writes the fields in (when the one
     # Host comes before the other fields h11 acts on: Host first, then every field h11
@@ -189,7 +180,9 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
         elif lname == b"connection" and _asks_close(item[1]):
             persistent = False
         own.append(item)
-    length, chunked = _add_framing(own, method, body, streaming, length)
+    added, chunked = _add_framing(own, method, body, streaming, length is not None)
+    if added is not None:
+        length = added
     if hosts != 1:
         raise local_error(ValueError("a request needs exactly one Host header"), url)
     ordered = own
@@ -206,20 +199,29 @@ def prepare_request(parser: HttpParser, method: bytes, target: bytes,
     return PreparedRequest(method, head, None, length, chunked, persistent)
 
 
-def _add_framing(own: list[tuple[bytes, bytes]], method: bytes, body: Body, streaming: bool,
-                 declared: int | None) -> tuple[int | None, bool]:
-    """Append our framing field to ``own``; return ``(length, chunked)`` of the request."""
+def _check_request_line(method: bytes, target: bytes, url: str) -> None:
+    """Refuse a method or target h11 would not send either."""
+    if _METHOD(method) is None:
+        raise local_error(ValueError("illegal method"), url)
+    if _TARGET(target) is None:
+        raise local_error(ValueError("illegal request target"), url)
+
+
+def _add_framing(fields: list[tuple[bytes, bytes]], method: bytes, body: Body,
+                 streaming: bool, declared: bool) -> tuple[int | None, bool]:
+    """Append our framing field to ``fields`` (none for a streaming body whose length
+    the caller ``declared``); return ``(the Content-Length added, chunked)``."""
     if streaming:
-        if declared is None:
-            own.append((b"transfer-encoding", b"chunked"))
-            return None, True
-        return declared, False
+        if declared:
+            return None, False
+        fields.append((b"transfer-encoding", b"chunked"))
+        return None, True
     if body is not None:
         length = len(body)  # type: ignore[arg-type]
-        own.append((b"content-length", b"%d" % length))
+        fields.append((b"content-length", b"%d" % length))
         return length, False
     if method in _WANT_LENGTH:
-        own.append((b"content-length", b"0"))
+        fields.append((b"content-length", b"0"))
         return 0, False
     return None, False
 
