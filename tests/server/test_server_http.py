@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from typing import Any
 
 import httpx
+import pytest
 import trio
+
+from velithon._http11 import CheckedFields
 
 from support.server import (
     Recorder,
@@ -312,3 +316,54 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector() -> N
             gc.set_debug(0)
             gc.garbage.clear()
     assert not {m for m in freed if m.startswith(("velithon", "trio", "httptools", "h11"))}
+
+
+# A response head is written in one pass when its fields are known to be checked (a
+# proxied response); it must be the very bytes the general path writes for the same list.
+_FIELD_CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], list[bytes]]] = {
+    "length": (200, [(b"content-type", b"text/plain"), (b"content-length", b"5")], [b"hello"]),
+    "no-length": (200, [(b"content-type", b"text/plain")], [b"hello"]),
+    "date-and-server": (200, [(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+                              (b"server", b"upstream"), (b"content-length", b"5")], [b"hello"]),
+    "no-fields": (200, [], [b"hello"]),
+    "streamed": (200, [(b"x-a", b"1")], [b"he", b"llo"]),
+    "streamed-with-length": (200, [(b"content-length", b"5")], [b"he", b"llo"]),
+    "chunked": (200, [(b"transfer-encoding", b"chunked")], [b"he", b"llo"]),
+    "app-closes": (200, [(b"connection", b"close"), (b"content-length", b"5")], [b"hello"]),
+    "no-content": (204, [(b"x-a", b"1")], [b""]),
+    "not-modified": (304, [(b"content-length", b"5")], [b""]),
+    "bad-length": (200, [(b"content-length", b"five")], [b"hello"]),
+    "two-lengths": (200, [(b"content-length", b"5"), (b"content-length", b"5")], [b"hello"]),
+}
+_DATE_LINE = re.compile(rb"\r\ndate: [^\r]*")
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /%s HTTP/1.1\r\nHost: gw\r\n\r\n",
+    b"HEAD /%s HTTP/1.1\r\nHost: gw\r\n\r\n",
+    b"GET /%s HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    b"GET /%s HTTP/1.0\r\n\r\n",
+])
+async def test_a_checked_field_list_is_written_as_the_same_list_unchecked(
+        request_line: bytes) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        case, kind = scope["path"].strip("/").split("/")
+        status, fields, body = _FIELD_CASES[case]
+        headers = CheckedFields(fields) if kind == "checked" else list(fields)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for i, part in enumerate(body):
+            await send({"type": "http.response.body", "body": part,
+                        "more_body": i < len(body) - 1})
+
+    async with running_server(app) as server:
+        for case in _FIELD_CASES:
+            answers = []
+            for kind in ("checked", "plain"):
+                request = request_line % f"{case}/{kind}".encode()
+                async with await connect(server) as stream:
+                    await stream.send_all(request)
+                    await stream.send_eof()  # the answer then ends with the connection
+                    answer = await read_until_closed(stream)
+                answers.append(_DATE_LINE.sub(b"", answer))
+            assert answers[0] == answers[1], case
+            assert answers[0].startswith(b"HTTP/1.1 "), case

@@ -189,6 +189,8 @@ class TLSConnection(ServerConnection):
         await self._close_tls(_LINGER)
 
     # -- response ------------------------------------------------------------------------
+    plain_response_fields = False  # HSTS is added below
+
     def _response_fields(self, start: Message, status: int, final_length: int | None
                          ) -> list[tuple[bytes, bytes]]:
         headers = super()._response_fields(start, status, final_length)
