@@ -19,6 +19,8 @@ import psutil
 import pytest
 import trio
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from velithon._exceptions import (
     ConfigError,
@@ -29,6 +31,9 @@ from velithon._exceptions import (
     UpstreamRequestError,
     UpstreamResetError,
 )
+from velithon._http11 import invalid_field
+from velithon._http11.llhttp import HeadError, ResponseHeadReader
+from velithon._proxy.connection import _check_head
 from velithon._proxy.pool import Origin, PoolStatistics, UpstreamPool
 
 from support.raw_backend import CLOSE, THEN_CLOSE, Reader, Scripted, ok, serve
@@ -485,6 +490,17 @@ _MALFORMED = {  # name: (raw bytes, what the error must say)
                      "repeated Content-Length"),
     "partial-head-then-close": (b"HTTP/1.1 200 OK\r\nContent-Le",
                                 "in the middle of the response head"),
+    # field grammar: nothing refused may reach the client, which is written unchecked
+    "nul-in-value": (b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+                     "control character|illegal header line"),
+    "ctl-in-value": (b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n",
+                     "control character|illegal header line"),
+    "bare-cr-in-value": (b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",
+                         "illegal header line|Missing expected LF"),
+    "empty-name": (b"HTTP/1.1 200 OK\r\n: a\r\nContent-Length: 0\r\n\r\n",
+                   "illegal header line|Invalid header token"),
+    "bad-name-char": (b"HTTP/1.1 200 OK\r\nX(A): a\r\nContent-Length: 0\r\n\r\n",
+                      "illegal header line|Invalid header token"),
 }
 
 
@@ -498,6 +514,31 @@ async def test_malformed_response_head_is_a_protocol_error(raw: bytes, message: 
             await pool.request(b"GET", b"/", host_headers(port))
         assert pool.statistics() == PoolStatistics(0, 0, 1, 0, 1)
         await backend.wait_closed(1)
+
+
+_HEAD_BYTES = st.sampled_from(list(b"aZ09-_:; \t\r\n\x00\x01\x0b\x0c\x7f\x80\xff\"(),/=?@{}!#|~"))
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.lists(_HEAD_BYTES, max_size=8).map(bytes),
+                          st.sampled_from([b":", b": ", b" :", b":\t"]),
+                          st.lists(_HEAD_BYTES, max_size=8).map(bytes)), max_size=4))
+def test_fields_llhttp_accepts_after_the_raw_checks_are_of_the_grammar(
+        fields: list[tuple[bytes, bytes, bytes]]) -> None:
+    # Why a response's fields are not checked again before the gateway writes them on.
+    head = (b"HTTP/1.1 200 OK\r\n" + b"".join(n + sep + v + b"\r\n" for n, sep, v in fields)
+            + b"Content-Length: 0\r\n\r\n")
+    try:
+        _check_head(head, 0, len(head), 0, url="u", max_head_bytes=1024, max_headers=100)
+    except UpstreamProtocolError:
+        return
+    reader = ResponseHeadReader()
+    reader.begin()
+    try:
+        reader.feed(head)
+    except HeadError:
+        return
+    assert invalid_field(reader.headers) is None
 
 
 async def test_whole_head_in_one_read_is_still_limited() -> None:
