@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import re
+from typing import cast
 
 import trio
 
-from .._http11 import invalid_field, is_checked
+from .._http11 import CheckedFields, invalid_field, is_checked
 from .._http11.llhttp import HeadError, RequestHeadReader
 from .._types import Message
 from ._http import (
@@ -205,9 +206,9 @@ class LlhttpConnection(ServerConnection):
         status = start["status"]
         if type(status) is not int or not 200 <= status <= 999:
             raise InvalidResponse(f"cannot send status {status!r} as a final response")
-        headers = start.get("headers") or ()
+        headers = start.get("headers")
         if self.plain_response_fields and is_checked(headers) and not self._draining:
-            return self._encode_checked_head(status, headers, final_length)
+            return self._encode_checked_head(status, cast(CheckedFields, headers), final_length)
         lines, special = field_lines(self._response_fields(start, status, final_length))
         lines += self._framing_lines(status, special)
         return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, REASONS.get(status, b""), b"".join(lines))
