@@ -62,7 +62,7 @@ class FastSocket:
             try:
                 return os.read(self._fd, max_bytes)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._socket)
+                await trio.lowlevel.wait_readable(self._fd)
                 self._streak = 0
             except OSError as exc:
                 raise _broken(exc) from exc
@@ -75,7 +75,7 @@ class FastSocket:
         system call on every request, so this waits for readiness first.
         """
         while True:
-            await trio.lowlevel.wait_readable(self._socket)
+            await trio.lowlevel.wait_readable(self._fd)
             self._streak = 0
             try:
                 return os.read(self._fd, max_bytes)
@@ -97,14 +97,21 @@ class FastSocket:
             self._streak = 0
         else:
             self._streak += 1
-        view = memoryview(data)
+        try:  # the usual case: the kernel takes it all at once, no view needed
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise _broken(exc) from exc
+        if type(data) is bytes and sent == len(data):
+            return
+        view = memoryview(data).cast("B")
         total = len(view)
-        sent = 0
         while sent < total:
             try:
-                sent += os.write(self._fd, view[sent:] if sent else view)
+                sent += os.write(self._fd, view[sent:])
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._socket)
+                await trio.lowlevel.wait_writable(self._fd)
                 self._streak = 0
             except OSError as exc:
                 raise _broken(exc) from exc

@@ -488,7 +488,7 @@ class _ClientFields:
         for name, value in headers:
             kind = kinds.get(name)
             if kind is None:
-                if b"_" in name and name.replace(b"_", b"-") in _LOOKALIKE_OF:
+                if name.find(b"_") >= 0 and name.replace(b"_", b"-") in _LOOKALIKE_OF:
                     continue
                 plain.append((name, value))
             elif kind == _XFF:
