@@ -170,6 +170,8 @@ class Lease:
     epoch: int
     started_at: float
     _router: trio.MemorySendChannel[RouterMsg]
+    #: trio's clock, read in one call (the router's; ``trio.current_time()`` is three)
+    _clock: Callable[[], float]
     _kind: OutcomeKind = OutcomeKind.NEUTRAL
     _status: int | None = None
     _client_time: float = 0.0
@@ -193,7 +195,7 @@ class Lease:
         if self._finished:
             return
         self._finished = True
-        latency = max(trio.current_time() - self.started_at - self._client_time, 0.0)
+        latency = max(self._clock() - self.started_at - self._client_time, 0.0)
         done = Done(self.target_id, self.epoch, self._kind, latency, self._status)
         try:
             self._router.send_nowait(done)  # the usual case: no wait, no cancel scope
@@ -534,6 +536,7 @@ class RouterActor:
         self._self_send = self_send
         self._pending: list[TargetEntry] = []
         self._closing = False
+        self._clock: Callable[[], float] = trio.current_time  # the run's own, once running
 
     def __repr__(self) -> str:
         entries = self.state.entries
@@ -560,6 +563,7 @@ class RouterActor:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._clock = clock = trio.lowlevel.current_clock().current_time
         task_status.started()
         receive = self._inbox.receive
         receive_nowait = self._inbox.receive_nowait
@@ -571,7 +575,7 @@ class RouterActor:
                     msg = await receive()
                 except trio.EndOfChannel:
                     return  # intake closed: the balancer is shutting down
-                now = trio.current_time()
+                now = clock()
                 handle(msg, now)
                 # Drain what is already queued without yielding: under load one wake-up
                 # serves a whole batch of picks instead of paying a task switch each.
@@ -639,7 +643,7 @@ class RouterActor:
             reply.send_error(exc)
             return
         lease = Lease(entry.target_id, entry.url, entry.pool, entry.epoch, now,
-                      self._self_send)
+                      self._self_send, self._clock)
         if not reply.send(lease):  # the requester left: undo the grant
             self._on_done(Done(entry.target_id, entry.epoch, OutcomeKind.NEUTRAL, 0.0), now)
 

@@ -121,6 +121,7 @@ class ServerConnection:
         self.stream = stream
         self.io: ConnectionIO = FastSocket(stream)  # the hot path's reads and writes
         self.state = state
+        self._now = state.now
         self.config = state.config
         self.client = _address(stream, peer=True)
         self.server = _address(stream, peer=False)
@@ -237,13 +238,13 @@ class ServerConnection:
         """Bytes of a new request head arrived: the header timeout runs from now."""
         self._phase = HEAD
         self._deadline_kind = HEAD
-        self.deadline = trio.current_time() + self.config.header_timeout
+        self.deadline = self._now() + self.config.header_timeout
 
     def _enter_idle(self) -> None:
         """Waiting for the next request on a kept-alive connection."""
         self._phase = IDLE
         self._deadline_kind = IDLE
-        self.deadline = trio.current_time() + self.config.keepalive_timeout
+        self.deadline = self._now() + self.config.keepalive_timeout
 
     # -- parser-specific steps ----------------------------------------------------------
     async def _next_request(self) -> RequestHead | None:
@@ -439,7 +440,7 @@ class ServerConnection:
             self._sent_100 = True
             await self.write(self._continue())
         self._deadline_kind = BODY
-        self.deadline = trio.current_time() + self.config.body_timeout
+        self.deadline = self._now() + self.config.body_timeout
         # a chunked body is read in smaller pieces: decoding costs Python time per
         # chunk, and one read of tiny chunks must not hold the event loop for long
         size = CHUNKED_READ_SIZE if self._decoder is not None else READ_SIZE
@@ -569,7 +570,7 @@ class ServerConnection:
     async def write(self, data: bytes) -> None:
         """``send_all`` under the send deadline; a dead client → ClientDisconnected."""
         self._deadline_kind = SEND
-        self.deadline = trio.current_time() + self.config.send_timeout
+        self.deadline = self._now() + self.config.send_timeout
         try:
             await self.io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -56,6 +56,10 @@ class ServerState:
         self._drained: trio.Event | None = None
         self._date_second = -1
         self._date = b""
+        #: trio's clock (the run's own, so a test's MockClock too), read in one call:
+        #: ``trio.current_time()`` goes through three Python frames, and a connection
+        #: reads the clock for every deadline it sets
+        self.now = trio.lowlevel.current_clock().current_time
 
     def register(self, conn: Drainable) -> None:
         self.connections.add(conn)
