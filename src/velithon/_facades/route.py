@@ -122,9 +122,25 @@ class BalancedFacade(HolderBacked):
     _idle: trio.Event | None = None  # created only while someone waits
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Forward one request or WebSocket session, counted in :attr:`in_flight`.
+
+        One coroutine for the usual path (a running balancer, an HTTP request): every
+        layer between the app and the forwarder costs a frame on every request.
+        """
         self._in_flight += 1
         try:
-            await self._forward_counted(scope, receive, send)
+            balancer = self._holder.running
+            if balancer is None:
+                host = scope.get("velithon.services")
+                if host is not None:
+                    await host.ensure_started(self)
+                    balancer = self._holder.running
+            if balancer is None:
+                await self._forward_transient(scope, receive, send)
+            elif scope["type"] == "websocket":
+                await self._forward_websocket(balancer, scope, receive, send)
+            else:
+                await self._forwarder.handle_http(balancer, scope, receive, send)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
@@ -149,41 +165,35 @@ class BalancedFacade(HolderBacked):
             self._idle = trio.Event()
         await self._idle.wait()
 
-    async def _forward_counted(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        host = scope.get("velithon.services")
-        if host is not None and self._holder.running is None:
-            await host.ensure_started(self)
-        balancer = self._holder.running
-        if balancer is not None:
-            await self._dispatch(balancer, scope, receive, send)
-            return
+    async def _forward_transient(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No lifespan ran: a balancer just for this request (requests serialised)."""
         if not self._warned_transient:
             self._warned_transient = True
             LOGGER.warning("%r is used without an app lifespan: requests are serialised; "
                            "run the app with lifespan (or `async with` the facade)", self)
         async with self._holder.balancer() as transient:
-            await self._dispatch(transient, scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._forward_websocket(transient, scope, receive, send)
+            else:
+                await self._forwarder.handle_http(transient, scope, receive, send)
 
-    async def _dispatch(self, balancer: Any, scope: Scope, receive: Receive,
-                        send: Send) -> None:
-        if scope["type"] == "websocket":
-            cfg = self._forwarder.config
-            try:
-                target = self._forwarder.target_for(scope)
-            except UnsafePathError:
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            extra = [(k, v) for k, v in build_request_headers(
-                [], peer=scope.get("client"),
-                scheme="https" if scope.get("scheme") == "wss" else "http",
-                upstream_host=b"", preserve_host=True, add=cfg.headers_to_add, remove=(),
-                cfg=cfg.forwarded) if k != b"host"]
-            await proxy_websocket(balancer, scope, receive, send, target=target,
-                                  max_retries=cfg.retry.max_retries,
-                                  key=self._forwarder.key_for(scope),
-                                  connect_timeout=cfg.timeout_ms / 1000.0, extra_headers=extra)
+    async def _forward_websocket(self, balancer: Any, scope: Scope, receive: Receive,
+                                 send: Send) -> None:
+        cfg = self._forwarder.config
+        try:
+            target = self._forwarder.target_for(scope)
+        except UnsafePathError:
+            await send({"type": "websocket.close", "code": 1008})
             return
-        await self._forwarder.handle_http(balancer, scope, receive, send)
+        extra = [(k, v) for k, v in build_request_headers(
+            [], peer=scope.get("client"),
+            scheme="https" if scope.get("scheme") == "wss" else "http",
+            upstream_host=b"", preserve_host=True, add=cfg.headers_to_add, remove=(),
+            cfg=cfg.forwarded) if k != b"host"]
+        await proxy_websocket(balancer, scope, receive, send, target=target,
+                              max_retries=cfg.retry.max_retries,
+                              key=self._forwarder.key_for(scope),
+                              connect_timeout=cfg.timeout_ms / 1000.0, extra_headers=extra)
 
     # ---- monitoring --------------------------------------------------------------
 
