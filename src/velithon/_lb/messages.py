@@ -1,6 +1,8 @@
 """Messages exchanged between facades, the router actor and target actors.
 
-All messages are frozen ``attrs`` classes. A message that expects an answer
+All messages are immutable: frozen ``attrs`` classes, except the two every request
+sends (:class:`Pick` and :class:`Done`), which are named tuples because building one
+costs less than half as much. A message that expects an answer
 carries its own :class:`~velithon._lb.reply.Reply`; reports carry none. Nobody
 reads another actor's attributes: state moves only through these messages
 (or as the immutable :class:`TargetReport` a target publishes to the router).
@@ -9,7 +11,7 @@ reads another actor's attributes: state moves only through these messages
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -42,8 +44,7 @@ class OutcomeKind(enum.StrEnum):
 # ---- facade -> router ---------------------------------------------------------
 
 
-@attrs.frozen
-class Pick:
+class Pick(NamedTuple):
     """Ask for a lease on one target (``exclude``: ids already tried)."""
 
     reply: Reply[Lease]
@@ -52,8 +53,7 @@ class Pick:
     retry: bool = False
 
 
-@attrs.frozen
-class Done:
+class Done(NamedTuple):
     """A leased request ended; ``kind`` says what it tells about the target."""
 
     target_id: int

@@ -41,6 +41,7 @@ from .health import HealthCheckConfig
 from .messages import (
     AddTarget,
     Close,
+    Done,
     Pick,
     ProbeNow,
     RemoveTarget,
@@ -443,7 +444,7 @@ class Balancer:
                 break
             if isinstance(msg, Pick):
                 msg.reply.send_error(NoTargetAvailable("The load balancer is shutting down"))
-            elif hasattr(msg, "reply"):
+            elif not isinstance(msg, Done) and hasattr(msg, "reply"):
                 msg.reply.send_error(RuntimeError("The load balancer is shutting down"))
 
     # ---- requests ----------------------------------------------------------------

@@ -39,7 +39,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -229,8 +229,7 @@ class _Exchange:
         return trio.current_time() - (self.deadline - budget)
 
 
-@attrs.frozen
-class _Try:
+class _Try(NamedTuple):
     """What one try produced: a response head, or why there is none."""
 
     response: Any
@@ -491,7 +490,7 @@ class Forwarder:
         elif response is not None:
             return _Try(response, client_time=wait.total - waited_before)
         assert failure is not None
-        return attrs.evolve(failure, client_time=wait.total - waited_before)
+        return failure._replace(client_time=wait.total - waited_before)
 
     async def _relay_reporting(self, lease: Lease, response: Any, send: Callable[..., Any],
                                exchange: _Exchange) -> None:

@@ -201,13 +201,13 @@ class UpstreamPool:
         if self._closed:
             raise trio.ClosedResourceError(f"{self!r} is closed")
         request = prepare_request(self._parser, method, target, headers, body, url=self._url)
-        replayable = (is_idempotent(method.decode("latin-1"))
-                      and (body is None or isinstance(body, _BYTES)))
         conn = self._acquire()
         if conn is not None:
             try:
                 return await self._exchange(conn, request, body, alarm)
             except UpstreamResetError:
+                replayable = (is_idempotent(method.decode("latin-1"))
+                              and (body is None or isinstance(body, _BYTES)))
                 if not replayable or (alarm is not None and alarm.fired):
                     raise
                 # A stale keep-alive connection: replay once on a fresh one.

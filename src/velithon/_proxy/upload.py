@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import attrs
 import trio
 
 from .._exceptions import ClientDisconnected
@@ -98,8 +97,7 @@ class ClientWait:
         return message
 
 
-@attrs.frozen
-class RequestBody:
+class RequestBody(NamedTuple):
     """What the gateway holds of a request body when it picks a target.
 
     Attributes:
