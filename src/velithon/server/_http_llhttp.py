@@ -220,36 +220,39 @@ class LlhttpConnection(ServerConnection):
         :func:`field_lines` and :meth:`_framing_lines` give, without their three."""
         no_body = self._no_body = self._is_head or status in NO_BODY_STATUS
         plain: list[tuple[bytes, bytes]] = []
-        special: list[tuple[bytes, bytes, bytes]] = []
+        framing_fields: list[tuple[bytes, bytes]] = []
         date = server = True  # ours are still to be added
+        kinds = _CHECKED_KINDS
         for item in headers:
-            kind = _CHECKED_KINDS.get(item[0])
+            kind = kinds.get(item[0])
             if kind is None:
                 plain.append(item)
             elif kind is _FRAMING:
-                special.append((item[0], item[0], item[1]))
+                framing_fields.append(item)
             else:
                 plain.append(item)
                 if kind is _DATE:
                     date = False
                 else:
                     server = False
-        ours = b""
-        if date:
-            ours = b"date: " + self.state.date_header() + b"\r\n"
-        if server:
-            ours += b"server: velithon\r\n"
+        if date and server:
+            ours = self.state.date_and_server_lines()
+        else:
+            ours = b"date: " + self.state.date_header() + b"\r\n" if date else b""
+            if server:
+                ours += b"server: velithon\r\n"
         fields = b"\r\n".join(map(b": ".join, plain)) + b"\r\n" if plain else b""
-        if (len(special) == 1 and special[0][0] == b"content-length" and not no_body
-                and special[0][2].isdigit()):
-            # the usual proxied response: its own length, nothing else about framing
-            length = special[0][2]
-            self._left = int(length)
-            keep = self._keep = self._head.keep_alive
-            self._framing = _LENGTH
-            return b"HTTP/1.1 %d %s\r\n%s%scontent-length: %s\r\n%s\r\n" % (
-                status, REASONS.get(status, b""), ours, fields, length,
-                b"" if keep else b"connection: close\r\n")
+        if len(framing_fields) == 1 and not no_body:
+            name, length = framing_fields[0]
+            if name == b"content-length" and length.isdigit():
+                # the usual proxied response: its own length, nothing else about framing
+                self._left = int(length)
+                keep = self._keep = self._head.keep_alive
+                self._framing = _LENGTH
+                return b"HTTP/1.1 %d %s\r\n%s%scontent-length: %s\r\n%s\r\n" % (
+                    status, REASONS.get(status, b""), ours, fields, length,
+                    b"" if keep else b"connection: close\r\n")
+        special = [(name, name, value) for name, value in framing_fields]
         if (final_length is not None and status not in NO_BODY_STATUS
                 and (final_length or not self._is_head)
                 and not any(lname == b"content-length" for _, lname, _ in special)):

@@ -56,6 +56,7 @@ class ServerState:
         self._drained: trio.Event | None = None
         self._date_second = -1
         self._date = b""
+        self._date_and_server = b""
         #: trio's clock (the run's own, so a test's MockClock too), read in one call:
         #: ``trio.current_time()`` goes through three Python frames, and a connection
         #: reads the clock for every deadline it sets
@@ -103,4 +104,10 @@ class ServerState:
         if now != self._date_second:
             self._date_second = now
             self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+            self._date_and_server = b"date: " + self._date + b"\r\nserver: velithon\r\n"
         return self._date
+
+    def date_and_server_lines(self) -> bytes:
+        """Our ``Date`` and ``Server`` header lines, serialised (a response with neither)."""
+        self.date_header()
+        return self._date_and_server
