@@ -83,6 +83,7 @@ from .upload import (
     ClientDisconnected,
     ClientWait,
     RequestBody,
+    bodiless_request,
     read_request_body,
 )
 
@@ -314,9 +315,11 @@ class Forwarder:
         method: bytes = scope["method"].encode()
         wait = ClientWait(cfg.client_body_timeout)
         try:
-            upload = await read_request_body(
-                scope["headers"], receive, method, wait, buffer_limit=cfg.replay_buffer,
-                chunked_buffer_limit=cfg.buffer_chunked_uploads)
+            upload = bodiless_request(scope["headers"], method)
+            if upload is None:
+                upload = await read_request_body(
+                    scope["headers"], receive, method, wait, buffer_limit=cfg.replay_buffer,
+                    chunked_buffer_limit=cfg.buffer_chunked_uploads)
             # the budget starts once the gateway can act; client waits extend it
             exchange = _Exchange(scope, method, target, upload, wait, self.key_for(scope),
                                  trio.current_time() + self._budget - wait.total,
