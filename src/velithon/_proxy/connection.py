@@ -47,7 +47,7 @@ from .._http11 import (
     split_for_h11,
     valid_length,
 )
-from .._http11.llhttp import HeadError, HttpParser, ResponseHeadReader
+from .._http11.llhttp import LLHTTP_METHODS, HeadError, HttpParser, ResponseHeadReader
 from .._sockio import FastSocket
 
 __all__ = [
@@ -220,7 +220,7 @@ def _only_host_first(headers: list[tuple[bytes, bytes]]) -> bool:
 
 def _check_request_line(method: bytes, target: bytes, url: str) -> None:
     """Refuse a method or target h11 would not send either."""
-    if _METHOD(method) is None:
+    if method not in LLHTTP_METHODS and _METHOD(method) is None:  # known tokens skip the scan
         raise local_error(ValueError("illegal method"), url)
     if _TARGET(target) is None:
         raise local_error(ValueError("illegal request target"), url)
