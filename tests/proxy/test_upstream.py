@@ -472,6 +472,11 @@ _MALFORMED = {  # name: (raw bytes, what the error must say)
                "bad Content-Length|Invalid character in Content-Length|invalid or repeated"),
     "te-gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
                 "Only Transfer-Encoding: chunked|unsupported transfer coding"),
+    # no body to frame, yet a coding we cannot read is refused all the same
+    "te-gzip-on-204": (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n",
+                       "Only Transfer-Encoding: chunked|unsupported transfer coding"),
+    "te-gzip-on-304": (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip\r\n\r\n",
+                       "Only Transfer-Encoding: chunked|unsupported transfer coding"),
     "unsolicited-101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: upgrade\r\n\r\n", "unsolicited 101"),
     "too-many-1xx": (b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + ok(), "more than 16 1xx"),
@@ -527,6 +532,22 @@ async def test_informational_responses_are_skipped() -> None:
         response = await pool.request(b"POST", b"/", host_headers(port), b"x")
         assert (response.status, await response.read()) == (200, b"final")
         assert response.reusable
+
+
+async def test_an_unreadable_coding_on_a_head_answer_is_refused() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+    async with serve(Scripted([raw])) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        with pytest.raises(UpstreamProtocolError,
+                           match="Only Transfer-Encoding: chunked|unsupported transfer coding"):
+            await pool.request(b"HEAD", b"/", host_headers(port))
+
+
+async def test_an_interim_response_labelled_http_1_0_is_skipped() -> None:
+    raw = (b"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.0 103 Early Hints\r\nLink: </a>\r\n\r\n"
+           + ok(b"final"))
+    async with serve(Scripted([raw])) as port, UpstreamPool(f"http://127.0.0.1:{port}") as pool:
+        response = await pool.request(b"GET", b"/", host_headers(port))
+        assert (response.status, await response.read()) == (200, b"final")
 
 
 async def test_response_fields() -> None:

@@ -125,7 +125,10 @@ class _HeadReader:
 
     # llhttp callback (httptools only calls the ones that exist)
     def on_message_complete(self) -> None:
-        self._ended = True
+        # A message that does not keep the connection (an HTTP/1.0 one, an interim
+        # response labelled HTTP/1.0 included) leaves llhttp refusing whatever comes
+        # next: the next head then gets a fresh parser, as h11 reads it.
+        self._ended = self._parser.should_keep_alive()
 
     def release(self) -> None:
         """Drop the parser for good (the reader is not used again).

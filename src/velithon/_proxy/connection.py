@@ -748,12 +748,13 @@ class LlhttpConnection(Connection):
         self._eof = False
         self._decoder = None
         self._ready = b""
+        if coding is not None and coding.lower() != b"chunked":
+            # refused whatever the status or method, as h11 mode does
+            raise UpstreamProtocolError(f"{url} sent an unsupported transfer coding")
         if method == b"HEAD" or status == 204 or status == 304:
             self._framing = _NONE
             self._buf = rest
         elif coding is not None:
-            if coding.lower() != b"chunked":
-                raise UpstreamProtocolError(f"{url} sent an unsupported transfer coding")
             self._framing = _CHUNKED
             self._decoder, self._ready, used = _decoder_fed(rest, url)
             self._buf = rest[used:]
