@@ -466,6 +466,9 @@ BAD_ADDS = {
     "not-a-string": ({"X-Trace": 5}, "'X-Trace'.*Latin-1"),
     "framing": ({"Content-Length": "5"}, "'Content-Length'.*framing"),
     "te": ({"transfer-encoding": "chunked"}, "'transfer-encoding'.*framing"),
+    "connection": ({"Connection": "close"}, "'Connection'.*hop-by-hop"),
+    "upgrade": ({"upgrade": "x"}, "'upgrade'.*hop-by-hop"),
+    "keep-alive": ({"Keep-Alive": "1"}, "'Keep-Alive'.*hop-by-hop"),
 }
 
 

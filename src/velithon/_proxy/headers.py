@@ -384,6 +384,11 @@ def _walk_xff(peer_ip: str, lines: list[bytes], cfg: ForwardedConfig) -> str:
 # Framing is computed for every message (the upstream pool for requests, the server for
 # responses); a configured value would contradict it and desynchronise the peer.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: Hop-by-hop fields a configuration may not add: each leg's connection is the gateway's.
+#: (Proxy-Authorization and Proxy-Authenticate stay allowed: credentials for a proxy
+#: in front of the targets are a legitimate thing to add.)
+_CONNECTION_LEVEL = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"te",
+                               b"trailer", b"upgrade"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -407,7 +412,8 @@ def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] 
     message. A name must be an HTTP token; a value may not contain CR, LF, NUL or another
     control character (HTAB aside) nor start or end with whitespace, which is what the
     HTTP/1.1 writers accept; ``Content-Length`` and ``Transfer-Encoding`` cannot be added
-    because the framing is computed for each message. Strings must be Latin-1.
+    because the framing is computed for each message, nor the hop-by-hop fields of a
+    connection (``Connection``, ``Keep-Alive``, ``Upgrade``, ...). Strings must be Latin-1.
 
     Raises:
         ConfigError: naming the offending header and what is wrong with it.
@@ -421,6 +427,9 @@ def validate_header_config(add: Mapping[Any, Any] | None, remove: Iterable[Any] 
         if raw_name.lower() in _FRAMING:
             raise ConfigError(f"{what}: message framing is computed by the gateway and "
                               "cannot be set")
+        if raw_name.lower() in _CONNECTION_LEVEL:
+            raise ConfigError(f"{what}: it describes one connection (hop-by-hop), which "
+                              "the gateway manages on each leg, and is never forwarded")
         raw_value = _config_bytes(value)
         if raw_value is None:
             raise ConfigError(f"{what}: the value must be a Latin-1 str or bytes, "
