@@ -21,8 +21,8 @@ Load comes from ``wrk`` (``apt-get install wrk``), one thread, keep-alive
 connections, for ``--seconds``. We report requests/s and the proxy process's
 CPU time per request (user + system, from psutil, over its process tree). Each
 proxy is measured ``--rounds`` times, alternating, on a fresh process, and the
-best round is kept. Results go to ``benchmarks/RESULTS.md`` under "Proxy:
-velithon vs aiohttp".
+best round is kept. Results go to ``benchmarks/RESULTS.md`` under "Proxy: velithon
+vs aiohttp" (``--no-write``: printed only).
 
 ``--pin`` takes the sharing out: the proxy under test runs alone on the last CPU
 (``taskset``) while this script, wrk and the backends share the others, so the proxy
@@ -40,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _proxies import (
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pin", action="store_true",
                         help="each proxy alone on the last CPU; wrk and backends on the others")
+    parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True,
+                        help="put the table in benchmarks/RESULTS.md (default: yes)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -110,18 +113,24 @@ def main() -> None:
     command = (f"python benchmarks/bench_proxy.py --seconds {args.seconds:g} "
                f"--connections {args.connections} --rounds {args.rounds}"
                + (" --pin" if args.pin else ""))
+    if not args.write:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.pin:
-        write_section("Proxy: velithon vs aiohttp, each pinned to one CPU", (
+        title = "Proxy: velithon vs aiohttp, each pinned to one CPU"
+        write_section(title, (
             f"Three backends behind each proxy; each proxy alone on the last CPU, wrk -t1 "
             f"-c{args.connections}, the backends and the script on the others; "
             f"{args.seconds:g} s per round, {args.rounds} alternating rounds, a fresh "
-            f"process each.\n\nCommand: `{command}`\n\n{table}\n"))
-        return
-    write_section("Proxy: velithon vs aiohttp", (
-        f"Three backends behind each proxy; wrk -t1 -c{args.connections}, "
-        f"{args.seconds:g} s per round, "
-        f"best of {args.rounds} alternating rounds; the 2-core machine also runs wrk and the "
-        f"backends.\n\nCommand: `{command}`\n\n{table}\n"))
+            f"process each.\n\nCommand: `{command}` ({when})\n\n{table}\n"))
+    else:
+        title = "Proxy: velithon vs aiohttp"
+        write_section(title, (
+            f"Three backends behind each proxy; wrk -t1 -c{args.connections}, "
+            f"{args.seconds:g} s per round, best of {args.rounds} alternating rounds; the "
+            f"2-core machine also runs wrk and the backends.\n\nCommand: `{command}` "
+            f"({when})\n\n{table}\n"))
+    print(f"written to benchmarks/RESULTS.md under \"{title}\" (--no-write: print only)")
 
 
 def report(results: dict[str, list[Throughput]], *, pinned: bool) -> str:

@@ -120,6 +120,11 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the flag and what is wrong);
     ``--help`` still shows the usage."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviations: `--http` must never be taken for `--https-redirect-port`
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # "velithon: error: ...", a sub-command's too, as every other error the CLI prints
         self.exit(2, f"{self.prog.partition(' ')[0]}: error: {message}\n")

@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import re
 import sys
 from typing import Any
 
 from ._cli_tls import add_tls_arguments, flag_names, tls_config
 from ._exceptions import ConfigError
+from ._http11.llhttp import PARSER_CHOICES
 from .admin import mount_admin
 from .config import (
     ConfigFileError,
@@ -58,6 +60,13 @@ def add_commands(commands: Any, levels: list[str]) -> None:
     gateway.add_argument("--workers", type=int, default=None, metavar="N",
                          help="processes accepting from one socket; each one reloads on "
                               "SIGHUP (default: [server] workers, else 1)")
+    gateway.add_argument("--http", default=None, type=str.lower, choices=PARSER_CHOICES,
+                         help="HTTP/1.1 parser for requests and upstream responses: "
+                              "httptools, h11 or auto (default: [server] http, else auto)")
+    gateway.add_argument("--gc-threshold", type=int, default=None, metavar="N",
+                         help="collect young objects every N allocations once started, "
+                              "0: Python's defaults (default: [server] gc_threshold, else "
+                              "10000)")
     gateway.add_argument("--watch", action="store_true",
                          help="also reload when the file's content changes (checked every "
                               "second; default: off)")
@@ -146,15 +155,17 @@ def main_gateway(args: argparse.Namespace) -> int:
     except ConfigFileError as exc:
         return _fail_lines(exc.lines(), EXIT_USAGE)
     overrides: dict[str, Any] = {"access_log": config.logging.access_log}
-    for name in ("host", "port", "access_log"):
+    for name in ("host", "port", "access_log", "http", "gc_threshold"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     configure_logging((args.log_level or config.logging.level).upper(),
                       access_log=overrides["access_log"])
     try:
         server_config = config.server.server_config(**overrides)
-    except ValueError as exc:
-        return _fail_lines([str(exc).replace("ServerConfig.", "--")], EXIT_USAGE)
+    except ValueError as exc:  # a flag's value: name the flag as typed
+        return _fail_lines([re.sub(r"ServerConfig\.(\w+)",
+                                   lambda m: "--" + m.group(1).replace("_", "-"), str(exc))],
+                           EXIT_USAGE)
     try:
         tls = tls_config(args, server_config.tls,
                          certfile_hint="--ssl-certfile or a [server.tls] table in the file")

@@ -81,6 +81,23 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert result.stderr == "velithon: error: --port must be in 0..65535, got 70000\n"
     result = velithon("gateway", "-c", str(path), "--workers", "0")
     assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
+    result = velithon("gateway", "-c", str(path), "--gc-threshold", str(2**31))
+    assert result.returncode == 2
+    assert result.stderr == ("velithon: error: --gc-threshold must be an integer from 0 to "
+                             "2147483647, got 2147483648\n")
+    result = velithon("gateway", "-c", str(path), "--http", "foo")
+    assert result.returncode == 2 and "argument --http: invalid choice: 'foo'" in result.stderr
+    # no abbreviations: --http was once taken for --https-redirect-port
+    result = velithon("gateway", "-c", str(path), "--https", "8443")
+    assert result.returncode == 2 and "unrecognized arguments: --https 8443" in result.stderr
+
+
+def test_a_gc_threshold_python_cannot_take_fails_the_check(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("[server]\ngc_threshold = 2147483648\n" + GOOD)
+    result = velithon("config", "check", str(path))
+    assert result.returncode == 2
+    assert "server.gc_threshold: must be an integer from 0 to 2147483647" in result.stderr
 
 
 def test_a_redirect_port_equal_to_the_port_fails_the_check(tmp_path: Path) -> None:

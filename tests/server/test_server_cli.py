@@ -374,9 +374,19 @@ def test_run_tunes_the_garbage_collector_once_the_app_has_started(
     assert (state["frozen"] > 1000) is frozen  # the app, its modules and the server
 
 
-def test_a_negative_gc_threshold_is_refused_with_one_line(project: Path) -> None:
-    proc = velithon(project, "run", "myapp:app", "--gc-threshold", "-1")
+@pytest.mark.parametrize("threshold", ["-1", str(2**31)])
+def test_a_gc_threshold_out_of_range_is_refused_with_one_line(project: Path,
+                                                              threshold: str) -> None:
+    proc = velithon(project, "run", "myapp:app", "--gc-threshold", threshold)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert err.strip().splitlines() == [
-        "velithon: error: --gc-threshold must be an integer >= 0, got -1"]
+        "velithon: error: --gc-threshold must be an integer from 0 to 2147483647, "
+        f"got {threshold}"]
+
+
+def test_options_are_never_abbreviated(project: Path) -> None:
+    proc = velithon(project, "run", "myapp:app", "--gc", "0")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == ["velithon: error: unrecognized arguments: --gc 0"]

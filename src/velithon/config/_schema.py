@@ -62,10 +62,11 @@ FIELD_DOCS: dict[str, str] = {
                         "removed targets and replaced routes.",
     "lifespan_timeout": "Seconds the app's start-up and shutdown may take.",
     "limit_concurrency": "Most open connections; at the limit the server stops accepting.",
-    "http": "HTTP/1.1 parser: auto, httptools or h11.",
+    "http": "HTTP/1.1 parser: auto, httptools or h11; --http wins.",
     "ws_max_message_size": "Largest WebSocket message in bytes.",
     "gc_threshold": "Once started, collect young objects every N allocations, with the "
-                    "start-up heap frozen out of the collector (0: Python's defaults).",
+                    "start-up heap frozen out of the collector (0: Python's defaults; "
+                    "at most 2147483647); --gc-threshold wins.",
     "tls": "Serve https and wss: [server.tls] (default: plain HTTP).",
     "certfile": "PEM file: the certificate, then its intermediates (and the key, when "
                 "keyfile is not given).",

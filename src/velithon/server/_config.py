@@ -40,6 +40,17 @@ def _count(instance: object, attribute: attrs.Attribute[Any], value: int) -> Non
         raise ValueError(f"ServerConfig.{attribute.name} must be an integer >= 0, got {value!r}")
 
 
+#: The largest threshold Python's collector takes (a C int).
+GC_THRESHOLD_MAX = 2**31 - 1
+
+
+def _gc_threshold(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not 0 <= value <= GC_THRESHOLD_MAX):
+        raise ValueError(f"ServerConfig.gc_threshold must be an integer from 0 to "
+                         f"{GC_THRESHOLD_MAX}, got {value!r}")
+
+
 def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"ServerConfig.port must be in 0..65535, got {value!r}")
@@ -193,7 +204,7 @@ class ServerConfig:
     #: what exists once the app has started is frozen out of its passes (``gc.freeze``)
     #: and the youngest generation is collected every ``gc_threshold`` allocations instead
     #: of Python's 700. 0 leaves the collector as Python set it. See docs/server.md.
-    gc_threshold: int = attrs.field(default=10_000, validator=_count)
+    gc_threshold: int = attrs.field(default=10_000, validator=_gc_threshold)
     #: Serve https and wss with these settings; ``None``: plain http and ws.
     tls: TLSConfig | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(TLSConfig)))
