@@ -92,6 +92,20 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "unrecognized arguments: --https 8443" in result.stderr
 
 
+def test_config_check_lists_every_bad_server_setting(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text('[server]\nhttp = "foo"\ngc_threshold = -1\nmax_headers = -5\n' + GOOD)
+    result = velithon("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"velithon: error: {path}: server.http: unknown HTTP parser 'foo': choose one of "
+        "auto, httptools, h11",
+        f"velithon: error: {path}: server.gc_threshold: must be an integer from 0 to "
+        "2147483647, got -1",
+        f"velithon: error: {path}: server.max_headers: must be > 0, got -5",
+    ]
+
+
 def test_a_gc_threshold_python_cannot_take_fails_the_check(tmp_path: Path) -> None:
     path = tmp_path / "gw.toml"
     path.write_text("[server]\ngc_threshold = 2147483648\n" + GOOD)

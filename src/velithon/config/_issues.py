@@ -174,7 +174,7 @@ def validator_issue(message: str, place: str, cls: Any) -> ConfigIssue:
     """Attach a validator's message to the key it names (``interval must be ...``)."""
     if attrs.has(cls):
         names = "|".join(re.escape(f.name) for f in attrs.fields(cls))
-        match = re.match(rf"(?:\w+\.)?({names})\s+(.*)", message, re.DOTALL)
+        match = re.match(rf"(?:\w+\.)?({names}):?\s+(.*)", message, re.DOTALL)
         if match:
             return ConfigIssue(_join(place, match.group(1)), match.group(2))
     return ConfigIssue(place, message)

@@ -273,6 +273,25 @@ def _array(value: object, key: str, cls: type[_S], issues: list[ConfigIssue]
     return tuple(sections) if len(sections) == len(value) else None
 
 
+def _each_server_error(server: ServerSection) -> list[str]:
+    """What ``ServerConfig`` refuses in each ``[server]`` key alone, in key order.
+
+    Its checks stop at the first bad value; a file's user wants every one at once. A
+    refusal that only a combination of keys causes is found by none of these tries
+    (the caller then reports the combined one).
+    """
+    messages = []
+    for field in attrs.fields(ServerSection):
+        if field.name == "workers" or getattr(server, field.name) == field.default:
+            continue
+        alone = ServerSection(**{field.name: getattr(server, field.name)})
+        try:
+            alone.server_config()
+        except ValueError as exc:
+            messages.append(str(exc))
+    return messages
+
+
 def _check_sections(values: dict[str, Any], issues: list[ConfigIssue]) -> None:
     server: ServerSection | None = values.get("server")
     if server is not None:
@@ -281,11 +300,11 @@ def _check_sections(values: dict[str, Any], issues: list[ConfigIssue]) -> None:
         try:
             server.server_config()
         except ValueError as exc:  # ServerConfig names its tls settings "tls.<key>"
-            message = str(exc)
-            if message.startswith("tls."):
-                issues.append(validator_issue(message, "server.tls", TLSSection))
-            else:
-                issues.append(validator_issue(message, "server", ServerSection))
+            for message in _each_server_error(server) or [str(exc)]:
+                if message.startswith("tls."):
+                    issues.append(validator_issue(message, "server.tls", TLSSection))
+                else:
+                    issues.append(validator_issue(message, "server", ServerSection))
     admin: AdminSection | None = values.get("admin")
     if admin is not None:  # the rules of mount_admin, checked before anything starts
         if not admin.path.startswith("/") or any(c in admin.path for c in "?#"):

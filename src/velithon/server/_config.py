@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from .._exceptions import ConfigError
 from .._http11.llhttp import resolve_parser
 
 __all__ = ["CERT_REQS_NAMES", "ServerConfig", "TLSConfig", "cert_reqs"]
@@ -57,7 +58,10 @@ def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None
 
 
 def _parser_choice(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    resolve_parser(value)  # raises ConfigError with the choices
+    try:
+        resolve_parser(value)
+    except ConfigError as exc:  # the choices, under the setting's name
+        raise ConfigError(f"ServerConfig.http: {exc}") from None
 
 
 _CERT_REQS = {
