@@ -8,6 +8,8 @@ import pytest
 
 from velithon._http11.llhttp import HttpParser, using_parser
 
+from support.forkserver import ForkServer
+
 
 @pytest.fixture(params=["httptools", "h11"])
 def http_parser(request: pytest.FixtureRequest) -> Iterator[HttpParser]:
@@ -15,3 +17,12 @@ def http_parser(request: pytest.FixtureRequest) -> Iterator[HttpParser]:
     parser: HttpParser = request.param
     with using_parser(parser):
         yield parser
+
+
+@pytest.fixture(scope="session")
+def cli() -> Iterator[ForkServer]:
+    """``cli.run(*args)``: a ``velithon`` command that ends by itself, as a child process
+    forked from one interpreter that already imported velithon (see support.forkserver)."""
+    server = ForkServer()
+    yield server
+    server.close()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
-import sys
 
 import pytest
 import trio
@@ -14,15 +14,15 @@ from velithon.gateway import GatewayRoute
 from velithon.middleware.proxy import ProxyMiddleware
 
 from support.admin import admin_gateway, eventually
+from support.forkserver import ForkServer
 from support.gateway import backends
 
 
-async def velithon_status(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process([sys.executable, "-m", "velithon", "status", *args],
-                                  capture_stdout=True, capture_stderr=True, check=False)
+async def velithon_status(cli: ForkServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return await trio.to_thread.run_sync(functools.partial(cli.run, "status", *args))
 
 
-async def test_status_prints_a_table_of_routes_and_targets() -> None:
+async def test_status_prints_a_table_of_routes_and_targets(cli: ForkServer) -> None:
     async with backends("a", "b", "p") as (a, b, p):
         route = GatewayRoute("/api/{path:path}", [a.url, b.url], health_check_path="/health",
                              health_check_interval=0.1)
@@ -38,10 +38,10 @@ async def test_status_prints_a_table_of_routes_and_targets() -> None:
                 await gw.client.get("/api/x")
             await gw.client.post("/p/y")
             for url in (gw.url, gw.url + "/_velithon/status"):  # every form: status_url tests
-                done = await velithon_status(url)
+                done = await velithon_status(cli, url)
                 assert done.returncode == 0, done.stderr
-                assert done.stderr == b""
-                out = done.stdout.decode()
+                assert done.stderr == ""
+                out = done.stdout
                 lines = out.splitlines()
                 assert lines[0] == ("/api/{path:path}  route · round_robin · 1/2 healthy · "
                                     "0 retries")
@@ -52,9 +52,9 @@ async def test_status_prints_a_table_of_routes_and_targets() -> None:
                 assert "/p/*  proxy · round_robin · 1/1 healthy" in out
                 assert any(line.split()[:5] == [p.url, "healthy", "closed", "0", "1"]
                            for line in lines)
-            as_json = await velithon_status("--json", gw.url)
+            as_json = await velithon_status(cli, "--json", gw.url)
             assert as_json.returncode == 0
-            assert b'"routes"' in as_json.stdout and b'"proxies"' in as_json.stdout
+            assert '"routes"' in as_json.stdout and '"proxies"' in as_json.stdout
 
 
 async def test_status_fails_in_one_line_when_unreachable_or_not_a_gateway(

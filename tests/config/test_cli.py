@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from support.fifo import held_at
+from support.forkserver import ForkServer
 from support.gateway import backends
-from support.gateway_cli import Launch, client, config_for, served_by, velithon
+from support.gateway_cli import Launch, client, config_for, served_by
 
 GOOD = """
 [[routes]]
@@ -22,20 +23,20 @@ weights = [3, 1]
 """
 
 
-def test_config_check_prints_a_summary_and_exits_0(tmp_path: Path) -> None:
+def test_config_check_prints_a_summary_and_exits_0(tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(GOOD)
-    result = velithon("config", "check", str(path))
+    result = cli.run("config", "check", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{path}: ok: 1 route, 0 proxies, 2 targets\n"
     assert result.stderr == ""
 
 
-def test_config_check_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+def test_config_check_lists_every_error_and_exits_2(tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(GOOD.replace("weights = [3, 1]", 'wieghts = [3, 1]\ntimeout_ms = "1"')
                     + '[[routes]]\npath = "/b"\ntargets = ["http://a:1"]\nweights = [1, 2]\n')
-    result = velithon("config", "check", str(path))
+    result = cli.run("config", "check", str(path))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         f"velithon: error: {path}: routes[0].wieghts: unknown key (did you mean 'weights'?)",
@@ -49,53 +50,53 @@ def test_config_check_lists_every_error_and_exits_2(tmp_path: Path) -> None:
     (None, "cannot read the file: No such file or directory"),
     ("[[routes]\n", "line 1, column 9: invalid TOML: expected ']]' at the end of an array"),
 ])
-def test_unreadable_or_broken_files_exit_2_in_one_line(tmp_path: Path, content: str | None,
-                                                       message: str) -> None:
+def test_unreadable_or_broken_files_exit_2_in_one_line(
+        tmp_path: Path, cli: ForkServer, content: str | None, message: str) -> None:
     path = tmp_path / "gw.toml"
     if content is not None:
         path.write_text(content)
     gateway = ("gateway", "-c", str(path), "--port", "0")
     for command in [("config", "check", str(path))] + ([gateway] if content else []):
-        result = velithon(*command)
+        result = cli.run(*command)
         assert result.returncode == 2, command
         [line] = result.stderr.splitlines()
         assert line.startswith(f"velithon: error: {path}: {message}"), line
         assert "serving on" not in result.stdout
 
 
-def test_a_typo_never_starts_a_gateway(tmp_path: Path) -> None:
+def test_a_typo_never_starts_a_gateway(tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(GOOD.replace("path =", "pth ="))
-    result = velithon("gateway", "-c", str(path), "--port", "0")
+    result = cli.run("gateway", "-c", str(path), "--port", "0")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"velithon: error: {path}: routes[0].pth: unknown key "
                              "(did you mean 'path'?)\n"
                              f"velithon: error: {path}: routes[0].path: required key missing\n")
 
 
-def test_bad_options_exit_2(tmp_path: Path) -> None:
+def test_bad_options_exit_2(tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(GOOD)
-    result = velithon("gateway", "-c", str(path), "--port", "70000")
+    result = cli.run("gateway", "-c", str(path), "--port", "70000")
     assert result.returncode == 2
     assert result.stderr == "velithon: error: --port must be in 0..65535, got 70000\n"
-    result = velithon("gateway", "-c", str(path), "--workers", "0")
+    result = cli.run("gateway", "-c", str(path), "--workers", "0")
     assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
-    result = velithon("gateway", "-c", str(path), "--gc-threshold", str(2**31))
+    result = cli.run("gateway", "-c", str(path), "--gc-threshold", str(2**31))
     assert result.returncode == 2
     assert result.stderr == ("velithon: error: --gc-threshold must be an integer from 0 to "
                              "2147483647, got 2147483648\n")
-    result = velithon("gateway", "-c", str(path), "--http", "foo")
+    result = cli.run("gateway", "-c", str(path), "--http", "foo")
     assert result.returncode == 2 and "argument --http: invalid choice: 'foo'" in result.stderr
     # no abbreviations: --http was once taken for --https-redirect-port
-    result = velithon("gateway", "-c", str(path), "--https", "8443")
+    result = cli.run("gateway", "-c", str(path), "--https", "8443")
     assert result.returncode == 2 and "unrecognized arguments: --https 8443" in result.stderr
 
 
-def test_config_check_lists_every_bad_server_setting(tmp_path: Path) -> None:
+def test_config_check_lists_every_bad_server_setting(tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text('[server]\nhttp = "foo"\ngc_threshold = -1\nmax_headers = -5\n' + GOOD)
-    result = velithon("config", "check", str(path))
+    result = cli.run("config", "check", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"velithon: error: {path}: server.http: unknown HTTP parser 'foo': choose one of "
@@ -106,21 +107,22 @@ def test_config_check_lists_every_bad_server_setting(tmp_path: Path) -> None:
     ]
 
 
-def test_a_gc_threshold_python_cannot_take_fails_the_check(tmp_path: Path) -> None:
+def test_a_gc_threshold_python_cannot_take_fails_the_check(
+        tmp_path: Path, cli: ForkServer) -> None:
     path = tmp_path / "gw.toml"
     path.write_text("[server]\ngc_threshold = 2147483648\n" + GOOD)
-    result = velithon("config", "check", str(path))
+    result = cli.run("config", "check", str(path))
     assert result.returncode == 2
     assert "server.gc_threshold: must be an integer from 0 to 2147483647" in result.stderr
 
 
-def test_a_redirect_port_equal_to_the_port_fails_the_check(tmp_path: Path) -> None:
+def test_a_redirect_port_equal_to_the_port_fails_the_check(tmp_path: Path, cli: ForkServer) -> None:
     """It would only fail at start-up, with "Address already in use"."""
     path = tmp_path / "gw.toml"
     path.write_text('[server]\nport = 8443\n[server.tls]\ncertfile = "c.pem"\n'
                     "redirect_port = 8443\n" + GOOD)
     for command in [("config", "check", str(path)), ("gateway", "-c", str(path))]:
-        result = velithon(*command)
+        result = cli.run(*command)
         assert result.returncode == 2, command
         assert result.stderr == (f"velithon: error: {path}: server.tls.redirect_port: 8443 "
                                  "is also the https port: the redirect listener needs a port "

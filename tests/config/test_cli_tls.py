@@ -16,8 +16,9 @@ import pytest
 
 from velithon.config import config_schema
 
+from support.forkserver import ForkServer
 from support.gateway import backends
-from support.gateway_cli import Launch, client, config_for, served_by, velithon
+from support.gateway_cli import Launch, client, config_for, served_by
 from support.tls import Certs, expired_leaf, make_certs, open_tls, serial_of
 
 
@@ -133,10 +134,10 @@ async def test_an_option_wins_over_its_key_and_the_other_keys_stay(
      "--https-redirect-port 8443 is also the https port"),
 ])
 def test_option_mistakes_are_one_line_usage_errors(
-        tmp_path: Path, table: bool, args: tuple[str, ...], message: str) -> None:
+        tmp_path: Path, cli: ForkServer, table: bool, args: tuple[str, ...], message: str) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(unstarted(tls_table(tmp_path / "c.pem") if table else ""))
-    result = velithon("gateway", "-c", str(path), "--port", "0", *args)
+    result = cli.run("gateway", "-c", str(path), "--port", "0", *args)
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert "serving on" not in result.stdout
@@ -144,7 +145,7 @@ def test_option_mistakes_are_one_line_usage_errors(
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_certificate_problems_stop_the_start_up_with_exit_3(
-        tmp_path: Path, certs: Certs, workers: str) -> None:
+        tmp_path: Path, cli: ForkServer, certs: Certs, workers: str) -> None:
     expired = certs.dir / "expired.pem"
     expired_leaf(certs.ca).private_key_and_cert_chain_pem.write_to_path(str(expired))
     missing = certs.dir / "missing.pem"
@@ -155,7 +156,7 @@ def test_certificate_problems_stop_the_start_up_with_exit_3(
          f"the certificate in {str(expired)!r} expired on 2020-01-02 03:04:05 UTC"),
         ((), f"cannot read the certificate file {str(missing)!r}: No such file or directory"),
     ]:
-        result = velithon("gateway", "-c", str(path), "--port", "0", "--workers", workers,
+        result = cli.run("gateway", "-c", str(path), "--port", "0", "--workers", workers,
                           *args)
         assert result.returncode == 3, result.stderr
         assert result.stderr.splitlines()[-1] == f"velithon: error: {error}"
@@ -163,7 +164,7 @@ def test_certificate_problems_stop_the_start_up_with_exit_3(
 
 
 def test_config_check_reads_the_tls_files_as_the_start_up_does(
-        tmp_path: Path, certs: Certs) -> None:
+        tmp_path: Path, cli: ForkServer, certs: Certs) -> None:
     """A file that checks ok does not fail the gateway's start-up on its certificate, and
     relative paths are from the current folder, for both commands."""
     expired = certs.dir / "expired.pem"
@@ -184,17 +185,17 @@ def test_config_check_reads_the_tls_files_as_the_start_up_does(
          certs.dir, "cannot read the CA certificates 'nowhere.pem': No such file or directory"),
     ]:
         path.write_text(unstarted(table))
-        result = velithon("config", "check", str(path), cwd=cwd)
+        result = cli.run("config", "check", str(path), cwd=cwd)
         assert result.returncode == 2, (table, result.stderr)
         assert result.stderr == f"velithon: error: {path}: server.tls: {error}\n"
         assert result.stdout == ""
-        started = velithon("gateway", "-c", str(path), "--port", "0", cwd=cwd)
+        started = cli.run("gateway", "-c", str(path), "--port", "0", cwd=cwd)
         assert started.returncode == 3, started.stderr
         assert started.stderr.splitlines()[-1] == f"velithon: error: {error}"
     for table, cwd in [(tls_table(Path("bundle.pem")), certs.dir),
                        (tls_table(certs.certfile, f'keyfile = "{certs.keyfile}"\n'), tmp_path)]:
         path.write_text(unstarted(table))
-        result = velithon("config", "check", str(path), cwd=cwd)
+        result = cli.run("config", "check", str(path), cwd=cwd)
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"{path}: ok: 1 route, 0 proxies, 1 target\n"
 
@@ -202,14 +203,14 @@ def test_config_check_reads_the_tls_files_as_the_start_up_does(
 @pytest.mark.parametrize("value", ["none", "optional", "required", "Required", "2",
                                    "CERT_REQUIRED", 2, "always"])
 def test_config_check_and_the_schema_agree_on_cert_reqs(
-        tmp_path: Path, certs: Certs, value: object) -> None:
+        tmp_path: Path, cli: ForkServer, certs: Certs, value: object) -> None:
     """What the loader takes, the schema (for editors) allows, and the reverse (the schema
     lists lower-case names; the loader takes any case, as for [logging] level)."""
     table = tls_table(certs.bundle, f'ca_certs = "{certs.ca_file}"\ncert_reqs = '
                                     f"{json.dumps(value)}\n")
     path = tmp_path / "gw.toml"
     path.write_text(unstarted(table))
-    result = velithon("config", "check", str(path))
+    result = cli.run("config", "check", str(path))
     schema_ok = not list(jsonschema.Draft202012Validator(config_schema()).iter_errors(
         tomllib.loads(path.read_text())))
     loads = result.returncode == 0

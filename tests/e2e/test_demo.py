@@ -27,6 +27,7 @@ from velithon._demo import DemoOptions, run_demo
 from velithon._demo.backends import BackendSettings, DemoBackend
 
 from support.catalogue import bounded
+from support.forkserver import ForkServer
 
 
 @attrs.frozen
@@ -214,20 +215,19 @@ def test_traffic_moves_the_numbers_without_any_client(tmp_path: Path) -> None:
      (["--port", "70000"], "--port must be in 0..65535"),
      (["--strategy", "hash"], "argument --strategy: invalid choice")],
 )
-def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "velithon", "demo", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
+def test_bad_options_are_one_line_and_exit_2(cli: ForkServer, args: list[str],
+                                             message: str) -> None:
+    proc = cli.run("demo", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_busy_port_is_one_line_and_exit_3() -> None:
+def test_a_busy_port_is_one_line_and_exit_3(cli: ForkServer) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "velithon", "demo", "--port", str(port)],
-                              capture_output=True, text=True, timeout=30, check=False)
+        proc = cli.run("demo", "--port", str(port))
     assert proc.returncode == 3
     assert proc.stderr == (f"velithon: error: cannot listen on 127.0.0.1:{port}: "
                            "Address already in use\n")

@@ -22,6 +22,7 @@ from velithon._proxy.connection import H11Connection, LlhttpConnection
 from velithon.gateway import GatewayRoute
 from velithon.server import ServerConfig
 
+from support.forkserver import ForkServer
 from support.gateway import backends, client, serving
 
 
@@ -76,16 +77,15 @@ async def test_the_servers_choice_reaches_the_apps_upstream_pools(
     assert seen == [mode]
 
 
-def test_velithon_run_takes_http(tmp_path: Path) -> None:
+def test_velithon_run_takes_http(tmp_path: Path, cli: ForkServer) -> None:
     (tmp_path / "hello.py").write_text(
         "async def app(scope, receive, send):\n"
         "    if scope['type'] != 'http':\n"
         "        return\n"
         "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
         "    await send({'type': 'http.response.body', 'body': b'hi'})\n")
-    bad = subprocess.run([sys.executable, "-m", "velithon._cli", "run", "hello:app",
-                          "--http", "picohttp"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=20, check=False)
+    bad = cli.run("run", "hello:app", "--http", "picohttp", module="velithon._cli",
+                  cwd=tmp_path)
     assert bad.returncode == 2 and "--http" in bad.stderr and "h11" in bad.stderr
     assert bad.stderr.count("\n") == 1, bad.stderr  # one line, no usage block
     for mode in ("h11", "HTTPTOOLS"):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from support.fifo import held_at
+from support.forkserver import ForkServer
 
 APP = textwrap.dedent(
     """
@@ -98,28 +99,28 @@ def test_run_serves_and_exits_0_on_sigterm(project: Path, workers: str) -> None:
     ],
 )
 def test_bad_app_string_exits_2_with_a_clear_message(
-    project: Path, target: str, message: str
+    project: Path, cli: ForkServer, target: str, message: str
 ) -> None:
-    proc = velithon(project, "run", target, "--port", "0")
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert message in err and "Traceback" not in err
+    done = cli.run("run", target, "--port", "0", module="velithon._cli", cwd=project)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_lifespan_startup_failure_exits_non_zero_with_the_message(
-    project: Path, workers: str
+    project: Path, cli: ForkServer, workers: str
 ) -> None:
-    proc = velithon(project, "run", "failing:app", "--port", "0", "--workers", workers)
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 3
-    assert "no database" in err and "serving on" not in out and "Traceback" not in err
+    done = cli.run("run", "failing:app", "--port", "0", "--workers", workers,
+                   module="velithon._cli", cwd=project)
+    assert done.returncode == 3
+    assert "no database" in done.stderr and "serving on" not in done.stdout
+    assert "Traceback" not in done.stderr
 
 
-def test_invalid_option_value_exits_2(project: Path) -> None:
-    proc = velithon(project, "run", "myapp:app", "--max-body-size", "0")
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2 and "--max-body-size must be > 0" in err
+def test_invalid_option_value_exits_2(project: Path, cli: ForkServer) -> None:
+    done = cli.run("run", "myapp:app", "--max-body-size", "0", module="velithon._cli",
+                   cwd=project)
+    assert done.returncode == 2 and "--max-body-size must be > 0" in done.stderr
 
 
 NOTHING_TO_RELOAD = ("SIGHUP received: nothing to reload (no TLS certificate, no reload "
@@ -263,11 +264,12 @@ def odd_project(project: Path) -> Path:
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(
-    odd_project: Path, args: list[str], message: str
+    odd_project: Path, cli: ForkServer, args: list[str], message: str
 ) -> None:
-    proc = velithon(odd_project, "run", *args, *([] if "--port" in args else ["--port", "0"]))
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2, err
+    done = cli.run("run", *args, *([] if "--port" in args else ["--port", "0"]),
+                   module="velithon._cli", cwd=odd_project)
+    err = done.stderr
+    assert done.returncode == 2, err
     assert message in err and "Traceback" not in err and "ServerConfig" not in err
     last = err.strip().splitlines()[-1]
     assert message in last  # the last line says it all
@@ -375,18 +377,18 @@ def test_run_tunes_the_garbage_collector_once_the_app_has_started(
 
 
 @pytest.mark.parametrize("threshold", ["-1", str(2**31)])
-def test_a_gc_threshold_out_of_range_is_refused_with_one_line(project: Path,
+def test_a_gc_threshold_out_of_range_is_refused_with_one_line(project: Path, cli: ForkServer,
                                                               threshold: str) -> None:
-    proc = velithon(project, "run", "myapp:app", "--gc-threshold", threshold)
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert err.strip().splitlines() == [
+    done = cli.run("run", "myapp:app", "--gc-threshold", threshold, module="velithon._cli",
+                   cwd=project)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
         "velithon: error: --gc-threshold must be an integer from 0 to 2147483647, "
         f"got {threshold}"]
 
 
-def test_options_are_never_abbreviated(project: Path) -> None:
-    proc = velithon(project, "run", "myapp:app", "--gc", "0")
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert err.strip().splitlines() == ["velithon: error: unrecognized arguments: --gc 0"]
+def test_options_are_never_abbreviated(project: Path, cli: ForkServer) -> None:
+    done = cli.run("run", "myapp:app", "--gc", "0", module="velithon._cli", cwd=project)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "velithon: error: unrecognized arguments: --gc 0"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.forkserver import ForkServer
 from support.tls import Certs, expired_leaf, make_certs, serial_of
 
 APP = """
@@ -173,16 +174,16 @@ def test_workers_reload_on_sighup_and_redirect(start: Callable[..., Server], cer
     assert "Traceback" not in server.err
 
 
-def test_an_expired_certificate_is_refused_at_start_up(
-        start: Callable[..., Server], certs: Certs) -> None:
+def test_an_expired_certificate_is_refused_at_start_up(cli: ForkServer, certs: Certs) -> None:
     expired = certs.dir / "expired.pem"
     expired_leaf(certs.ca).private_key_and_cert_chain_pem.write_to_path(str(expired))
     for workers in ("1", "2"):
-        server = start("--port", "0", "--workers", workers, "--ssl-certfile", str(expired))
-        assert server.wait() == 3
-        assert server.err == (f"velithon: error: the certificate in {str(expired)!r} expired "
-                              "on 2020-01-02 03:04:05 UTC\n")
-        assert "serving on" not in server.out
+        done = cli.run("run", "app:app", "--port", "0", "--workers", workers, "--ssl-certfile",
+                       str(expired), module="velithon._cli", cwd=certs.dir)
+        assert done.returncode == 3
+        assert done.stderr == (f"velithon: error: the certificate in {str(expired)!r} expired "
+                               "on 2020-01-02 03:04:05 UTC\n")
+        assert "serving on" not in done.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -200,7 +201,8 @@ def test_an_expired_certificate_is_refused_at_start_up(
      "listener needs a port of its own"),
 ])
 def test_option_mistakes_are_one_line_usage_errors(
-        start: Callable[..., Server], args: tuple[str, ...], message: str) -> None:
-    server = start("--port", "0", *args)
-    assert server.wait() == 2
-    assert message in server.err and server.err.count("\n") == 1, server.err
+        cli: ForkServer, certs: Certs, args: tuple[str, ...], message: str) -> None:
+    done = cli.run("run", "app:app", "--port", "0", *args, module="velithon._cli",
+                   cwd=certs.dir)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr

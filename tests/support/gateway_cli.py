@@ -24,12 +24,6 @@ from velithon.testing import Backend
 LIMIT = 30.0  # seconds: an upper bound for any single wait
 
 
-def velithon(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``velithon *args`` run to its end (in ``cwd``), output captured."""
-    return subprocess.run([sys.executable, "-m", "velithon", *args], capture_output=True,
-                          text=True, timeout=60, check=False, cwd=cwd)
-
-
 def config_for(*targets: Backend, extra: str = "", server: str = "") -> str:
     """A gateway with one route ``/api/...`` over ``targets`` and no admin surface;
     ``server`` goes after the ``[server]`` keys (a ``[server.tls]`` table, say)."""
