@@ -114,7 +114,8 @@ def test_the_banner_lists_urls_backends_and_controls(tmp_path: Path) -> None:
 
 
 def test_requests_spread_and_the_flapping_backend_leaves_and_returns(tmp_path: Path) -> None:
-    with demo(tmp_path, "--flap-period", "2") as running:
+    # a short cycle, and health checks often enough to see each phase of it
+    with demo(tmp_path, "--flap-period", "1", "--health-interval", "0.25") as running:
         seen: set[str] = set()
         eventually(lambda: seen.update(answered_by(running, 3)) or len(seen) == 3, 20,
                    "all three backends answer")
@@ -128,7 +129,7 @@ def test_requests_spread_and_the_flapping_backend_leaves_and_returns(tmp_path: P
 
 
 def test_slow_fast_unhealthy_healthy_controls(tmp_path: Path) -> None:
-    with demo(tmp_path, "--flap-period", "1000") as running:
+    with demo(tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
         alpha = running.backends["alpha"]
         assert running.control("alpha", "slow", ms="400").json()["latency_ms"] == 400
         started = time.monotonic()
@@ -182,7 +183,7 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
 def test_a_restarted_backend_is_back_in_rotation_after_its_next_health_check(
     tmp_path: Path,
 ) -> None:
-    with demo(tmp_path, "--flap-period", "1000") as running:
+    with demo(tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
         running.control("alpha", "kill")
         eventually(lambda: not running.target("alpha")["healthy"], 10, "alpha marked down")
         assert "alpha" not in answered_by(running, 6)

@@ -18,6 +18,11 @@ from velithon._http11 import FIELD_NAME, FIELD_VALUE, invalid_field
 from velithon.server import _http_h11
 
 
+@pytest.fixture(autouse=True)
+def _both_parsers() -> None:
+    """Pure checks of the field grammar against h11: no server, so no parser mode."""
+
+
 def test_the_import_guard_refuses_an_h11_without_header_triples(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _http_h11._check_h11_header_items()  # the installed h11 passes
