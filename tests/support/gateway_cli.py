@@ -21,6 +21,8 @@ import trio
 
 from velithon.testing import Backend
 
+from support.gateway import PLAIN_HTTP
+
 LIMIT = 30.0  # seconds: an upper bound for any single wait
 
 
@@ -106,6 +108,8 @@ Launch = Callable[..., GatewayProcess]
 async def client(url: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client that opens a fresh connection per request (``options``: httpx's)."""
     limits = httpx.Limits(max_keepalive_connections=0)
+    if url.startswith("http://"):
+        options.setdefault("verify", PLAIN_HTTP)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits, **options) as c:
         yield c
 
