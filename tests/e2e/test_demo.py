@@ -1,8 +1,9 @@
 """``velithon demo``: the README's first command, as a new user runs it.
 
-Most tests run the command in a subprocess on an ephemeral port (``--port 0``), read the
-URLs from its banner, and use the gateway and the backend controls the banner lists.
-They poll with deadlines: the demo runs on real time in another process.
+Most tests run the command in a child process (forked from the session's pre-imported
+interpreter, see support.forkserver) on an ephemeral port (``--port 0``), read the URLs
+from its banner, and use the gateway and the backend controls the banner lists. They
+poll with deadlines: the demo runs on real time in another process.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from velithon._demo import DemoOptions, run_demo
 from velithon._demo.backends import BackendSettings, DemoBackend
 
 from support.catalogue import bounded
-from support.forkserver import ForkServer
+from support.forkserver import ForkedProcess, ForkServer
 from support.gateway import PLAIN_HTTP
 
 
@@ -36,7 +35,7 @@ class RunningDemo:
     url: str
     backends: dict[str, str]  # name -> URL, as the banner lists them
     banner: str
-    proc: subprocess.Popen[bytes]
+    proc: ForkedProcess
     stdout: Path
     stderr: Path
 
@@ -66,11 +65,9 @@ def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 @contextmanager
-def demo(tmp_path: Path, *args: str) -> Iterator[RunningDemo]:
+def demo(cli: ForkServer, tmp_path: Path, *args: str) -> Iterator[RunningDemo]:
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "velithon", "demo", "--port", "0", *args],
-                                stdout=out, stderr=err)
+    proc = cli.start("demo", "--port", "0", *args, stdout=stdout, stderr=stderr)
     try:
         eventually(lambda: "Ctrl-C stops everything" in stdout.read_text()
                    or proc.poll() is not None, 30, "the banner")
@@ -93,8 +90,8 @@ def answered_by(running: RunningDemo, n: int) -> list[str]:
     return names
 
 
-def test_the_banner_lists_urls_backends_and_controls(tmp_path: Path) -> None:
-    with demo(tmp_path) as running:
+def test_the_banner_lists_urls_backends_and_controls(cli: ForkServer, tmp_path: Path) -> None:
+    with demo(cli, tmp_path) as running:
         assert set(running.backends) == {"alpha", "beta", "gamma"}
         for line in (f"dashboard   {running.url}/", f"status      {running.url}/status",
                      f"admin       {running.url}/_velithon/status",
@@ -114,9 +111,11 @@ def test_the_banner_lists_urls_backends_and_controls(tmp_path: Path) -> None:
     assert code == 0 and "Traceback" not in err
 
 
-def test_requests_spread_and_the_flapping_backend_leaves_and_returns(tmp_path: Path) -> None:
+def test_requests_spread_and_the_flapping_backend_leaves_and_returns(
+    cli: ForkServer, tmp_path: Path,
+) -> None:
     # a short cycle, and health checks often enough to see each phase of it
-    with demo(tmp_path, "--flap-period", "1", "--health-interval", "0.25") as running:
+    with demo(cli, tmp_path, "--flap-period", "1", "--health-interval", "0.25") as running:
         seen: set[str] = set()
         eventually(lambda: seen.update(answered_by(running, 3)) or len(seen) == 3, 20,
                    "all three backends answer")
@@ -129,8 +128,8 @@ def test_requests_spread_and_the_flapping_backend_leaves_and_returns(tmp_path: P
                      r"probe=\"HTTP 503\"", err)
 
 
-def test_slow_fast_unhealthy_healthy_controls(tmp_path: Path) -> None:
-    with demo(tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
+def test_slow_fast_unhealthy_healthy_controls(cli: ForkServer, tmp_path: Path) -> None:
+    with demo(cli, tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
         alpha = running.backends["alpha"]
         assert running.control("alpha", "slow", ms="400").json()["latency_ms"] == 400
         started = time.monotonic()
@@ -155,10 +154,10 @@ def test_slow_fast_unhealthy_healthy_controls(tmp_path: Path) -> None:
 
 
 def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens_it(
-    tmp_path: Path,
+    cli: ForkServer, tmp_path: Path,
 ) -> None:
     # health checks rarely, so only retries and passive ejection can react to the kill
-    with demo(tmp_path, "--flap-period", "1000", "--health-interval", "60",
+    with demo(cli, tmp_path, "--flap-period", "1000", "--health-interval", "60",
               "--traffic", "20") as running:
         alpha = running.backends["alpha"]
         assert running.control("alpha", "kill").json()["listening"] is False
@@ -184,9 +183,9 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
 
 
 def test_a_restarted_backend_is_back_in_rotation_after_its_next_health_check(
-    tmp_path: Path,
+    cli: ForkServer, tmp_path: Path,
 ) -> None:
-    with demo(tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
+    with demo(cli, tmp_path, "--flap-period", "1000", "--health-interval", "0.25") as running:
         running.control("alpha", "kill")
         eventually(lambda: not running.target("alpha")["healthy"], 10, "alpha marked down")
         assert "alpha" not in answered_by(running, 6)
@@ -196,8 +195,8 @@ def test_a_restarted_backend_is_back_in_rotation_after_its_next_health_check(
     assert code == 0, err
 
 
-def test_traffic_moves_the_numbers_without_any_client(tmp_path: Path) -> None:
-    with demo(tmp_path, "--traffic", "20", "--flap-period", "1000") as running:
+def test_traffic_moves_the_numbers_without_any_client(cli: ForkServer, tmp_path: Path) -> None:
+    with demo(cli, tmp_path, "--traffic", "20", "--flap-period", "1000") as running:
         assert "traffic: 20 requests/s through the gateway" in running.banner
 
         def total() -> int:

@@ -1,5 +1,7 @@
-"""The ``velithon run`` command, as a user runs it: a subprocess serving a module from the
-current folder, stopped with SIGTERM."""
+"""The ``velithon run`` command, as a user runs it: a child process serving a module from
+the current folder, stopped with SIGTERM. The commands are children of the fork server
+(see support.forkserver) but for the version and help check, which starts a fresh
+interpreter, and the ``serve()`` script."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +20,7 @@ import pytest
 
 from support.fifo import held_at
 from support.forkserver import ForkServer
+from support.gateway import PLAIN_HTTP
 
 APP = textwrap.dedent(
     """
@@ -53,32 +58,62 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def velithon(cwd: Path, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
+class Command:
+    """``python -m velithon._cli *args`` in ``cwd``, a child of the fork server, its
+    output going to files there (the part of ``Popen`` these tests use)."""
+
+    def __init__(self, cli: ForkServer, cwd: Path, args: tuple[str, ...],
+                 new_session: bool) -> None:
+        self.out_path, self.err_path = (Path(tempfile.mkstemp(dir=cwd, suffix=suffix)[1])
+                                        for suffix in (".out", ".err"))
+        self.proc = cli.start(*args, module="velithon._cli", cwd=cwd, stdout=self.out_path,
+                              stderr=self.err_path, new_session=new_session)
+        self.pid = self.proc.pid
+        self.poll, self.send_signal, self.kill = (self.proc.poll, self.proc.send_signal,
+                                                  self.proc.kill)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def first_line(self) -> str:
+        """Its first line of output, once written (what ``stdout.readline()`` returns)."""
+        deadline = time.monotonic() + 20
+        while True:
+            ended = self.poll() is not None  # checked first: its last output counts
+            text = self.out_path.read_text()
+            if "\n" in text or ended:
+                return text.split("\n", 1)[0] + "\n" if "\n" in text else text
+            assert time.monotonic() < deadline, "no line of output within 20 s"
+            time.sleep(0.01)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for the end; everything it printed."""
+        self.proc.wait(timeout)
+        return self.out_path.read_text(), self.err_path.read_text()
+
+
+def velithon(cli: ForkServer, cwd: Path, *args: str, new_session: bool = False) -> Command:
     """``velithon *args`` in ``cwd``; ``new_session``: its own process group, so that a
     signal can go to the group (the supervisor and its workers)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "velithon._cli", *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=new_session,
-    )
+    return Command(cli, cwd, args, new_session)
 
 
-def wait_started(proc: subprocess.Popen[str]) -> list[str]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+def wait_started(proc: Command) -> list[str]:
+    line = proc.first_line()
     match = re.fullmatch(r"velithon serving on (http://127\.0\.0\.1:\d+)\n", line)
-    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    assert match, (line, proc.err_path.read_text() if proc.poll() is not None else "")
     return [match.group(1)]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_run_serves_and_exits_0_on_sigterm(project: Path, workers: str) -> None:
-    proc = velithon(project, "run", "myapp:app", "--port", "0", "--workers", workers,
+def test_run_serves_and_exits_0_on_sigterm(project: Path, cli: ForkServer, workers: str) -> None:
+    proc = velithon(cli, project, "run", "myapp:app", "--port", "0", "--workers", workers,
                     "--graceful-timeout", "2")
     try:
         [url] = wait_started(proc)
         for _ in range(3):
-            assert httpx.get(url, timeout=5).text == "from cli"
+            assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -129,18 +164,18 @@ NOTHING_TO_RELOAD = ("SIGHUP received: nothing to reload (no TLS certificate, no
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sighup_to_a_plain_run_is_logged_once_and_it_keeps_serving(
-    project: Path, workers: str
+    project: Path, cli: ForkServer, workers: str
 ) -> None:
     """A service manager's "reload" of an app without TLS must not stop it (SIGHUP's
     default action would); with workers, a SIGHUP to the whole group is logged once."""
-    proc = velithon(project, "run", "myapp:app", "--port", "0", "--workers", workers,
+    proc = velithon(cli, project, "run", "myapp:app", "--port", "0", "--workers", workers,
                     new_session=True)
     try:
         [url] = wait_started(proc)
         os.killpg(proc.pid, signal.SIGHUP)
-        assert httpx.get(url, timeout=5).text == "from cli"
+        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
         proc.send_signal(signal.SIGHUP)
-        assert httpx.get(url, timeout=5).text == "from cli"
+        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -151,17 +186,19 @@ def test_sighup_to_a_plain_run_is_logged_once_and_it_keeps_serving(
     assert out.count("lifespan shutdown done") == int(workers)
 
 
-def test_sighup_while_the_app_module_is_imported_does_not_stop_run(project: Path) -> None:
+def test_sighup_while_the_app_module_is_imported_does_not_stop_run(
+    project: Path, cli: ForkServer
+) -> None:
     gate = project / "gate"
     os.mkfifo(gate)
     (project / "slowapp.py").write_text("open('gate').read()  # held here by the test\n"
                                         "from myapp import app\n")
-    proc = velithon(project, "run", "slowapp:app", "--port", "0")
+    proc = velithon(cli, project, "run", "slowapp:app", "--port", "0")
     try:
         with held_at(gate, proc):
             proc.send_signal(signal.SIGHUP)
         [url] = wait_started(proc)
-        assert httpx.get(url, timeout=5).text == "from cli"
+        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -277,9 +314,9 @@ def test_user_mistakes_are_one_line_and_exit_2(
 
 
 def test_weights_the_strategy_ignores_are_a_warning_naming_the_users_line(
-    odd_project: Path,
+    odd_project: Path, cli: ForkServer,
 ) -> None:
-    proc = velithon(odd_project, "run", "weighty:app", "--port", "0")
+    proc = velithon(cli, odd_project, "run", "weighty:app", "--port", "0")
     try:
         wait_started(proc)
         proc.send_signal(signal.SIGTERM)
@@ -291,12 +328,12 @@ def test_weights_the_strategy_ignores_are_a_warning_naming_the_users_line(
     assert "Use the 'weighted' strategy" in err
 
 
-def test_factory_size_suffix_and_level_in_any_case(odd_project: Path) -> None:
-    proc = velithon(odd_project, "run", "odd:make_app", "--factory", "--port", "0",
+def test_factory_size_suffix_and_level_in_any_case(odd_project: Path, cli: ForkServer) -> None:
+    proc = velithon(cli, odd_project, "run", "odd:make_app", "--factory", "--port", "0",
                     "--max-body-size", "100M", "--log-level", "WARNING")
     try:
         [url] = wait_started(proc)
-        assert httpx.get(url, timeout=5).text == "from factory"
+        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from factory"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     finally:
@@ -362,12 +399,13 @@ GC_APP = textwrap.dedent(
     (("--gc-threshold", "0"), 700, False),
 ])
 def test_run_tunes_the_garbage_collector_once_the_app_has_started(
-        tmp_path: Path, args: tuple[str, ...], threshold: int, frozen: bool) -> None:
+        tmp_path: Path, cli: ForkServer, args: tuple[str, ...], threshold: int,
+        frozen: bool) -> None:
     (tmp_path / "gcapp.py").write_text(GC_APP)
-    proc = velithon(tmp_path, "run", "gcapp:app", "--port", "0", *args)
+    proc = velithon(cli, tmp_path, "run", "gcapp:app", "--port", "0", *args)
     try:
         [url] = wait_started(proc)
-        state = httpx.get(url, timeout=5).json()
+        state = httpx.get(url, timeout=5, verify=PLAIN_HTTP).json()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     finally:

@@ -8,8 +8,6 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 import pytest
 
 from support.forkserver import ForkServer
+from support.gateway import PLAIN_HTTP
 from support.tls import Certs, expired_leaf, make_certs, serial_of
 
 APP = """
@@ -40,14 +39,13 @@ def _both_parsers() -> None:
 
 
 class Server:
-    """A ``velithon run`` process group whose output goes to files."""
+    """A ``velithon run`` process group whose output goes to files, a child of the fork
+    server (see support.forkserver)."""
 
-    def __init__(self, cwd: Path, name: str, args: tuple[str, ...]) -> None:
+    def __init__(self, cli: ForkServer, cwd: Path, name: str, args: tuple[str, ...]) -> None:
         self.out_path, self.err_path = cwd / f"{name}.out", cwd / f"{name}.err"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "velithon._cli", "run", "app:app", *args],
-                cwd=cwd, stdout=out, stderr=err, start_new_session=True)
+        self.proc = cli.start("run", "app:app", *args, module="velithon._cli", cwd=cwd,
+                              stdout=self.out_path, stderr=self.err_path, new_session=True)
 
     @property
     def out(self) -> str:
@@ -90,11 +88,11 @@ def certs(tmp_path: Path) -> Certs:
 
 
 @pytest.fixture
-def start(certs: Certs) -> Iterator[Callable[..., Server]]:
+def start(certs: Certs, cli: ForkServer) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def launch(*args: str) -> Server:
-        server = Server(certs.dir, f"server{len(servers)}", args)
+        server = Server(cli, certs.dir, f"server{len(servers)}", args)
         servers.append(server)
         return server
 
@@ -157,7 +155,8 @@ def test_workers_reload_on_sighup_and_redirect(start: Callable[..., Server], cer
     server = start("--port", "0", "--workers", "2", "--ssl-certfile", str(live),
                    "--https-redirect-port", str(redirect_port))
     port = server.port()
-    moved = httpx.get(f"http://127.0.0.1:{redirect_port}/x?y=1", timeout=LIMIT)
+    moved = httpx.get(f"http://127.0.0.1:{redirect_port}/x?y=1", timeout=LIMIT,
+                      verify=PLAIN_HTTP)
     assert moved.status_code == 301
     assert moved.headers["location"] == f"https://127.0.0.1:{port}/x?y=1"
 

@@ -1,14 +1,13 @@
 """``velithon run`` as real process groups: one listening socket bound by the supervisor,
 a busy port refused, stop signals sent to the whole group as service managers send them,
-and quiet HTTP-client loggers in every process."""
+and quiet HTTP-client loggers in every process. The supervisor is a child of the fork
+server (see support.forkserver); its workers are spawned as in production."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from support.forkserver import ForkServer
+from support.gateway import PLAIN_HTTP
 
 APP = textwrap.dedent(
     """
@@ -49,16 +51,14 @@ LIMIT = 20.0  # seconds: an upper bound for any single wait, never a sleep
 
 
 class Server:
-    """A ``velithon run`` process group whose output goes to files (no pipe can fill)."""
+    """A ``velithon run`` process group whose output goes to files (no pipe can fill), a
+    child of the fork server."""
 
-    def __init__(self, cwd: Path, name: str, args: tuple[str, ...]) -> None:
+    def __init__(self, cli: ForkServer, cwd: Path, name: str, args: tuple[str, ...]) -> None:
         self.out_path = cwd / f"{name}.out"
         self.err_path = cwd / f"{name}.err"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "velithon._cli", "run", "app:app", *args],
-                cwd=cwd, stdout=out, stderr=err, start_new_session=True,
-            )
+        self.proc = cli.start("run", "app:app", *args, module="velithon._cli", cwd=cwd,
+                              stdout=self.out_path, stderr=self.err_path, new_session=True)
         self.pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
 
     @property
@@ -127,7 +127,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 @pytest.fixture
-def start(tmp_path: Path, pool: ThreadPoolExecutor) -> Iterator[Start]:
+def start(tmp_path: Path, pool: ThreadPoolExecutor, cli: ForkServer) -> Iterator[Start]:
     """``start(*args)`` launches a server in its own process group; every group started is
     killed at teardown, whatever the test did (before ``pool`` waits for its requests, which
     then fail at once)."""
@@ -135,7 +135,7 @@ def start(tmp_path: Path, pool: ThreadPoolExecutor) -> Iterator[Start]:
     servers: list[Server] = []
 
     def launch(*args: str) -> Server:
-        server = Server(tmp_path, f"server{len(servers)}", args)
+        server = Server(cli, tmp_path, f"server{len(servers)}", args)
         servers.append(server)
         return server
 
@@ -145,7 +145,7 @@ def start(tmp_path: Path, pool: ThreadPoolExecutor) -> Iterator[Start]:
 
 
 def in_background(pool: ThreadPoolExecutor, url: str) -> Future[httpx.Response]:
-    return pool.submit(httpx.get, url, timeout=LIMIT)
+    return pool.submit(httpx.get, url, timeout=LIMIT, verify=PLAIN_HTTP)
 
 
 @pytest.mark.parametrize(("first", "second"), [("2", "2"), ("2", "1"), ("1", "2")])
@@ -160,7 +160,7 @@ def test_busy_port_is_refused_and_the_first_server_keeps_serving(
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in intruder.err
     assert "Traceback" not in intruder.err and "serving on" not in intruder.out
     for _ in range(4):
-        assert httpx.get(url, timeout=LIMIT).status_code == 200
+        assert httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).status_code == 200
     server.signal_group(signal.SIGTERM)
     assert server.wait() == 0
 
@@ -219,7 +219,7 @@ def test_port_0_with_workers_serves_from_worker_processes(start: Start) -> None:
     children = {child.pid for child in psutil.Process(server.proc.pid).children()}
     pids = set()
     for _ in range(8):
-        with httpx.Client() as client:  # a fresh connection each time
+        with httpx.Client(verify=PLAIN_HTTP) as client:  # a fresh connection each time
             response = client.get(url, timeout=LIMIT)
         assert response.status_code == 200
         pids.add(int(response.text))
@@ -249,10 +249,10 @@ def test_sighup_to_the_group_kills_no_process_of_it(start: Start) -> None:
     server.wait_for(r"worker \d+ started", stream="err", count=2)
     server.signal_group(signal.SIGHUP)
     server.wait_for("SIGHUP received: nothing to reload", stream="err")
-    served = {int(httpx.get(url, timeout=LIMIT).text) for _ in range(4)}
+    served = {int(httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).text) for _ in range(4)}
     os.kill(served.pop(), signal.SIGKILL)  # a crash: the supervisor starts another worker
     server.wait_for(r"worker \d+ started", stream="err", count=3)
-    assert httpx.get(url, timeout=LIMIT).status_code == 200
+    assert httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).status_code == 200
     server.signal_group(signal.SIGTERM)
     assert server.wait() == 0, server.err
     assert server.err.count("SIGHUP received") == 1, server.err

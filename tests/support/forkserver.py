@@ -1,25 +1,27 @@
-"""``velithon`` commands that end by themselves, each run in a child process forked from
-one interpreter that has already imported velithon.
+"""``velithon`` commands as child processes forked from one interpreter that has already
+imported velithon.
 
-A fresh ``python -m velithon ...`` spends about a second starting the interpreter and
-importing velithon before the command's own code runs; the suite runs such a command
-(a usage error, ``config check``, a start-up that must fail) well over a hundred times.
-Here one server process, started once per test session, imports velithon and the
-modules ``velithon._cli`` imports at its top, and forks a child per command. The child
-is what the user's process would be from the moment its ``main`` starts: it runs the
-module exactly as ``python -m`` does (``runpy._run_module_as_main``, a new ``__main__``
-module, ``sys.argv``, the command's folder first on ``sys.path``), in the command's
-folder and environment, with its own stdin (``/dev/null``), stdout and stderr (files),
-and ends as the interpreter ends (``SystemExit`` codes, a traceback and exit 1 for any
-other exception, non-daemon threads joined, ``atexit`` functions run, streams flushed).
-Its exit code, stdout and stderr are what the test sees, as with ``subprocess.run``.
+A fresh ``python -m velithon ...`` spends about a second starting the interpreter,
+importing velithon and building the argument parser before the command's own code runs;
+the suite runs such commands (usage errors, ``config check``, start-ups that must fail,
+servers stopped by a signal) well over a hundred times. Here one server process, started
+once per test session, imports velithon and what a command has imported once its
+argument parser exists, and forks a child per command. The child is what the user's
+process would be from the moment its ``main`` starts: it runs the module exactly as
+``python -m`` does (``runpy._run_module_as_main``, a new ``__main__`` module,
+``sys.argv``, the command's folder first on ``sys.path``), in the command's folder and
+environment, with stdin from ``/dev/null`` and stdout and stderr going to files, in a
+session of its own if asked, and ends as the interpreter ends (``SystemExit`` codes, a
+traceback and exit 1 for any other exception, non-daemon threads joined, ``atexit``
+functions run, streams flushed). Its pid is real: the test signals it directly, and sees
+its exit code as ``subprocess`` would (negative for a signal).
 
 What the fork cannot show, it refuses rather than hides: the server checks that its own
 imports printed nothing (a fresh process would print it on every command), the module
 run must not be one the server imported (``python -m`` runs it fresh), and a command
 whose ``PYTHON*`` environment differs from the server's (which shaped its start-up) is
-an error. Commands that serve until a signal, and whatever tests how an interpreter
-starts, use real subprocesses.
+an error. Tests of how an interpreter starts, of a custom environment, or that need the
+child's output as a pipe, use real subprocesses.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -51,8 +54,9 @@ RUNNABLE = ("velithon.__main__", "velithon._cli")
 
 
 class ForkServer:
-    """The test side: ``run(*args)`` is ``subprocess.run([python, "-m", module, *args])``
-    with output captured as text, answered by a child of the fork server."""
+    """The test side: ``start`` is ``subprocess.Popen([python, "-m", module, *args])`` with
+    stdout and stderr going to files; ``run`` runs a command to its end like
+    ``subprocess.run`` with output captured as text."""
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="velithon-forkserver-")
@@ -65,40 +69,54 @@ class ForkServer:
         if ready != {"ready": True}:
             raise RuntimeError(f"the fork server did not start: {ready}")
 
+    def start(self, *args: str, module: str = "velithon", cwd: Path | None = None,
+              stdout: Path, stderr: Path, new_session: bool = False) -> ForkedProcess:
+        """Start ``python -m module *args`` in ``cwd`` (default: this process's folder),
+        its output going to the files ``stdout`` and ``stderr``."""
+        reply = self._ask({"op": "start", "module": module, "args": list(args),
+                           "cwd": str(Path(cwd) if cwd is not None else Path.cwd()),
+                           "env": dict(os.environ), "out": str(stdout), "err": str(stderr),
+                           "new_session": new_session})
+        if "pid" not in reply:
+            raise RuntimeError(f"the fork server refused the command: {reply['error']}")
+        return ForkedProcess(self, reply["pid"], [sys.executable, "-m", module, *args])
+
     def run(self, *args: str, module: str = "velithon", cwd: Path | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m module *args`` in ``cwd`` (default: this process's folder)."""
+        """Run ``python -m module *args`` in ``cwd`` to its end; kill it after ``timeout``."""
         with self._lock:
             self._count += 1
             out = Path(self._dir.name) / f"{self._count}.out"
             err = Path(self._dir.name) / f"{self._count}.err"
-            request = {"module": module, "args": list(args),
-                       "cwd": str(Path(cwd) if cwd is not None else Path.cwd()),
-                       "env": dict(os.environ), "out": str(out), "err": str(err)}
+        proc = self.start(*args, module=module, cwd=cwd, stdout=out, stderr=err)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        result = subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
+        out.unlink()
+        err.unlink()
+        return result
+
+    def returncode(self, pid: int) -> int | None:
+        """The exit code of child ``pid`` once it has ended (it is then reaped), else None."""
+        code: int | None = self._ask({"op": "poll", "pid": pid})["returncode"]
+        return code
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
             assert self._proc.stdin is not None
             self._proc.stdin.write(json.dumps(request).encode() + b"\n")
             self._proc.stdin.flush()
-            started = self._reply(10.0)
-            if "pid" not in started:
-                raise RuntimeError(f"the fork server refused the command: {started}")
-            try:
-                ended = self._reply(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(started["pid"], signal.SIGKILL)  # not reaped yet: still its pid
-                self._reply(10.0)
-                raise subprocess.TimeoutExpired([module, *args], timeout) from None
-            argv = [sys.executable, "-m", module, *args]
-            result = subprocess.CompletedProcess(argv, ended["returncode"], out.read_text(),
-                                                 err.read_text())
-            out.unlink()
-            err.unlink()
-            return result
+            return self._reply(30.0)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
         assert self._proc.stdout is not None
         ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
         if not ready:
-            raise subprocess.TimeoutExpired("fork server", timeout)
+            raise RuntimeError(f"the fork server did not answer within {timeout} s")
         line = self._proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the fork server exited: {self._stop()}")
@@ -119,6 +137,45 @@ class ForkServer:
         """Stop the server (it exits when its input closes) and remove the output folder."""
         self._stop()
         self._dir.cleanup()
+
+
+class ForkedProcess:
+    """The part of ``subprocess.Popen`` the tests use, for a child of the fork server.
+
+    As with ``Popen``, the child is reaped only when ``poll`` or ``wait`` sees it has
+    ended, and it is never signalled after that, so its pid cannot have been reused.
+    """
+
+    def __init__(self, server: ForkServer, pid: int, args: list[str]) -> None:
+        self._server = server
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._server.returncode(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 # ---- the server process ------------------------------------------------------------------
@@ -150,13 +207,13 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _child(request: dict[str, Any], protocol: tuple[int, int]) -> None:
+def _child(request: dict[str, Any], protocol: tuple[int, int], out: int, err: int) -> None:
     """Become the command's process, run it, and exit as the interpreter would."""
     for fd in protocol:
         os.close(fd)
+    if request["new_session"]:
+        os.setsid()
     stdin = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     for fd, target in ((stdin, 0), (out, 1), (err, 2)):
         os.dup2(fd, target)
         os.close(fd)
@@ -171,7 +228,7 @@ def _child(request: dict[str, Any], protocol: tuple[int, int]) -> None:
         runpy._run_module_as_main(request["module"])  # type: ignore[attr-defined]
     except SystemExit as exc:
         code = _exit_code(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the interpreter ends by the signal itself
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     except BaseException:  # the interpreter prints any other exception and exits 1
@@ -199,6 +256,32 @@ def _imported(module: str) -> bool:
     return loaded is not None
 
 
+def _start(request: dict[str, Any], protocol: tuple[int, int],
+           own_env: dict[str, str]) -> dict[str, Any]:
+    env = {k: v for k, v in request["env"].items() if k.startswith("PYTHON")}
+    if env != own_env:
+        return {"error": f"PYTHON* variables differ from the server's: {env} != {own_env}"}
+    if _imported(request["module"]):
+        return {"error": f"{request['module']} is already imported in the server"}
+    # opened here, so that the files exist once the test hears the pid (as with Popen)
+    out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _child(request, protocol, out, err)
+        finally:
+            os._exit(70)  # only if _child itself failed before running anything
+    os.close(out)
+    os.close(err)
+    return {"pid": pid}
+
+
+def _poll(pid: int) -> dict[str, Any]:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return {"returncode": os.waitstatus_to_exitcode(status) if done else None}
+
+
 def _serve() -> None:
     """Answer requests (one JSON line each) until the input closes."""
     requests = os.fdopen(os.dup(0), "rb")
@@ -217,22 +300,10 @@ def _serve() -> None:
     reply({"ready": True})
     for line in requests:
         request = json.loads(line)
-        env = {k: v for k, v in request["env"].items() if k.startswith("PYTHON")}
-        if env != own_env:
-            reply({"error": f"PYTHON* variables differ from the server's: {env} != {own_env}"})
-            continue
-        if _imported(request["module"]):
-            reply({"error": f"{request['module']} is already imported in the server"})
-            continue
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child(request, protocol)
-            finally:
-                os._exit(70)  # only if _child itself failed before running anything
-        reply({"pid": pid})
-        _, status = os.waitpid(pid, 0)
-        reply({"returncode": os.waitstatus_to_exitcode(status)})
+        if request["op"] == "start":
+            reply(_start(request, protocol, own_env))
+        else:
+            reply(_poll(request["pid"]))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import trio
 
 from velithon.testing import Backend
 
+from support.forkserver import ForkedProcess, ForkServer
 from support.gateway import PLAIN_HTTP
 
 LIMIT = 30.0  # seconds: an upper bound for any single wait
@@ -44,19 +45,23 @@ targets = [{urls}]
 
 
 class GatewayProcess:
-    """A ``velithon gateway`` process group whose output goes to files (or, with
-    ``script``, a Python program serving a gateway, run in ``folder``)."""
+    """A ``velithon gateway`` process group whose output goes to files: a child of the
+    fork server ``cli``, or with ``script``, a Python program serving a gateway, run in
+    ``folder`` by a fresh interpreter."""
 
     def __init__(self, folder: Path, config: Path, args: tuple[str, ...], *,
-                 script: str | None = None) -> None:
+                 cli: ForkServer | None = None, script: str | None = None) -> None:
         self.out_path, self.err_path = folder / "out.log", folder / "err.log"
-        argv = ([sys.executable, "-c", script] if script is not None else
-                [sys.executable, "-m", "velithon", "gateway", "-c", str(config), "--port", "0",
-                 *args])
+        self.proc: ForkedProcess | subprocess.Popen[bytes]
+        if script is None:
+            assert cli is not None, "a velithon gateway command runs under the fork server"
+            self.proc = cli.start("gateway", "-c", str(config), "--port", "0", *args,
+                                  stdout=self.out_path, stderr=self.err_path,
+                                  new_session=True)
+            return
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=err,
-                                         cwd=folder if script is not None else None,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-c", script], stdout=out,
+                                         stderr=err, cwd=folder, start_new_session=True)
 
     @property
     def out(self) -> str:
