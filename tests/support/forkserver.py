@@ -263,6 +263,8 @@ def _start(request: dict[str, Any], protocol: tuple[int, int],
         return {"error": f"PYTHON* variables differ from the server's: {env} != {own_env}"}
     if _imported(request["module"]):
         return {"error": f"{request['module']} is already imported in the server"}
+    if not os.path.isdir(request["cwd"]):
+        return {"error": f"no such folder: {request['cwd']}"}
     # opened here, so that the files exist once the test hears the pid (as with Popen)
     out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
