@@ -27,7 +27,6 @@ from velithon._demo.backends import BackendSettings, DemoBackend
 
 from support.catalogue import bounded
 from support.forkserver import ForkedProcess, ForkServer
-from support.gateway import PLAIN_HTTP
 
 
 @attrs.frozen
@@ -40,11 +39,11 @@ class RunningDemo:
     stderr: Path
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, verify=PLAIN_HTTP, **kwargs)
+        return httpx.get(self.url + path, timeout=10, **kwargs)
 
     def control(self, name: str, action: str, **params: str) -> httpx.Response:
         return httpx.post(f"{self.url}/demo/backends/{name}/{action}", params=params,
-                          timeout=10, verify=PLAIN_HTTP)
+                          timeout=10)
 
     def target(self, name: str) -> dict[str, Any]:
         [row] = [t for t in self.get("/status").json()["targets"] if t["backend"] == name]
@@ -133,13 +132,12 @@ def test_slow_fast_unhealthy_healthy_controls(cli: ForkServer, tmp_path: Path) -
         alpha = running.backends["alpha"]
         assert running.control("alpha", "slow", ms="400").json()["latency_ms"] == 400
         started = time.monotonic()
-        assert httpx.get(alpha + "/x", timeout=10, verify=PLAIN_HTTP).json()["latency_ms"] == 400
+        assert httpx.get(alpha + "/x", timeout=10).json()["latency_ms"] == 400
         assert time.monotonic() - started >= 0.4
         assert running.control("alpha", "fast").json()["latency_ms"] == 0
 
         assert running.control("beta", "unhealthy").json()["health"] == "unhealthy"
-        assert httpx.get(running.backends["beta"] + "/health", timeout=10,
-                         verify=PLAIN_HTTP).status_code == 503
+        assert httpx.get(running.backends["beta"] + "/health", timeout=10).status_code == 503
         eventually(lambda: not running.target("beta")["healthy"], 10, "beta marked down")
         assert set(answered_by(running, 4)) == {"alpha", "gamma"}
         running.control("beta", "healthy")
@@ -162,15 +160,14 @@ def test_kill_closes_the_port_requests_are_retried_elsewhere_and_restart_reopens
         alpha = running.backends["alpha"]
         assert running.control("alpha", "kill").json()["listening"] is False
         with pytest.raises(httpx.ConnectError):
-            httpx.get(alpha + "/health", timeout=5, verify=PLAIN_HTTP)
+            httpx.get(alpha + "/health", timeout=5)
         names = answered_by(running, 12)  # every one answered, by the others
         assert "alpha" not in names and set(names) <= {"beta", "gamma"}
         eventually(lambda: running.target("alpha")["ejected"], 10, "alpha ejected")
         assert running.control("alpha", "kill").status_code == 409  # already down
 
         assert running.control("alpha", "restart").json()["listening"] is True
-        reopened = httpx.get(alpha + "/health", timeout=5, verify=PLAIN_HTTP)
-        assert reopened.status_code == 200  # the same port
+        assert httpx.get(alpha + "/health", timeout=5).status_code == 200  # the same port
         # still ejected for 30 s (which of beta and gamma answers depends on how the
         # --traffic requests interleave with these in the round robin)
         assert set(answered_by(running, 6)) <= {"beta", "gamma"}

@@ -20,7 +20,6 @@ import pytest
 
 from support.fifo import held_at
 from support.forkserver import ForkServer
-from support.gateway import PLAIN_HTTP
 
 APP = textwrap.dedent(
     """
@@ -113,7 +112,7 @@ def test_run_serves_and_exits_0_on_sigterm(project: Path, cli: ForkServer, worke
     try:
         [url] = wait_started(proc)
         for _ in range(3):
-            assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
+            assert httpx.get(url, timeout=5).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -173,9 +172,9 @@ def test_sighup_to_a_plain_run_is_logged_once_and_it_keeps_serving(
     try:
         [url] = wait_started(proc)
         os.killpg(proc.pid, signal.SIGHUP)
-        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
+        assert httpx.get(url, timeout=5).text == "from cli"
         proc.send_signal(signal.SIGHUP)
-        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
+        assert httpx.get(url, timeout=5).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -198,7 +197,7 @@ def test_sighup_while_the_app_module_is_imported_does_not_stop_run(
         with held_at(gate, proc):
             proc.send_signal(signal.SIGHUP)
         [url] = wait_started(proc)
-        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from cli"
+        assert httpx.get(url, timeout=5).text == "from cli"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -333,7 +332,7 @@ def test_factory_size_suffix_and_level_in_any_case(odd_project: Path, cli: ForkS
                     "--max-body-size", "100M", "--log-level", "WARNING")
     try:
         [url] = wait_started(proc)
-        assert httpx.get(url, timeout=5, verify=PLAIN_HTTP).text == "from factory"
+        assert httpx.get(url, timeout=5).text == "from factory"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     finally:
@@ -405,7 +404,7 @@ def test_run_tunes_the_garbage_collector_once_the_app_has_started(
     proc = velithon(cli, tmp_path, "run", "gcapp:app", "--port", "0", *args)
     try:
         [url] = wait_started(proc)
-        state = httpx.get(url, timeout=5, verify=PLAIN_HTTP).json()
+        state = httpx.get(url, timeout=5).json()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     finally:

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from support.forkserver import ForkServer
-from support.gateway import PLAIN_HTTP
 from support.tls import Certs, expired_leaf, make_certs, serial_of
 
 APP = """
@@ -155,8 +154,7 @@ def test_workers_reload_on_sighup_and_redirect(start: Callable[..., Server], cer
     server = start("--port", "0", "--workers", "2", "--ssl-certfile", str(live),
                    "--https-redirect-port", str(redirect_port))
     port = server.port()
-    moved = httpx.get(f"http://127.0.0.1:{redirect_port}/x?y=1", timeout=LIMIT,
-                      verify=PLAIN_HTTP)
+    moved = httpx.get(f"http://127.0.0.1:{redirect_port}/x?y=1", timeout=LIMIT)
     assert moved.status_code == 301
     assert moved.headers["location"] == f"https://127.0.0.1:{port}/x?y=1"
 

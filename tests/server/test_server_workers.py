@@ -19,7 +19,6 @@ import psutil
 import pytest
 
 from support.forkserver import ForkServer
-from support.gateway import PLAIN_HTTP
 
 APP = textwrap.dedent(
     """
@@ -145,7 +144,7 @@ def start(tmp_path: Path, pool: ThreadPoolExecutor, cli: ForkServer) -> Iterator
 
 
 def in_background(pool: ThreadPoolExecutor, url: str) -> Future[httpx.Response]:
-    return pool.submit(httpx.get, url, timeout=LIMIT, verify=PLAIN_HTTP)
+    return pool.submit(httpx.get, url, timeout=LIMIT)
 
 
 @pytest.mark.parametrize(("first", "second"), [("2", "2"), ("2", "1"), ("1", "2")])
@@ -160,7 +159,7 @@ def test_busy_port_is_refused_and_the_first_server_keeps_serving(
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in intruder.err
     assert "Traceback" not in intruder.err and "serving on" not in intruder.out
     for _ in range(4):
-        assert httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).status_code == 200
+        assert httpx.get(url, timeout=LIMIT).status_code == 200
     server.signal_group(signal.SIGTERM)
     assert server.wait() == 0
 
@@ -219,7 +218,7 @@ def test_port_0_with_workers_serves_from_worker_processes(start: Start) -> None:
     children = {child.pid for child in psutil.Process(server.proc.pid).children()}
     pids = set()
     for _ in range(8):
-        with httpx.Client(verify=PLAIN_HTTP) as client:  # a fresh connection each time
+        with httpx.Client() as client:  # a fresh connection each time
             response = client.get(url, timeout=LIMIT)
         assert response.status_code == 200
         pids.add(int(response.text))
@@ -249,10 +248,10 @@ def test_sighup_to_the_group_kills_no_process_of_it(start: Start) -> None:
     server.wait_for(r"worker \d+ started", stream="err", count=2)
     server.signal_group(signal.SIGHUP)
     server.wait_for("SIGHUP received: nothing to reload", stream="err")
-    served = {int(httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).text) for _ in range(4)}
+    served = {int(httpx.get(url, timeout=LIMIT).text) for _ in range(4)}
     os.kill(served.pop(), signal.SIGKILL)  # a crash: the supervisor starts another worker
     server.wait_for(r"worker \d+ started", stream="err", count=3)
-    assert httpx.get(url, timeout=LIMIT, verify=PLAIN_HTTP).status_code == 200
+    assert httpx.get(url, timeout=LIMIT).status_code == 200
     server.signal_group(signal.SIGTERM)
     assert server.wait() == 0, server.err
     assert server.err.count("SIGHUP received") == 1, server.err

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from velithon import Velithon
 from velithon.admin import mount_admin
 
-from support.gateway import PLAIN_HTTP, serving
+from support.gateway import serving
 
 
 @attrs.frozen
@@ -69,8 +69,7 @@ async def admin_gateway(*routes: Any, middleware: Sequence[Any] = (),
     for item in middleware:
         app.add_middleware(item)
     mount_admin(app, **admin)
-    async with serving(app) as url, \
-            httpx.AsyncClient(base_url=url, timeout=10.0, verify=PLAIN_HTTP) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10.0) as client:
         yield AdminGateway(url, app, client)
 
 

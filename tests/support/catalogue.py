@@ -30,7 +30,7 @@ from velithon.testing import (
     open_raw_connection,
 )
 
-from support.gateway import PLAIN_HTTP, serving
+from support.gateway import serving
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -81,7 +81,7 @@ class Served:
 
     async def assert_serves(self) -> None:
         """Invariant I1: the gateway still accepts and serves a normal request."""
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0, verify=PLAIN_HTTP) as c:
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as c:
             response = await c.get("/local/ping")
         assert response.status_code == 200, response.text
         assert response.json() == {"pong": True}

@@ -12,10 +12,6 @@ import trio
 from velithon.server import ServerConfig, serve_tcp
 from velithon.testing import Backend, open_backend
 
-#: ``verify=`` for test clients of plain ``http://`` URLs. httpx builds a certificate-
-#: checking TLS context for every client it creates, loading the whole CA bundle (about
-#: 50 ms), which a client that never speaks TLS does not use; ``False`` builds an empty one.
-PLAIN_HTTP = False
 
 @asynccontextmanager
 async def serving(app: Any, **config: Any) -> AsyncIterator[str]:
@@ -42,8 +38,6 @@ async def backends(*names: str, **kwargs: Any) -> AsyncIterator[list[Backend]]:
 
 @asynccontextmanager
 async def client(base_url: str, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
-    if base_url.startswith("http://"):  # see PLAIN_HTTP
-        kwargs.setdefault("verify", PLAIN_HTTP)
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0, **kwargs) as c:
         yield c
 

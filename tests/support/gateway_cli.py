@@ -22,7 +22,6 @@ import trio
 from velithon.testing import Backend
 
 from support.forkserver import ForkedProcess, ForkServer
-from support.gateway import PLAIN_HTTP
 
 LIMIT = 30.0  # seconds: an upper bound for any single wait
 
@@ -113,8 +112,6 @@ Launch = Callable[..., GatewayProcess]
 async def client(url: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client that opens a fresh connection per request (``options``: httpx's)."""
     limits = httpx.Limits(max_keepalive_connections=0)
-    if url.startswith("http://"):
-        options.setdefault("verify", PLAIN_HTTP)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits, **options) as c:
         yield c
 
