@@ -141,6 +141,10 @@ def bodiless_request(headers: list[tuple[bytes, bytes]], method: bytes) -> Reque
     knowing it without a coroutine saves one on each of them.
     """
     length, chunked = _declared_framing(headers)
+    return _bodiless(length, chunked, method)
+
+
+def _bodiless(length: int | None, chunked: bool, method: bytes) -> RequestBody | None:
     if chunked or length:
         return None
     return RequestBody(b"" if length == 0 and method not in _BODYLESS else None, True)
@@ -165,10 +169,10 @@ async def read_request_body(
             ``buffer_limit``, whichever is larger) is read whole and then
             forwarded with a ``Content-Length``.
     """
-    bodiless = bodiless_request(headers, method)
+    length, chunked = _declared_framing(headers)
+    bodiless = _bodiless(length, chunked, method)
     if bodiless is not None:
         return bodiless
-    length, chunked = _declared_framing(headers)
     limit = max(buffer_limit, chunked_buffer_limit) if chunked else buffer_limit
     chunks: list[bytes] = []
     size = 0

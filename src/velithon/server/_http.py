@@ -46,6 +46,7 @@ from ._policy import (
     error_response,
 )
 from ._state import (
+    SERVER_FIELD,
     ClientDisconnected,
     ServerState,
     access_logger,
@@ -67,7 +68,6 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 REASONS = {code.value: code.phrase.encode() for code in http.HTTPStatus}
 NO_BODY_STATUS = frozenset((204, 304))
-_SERVER = (b"server", b"velithon")
 _CLOSE = (b"connection", b"close")
 
 
@@ -557,7 +557,7 @@ class ServerConnection:
                 has_length = True
         headers = [] if has_date else [(b"date", self.state.date_header())]
         if not has_server:
-            headers.append(_SERVER)
+            headers.append(SERVER_FIELD)
         headers.extend(app_headers)
         if (final_length is not None and status not in NO_BODY_STATUS and status >= 200
                 and (final_length or not self._is_head) and not has_length):

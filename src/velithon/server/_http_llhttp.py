@@ -33,7 +33,7 @@ from ._http import (
     ServerConnection,
 )
 from ._policy import RequestHead, RequestRejected, inspect_request, scan_head
-from ._state import ServerState
+from ._state import SERVER_FIELD, ServerState
 
 __all__ = ["LlhttpConnection"]
 
@@ -240,7 +240,7 @@ class LlhttpConnection(ServerConnection):
         else:
             ours = b"date: " + self.state.date_header() + b"\r\n" if date else b""
             if server:
-                ours += b"server: velithon\r\n"
+                ours += b"%s: %s\r\n" % SERVER_FIELD
         fields = b"\r\n".join(map(b": ".join, plain)) + b"\r\n" if plain else b""
         if len(framing_fields) == 1 and not no_body:
             name, length = framing_fields[0]

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["ClientDisconnected", "Drainable", "ServerState"]
 
 logger = logging.getLogger("velithon.server")
+#: The ``Server`` field every response gets unless the app sent its own.
+SERVER_FIELD = (b"server", b"velithon")
 access_logger = logging.getLogger("velithon.access")
 
 
@@ -104,7 +106,7 @@ class ServerState:
         if now != self._date_second:
             self._date_second = now
             self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
-            self._date_and_server = b"date: " + self._date + b"\r\nserver: velithon\r\n"
+            self._date_and_server = b"date: %s\r\n%s: %s\r\n" % (self._date, *SERVER_FIELD)
         return self._date
 
     def date_and_server_lines(self) -> bytes:
